@@ -1,0 +1,47 @@
+# The two commands of the README: `make run` and `make test`. Each bootstraps what it needs.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+TOOLS  := .tools
+BUF_VERSION := 1.75.0
+PROTOS := $(wildcard protos/smschannel/v1/*.proto)
+INSTALLED := $(VENV)/.installed
+GENERATED := service/smschannel/v1/__init__.py
+
+.PHONY: run test lint check gen venv bench demo clean
+
+run: $(GENERATED)
+	$(BIN)/python -m smschannel run
+
+test: lint $(GENERATED)
+	$(BIN)/python -m pytest
+
+lint: $(GENERATED) $(TOOLS)/.buf
+	$(BIN)/ruff check service tests bench scripts
+	$(BIN)/ruff format --check service tests bench scripts
+	$(BIN)/mypy
+	$(TOOLS)/node_modules/.bin/buf lint
+
+venv: $(INSTALLED)
+
+gen: $(GENERATED)
+
+$(INSTALLED): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --disable-pip-version-check --upgrade "pip>=25.1"
+	$(BIN)/python -m pip install -q --disable-pip-version-check -e . --group dev
+	touch $@
+
+$(GENERATED): $(INSTALLED) $(PROTOS) scripts/gen_protos.py
+	$(BIN)/python scripts/gen_protos.py
+
+$(TOOLS)/.buf:
+	mkdir -p $(TOOLS)
+	cd $(TOOLS) && npm install --silent --no-audit --no-fund --no-save @bufbuild/buf@$(BUF_VERSION)
+	touch $@
+
+bench: $(GENERATED)
+	@for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+clean:
+	rm -rf $(VENV) $(TOOLS) service/smschannel/v1 .mypy_cache .ruff_cache .pytest_cache

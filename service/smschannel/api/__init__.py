@@ -1,0 +1,1 @@
+"""The gRPC edge: servicers (thin: proto → domain → proto) and the interceptor around them."""

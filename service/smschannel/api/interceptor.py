@@ -1,0 +1,138 @@
+"""One interceptor for every smschannel.v1 RPC: request id, authentication, error mapping, access log."""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import grpc
+
+from ..auth import Principal, Role, hash_key
+from ..errors import DomainError, Unauthenticated
+from ..jsonlog import request_id_var
+from ..storage import Storage
+from .status import internal_status, to_status
+
+__all__ = ["ApiInterceptor", "Authenticator", "current_principal"]
+
+log = logging.getLogger("smschannel.rpc")
+
+_principal_var: contextvars.ContextVar[Principal] = contextvars.ContextVar("principal")
+
+_API_PREFIX = "/smschannel.v1."
+
+
+def current_principal() -> Principal:
+    """The caller of the RPC being served (set by the interceptor)."""
+    return _principal_var.get()
+
+
+class Authenticator:
+    """Turns an `authorization: Bearer <key>` header into a Principal."""
+
+    _CACHE_SIZE = 10_000
+
+    def __init__(self, storage: Storage, admin_key_hash: str, provider_events_key_hash: str) -> None:
+        self._storage = storage
+        self._fixed = {
+            admin_key_hash: Principal(Role.ADMIN),
+            provider_events_key_hash: Principal(Role.PROVIDER_EVENTS),
+        }
+        # Store keys are immutable once created, so a bounded cache of hash → principal is safe.
+        self._cache: dict[str, Principal] = {}
+
+    async def authenticate(self, header: str | None) -> Principal:
+        """The principal for a header, or Unauthenticated."""
+        if not header:
+            raise Unauthenticated("missing authorization metadata: send 'authorization: Bearer <api key>'")
+        scheme, _, key = header.partition(" ")
+        if scheme.lower() != "bearer" or not key.strip():
+            raise Unauthenticated("authorization metadata must be 'Bearer <api key>'")
+        digest = hash_key(key.strip())
+        principal = self._fixed.get(digest) or self._cache.get(digest)
+        if principal is not None:
+            return principal
+        found = await self._storage.stores.find_api_key(digest)
+        if found is None:
+            raise Unauthenticated("invalid API key")
+        principal = Principal(Role.STORE, found.store_id)
+        if len(self._cache) >= self._CACHE_SIZE:
+            self._cache.clear()
+        self._cache[digest] = principal
+        return principal
+
+
+Observer = Callable[[str, grpc.StatusCode, float], None]
+
+
+class ApiInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    """Wraps each smschannel.v1 handler; health and reflection pass through untouched."""
+
+    def __init__(self, authenticator: Authenticator, observe: Observer | None = None) -> None:
+        self._auth = authenticator
+        self._observe = observe
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(details)
+        method: str = details.method
+        if handler is None or not method.startswith(_API_PREFIX):
+            return handler
+        metadata = {m.key: m.value for m in details.invocation_metadata or ()}
+        if handler.unary_unary:
+            return grpc.unary_unary_rpc_method_handler(
+                self._wrap(method, metadata, handler.unary_unary),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.stream_unary:
+            return grpc.stream_unary_rpc_method_handler(
+                self._wrap(method, metadata, handler.stream_unary),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        return handler  # no server-streaming RPCs in smschannel.v1
+
+    def _wrap(
+        self, method: str, metadata: dict[str, Any], behavior: Callable[[Any, Any], Awaitable[Any]]
+    ) -> Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]:
+        async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            request_id = str(metadata.get("x-request-id") or uuid.uuid4().hex)
+            request_id_var.set(request_id)
+            context.set_trailing_metadata((("x-request-id", request_id),))
+            start = time.perf_counter()
+            code = grpc.StatusCode.OK
+            try:
+                _principal_var.set(await self._auth.authenticate(metadata.get("authorization")))
+                return await behavior(request, context)
+            except DomainError as e:
+                status = to_status(e)
+                code = status.code
+                await context.abort_with_status(status)
+            except NotImplementedError:
+                code = grpc.StatusCode.UNIMPLEMENTED
+                await context.abort(code, f"{method} is not implemented yet")
+            except grpc.aio.AbortError:
+                code = context.code() or grpc.StatusCode.UNKNOWN
+                raise
+            except Exception:
+                code = grpc.StatusCode.INTERNAL
+                log.exception("unexpected error", extra={"method": method})
+                await context.abort_with_status(internal_status(request_id))
+            finally:
+                elapsed = time.perf_counter() - start
+                if self._observe is not None:
+                    self._observe(method, code, elapsed)
+                log.info(
+                    "rpc",
+                    extra={"method": method, "code": code.name, "ms": round(elapsed * 1000, 3)},
+                )
+
+        return wrapped

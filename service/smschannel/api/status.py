@@ -1,0 +1,76 @@
+"""Domain errors → gRPC statuses with google.rpc details (AIP-193)."""
+
+from __future__ import annotations
+
+import grpc
+from google.protobuf import any_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+from ..errors import (
+    AlreadyExists,
+    DomainError,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    Unauthenticated,
+)
+
+__all__ = ["DOMAIN", "internal_status", "to_status"]
+
+DOMAIN = "smschannel.example.com"
+
+_CODES: list[tuple[type[DomainError], int]] = [
+    (InvalidArgument, code_pb2.INVALID_ARGUMENT),
+    (NotFound, code_pb2.NOT_FOUND),
+    (AlreadyExists, code_pb2.ALREADY_EXISTS),
+    (FailedPrecondition, code_pb2.FAILED_PRECONDITION),
+    (Unauthenticated, code_pb2.UNAUTHENTICATED),
+    (PermissionDenied, code_pb2.PERMISSION_DENIED),
+]
+
+
+def _pack(*details: object) -> list[any_pb2.Any]:
+    packed = []
+    for d in details:
+        a = any_pb2.Any()
+        a.Pack(d)  # type: ignore[arg-type]
+        packed.append(a)
+    return packed
+
+
+def to_status(err: DomainError) -> grpc.Status:
+    """The gRPC status for a domain error: its code, message, ErrorInfo and field/precondition details."""
+    code = next((c for t, c in _CODES if isinstance(err, t)), code_pb2.UNKNOWN)
+    details: list[object] = [error_details_pb2.ErrorInfo(reason=err.reason, domain=DOMAIN)]
+    if isinstance(err, InvalidArgument):
+        details.append(
+            error_details_pb2.BadRequest(
+                field_violations=[
+                    error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.description)
+                    for v in err.violations
+                ]
+            )
+        )
+    if isinstance(err, FailedPrecondition) and err.violations:
+        details.append(
+            error_details_pb2.PreconditionFailure(
+                violations=[
+                    error_details_pb2.PreconditionFailure.Violation(
+                        type=v.type, subject=v.subject, description=v.description
+                    )
+                    for v in err.violations
+                ]
+            )
+        )
+    if isinstance(err, NotFound):
+        details.append(error_details_pb2.ResourceInfo(resource_name=err.resource, description=err.message))
+    return rpc_status.to_status(status_pb2.Status(code=code, message=err.message, details=_pack(*details)))
+
+
+def internal_status(request_id: str) -> grpc.Status:
+    """An INTERNAL status that leaks nothing but the request id to look up in the logs."""
+    message = f"internal error; request id {request_id}"
+    info = error_details_pb2.ErrorInfo(reason="INTERNAL", domain=DOMAIN, metadata={"request_id": request_id})
+    return rpc_status.to_status(status_pb2.Status(code=code_pb2.INTERNAL, message=message, details=_pack(info)))

@@ -1,0 +1,51 @@
+"""Configuration, read once from the environment (SPEC §11)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["Config"]
+
+DEFAULT_INSTASENT_BASE_URL = "https://api.instasent.com/transactional/v1"
+
+
+@dataclass(frozen=True)
+class Config:
+    """Every setting of the server and the sidecar."""
+
+    grpc_addr: str = "127.0.0.1:50051"
+    http_addr: str = "127.0.0.1:8080"
+    public_url: str = "http://127.0.0.1:8080"
+    db: str = "./smschannel.db"
+    admin_key: str | None = None
+    secret_key: str | None = None
+    instasent_base_url: str = DEFAULT_INSTASENT_BASE_URL
+    log_level: str = "INFO"
+    shutdown_grace: float = 10.0
+    metrics_addr: str | None = None
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Config:
+        """Build the config from `SMSCHANNEL_*` / `INSTASENT_*` variables, with SPEC defaults."""
+        env = os.environ if env is None else env
+        http_addr = env.get("SMSCHANNEL_HTTP_ADDR") or cls.http_addr
+        return cls(
+            grpc_addr=env.get("SMSCHANNEL_GRPC_ADDR") or cls.grpc_addr,
+            http_addr=http_addr,
+            public_url=(env.get("SMSCHANNEL_PUBLIC_URL") or f"http://{http_addr}").rstrip("/"),
+            db=env.get("SMSCHANNEL_DB") or cls.db,
+            admin_key=env.get("SMSCHANNEL_ADMIN_KEY") or None,
+            secret_key=env.get("SMSCHANNEL_SECRET_KEY") or None,
+            instasent_base_url=(env.get("INSTASENT_BASE_URL") or DEFAULT_INSTASENT_BASE_URL).rstrip("/"),
+            log_level=(env.get("SMSCHANNEL_LOG_LEVEL") or cls.log_level).upper(),
+            shutdown_grace=float(env.get("SMSCHANNEL_SHUTDOWN_GRACE") or cls.shutdown_grace),
+            metrics_addr=env.get("SMSCHANNEL_METRICS_ADDR") or None,
+        )
+
+    @property
+    def secret_key_file(self) -> Path:
+        """Where a generated secret key lives: beside the SQLite file."""
+        return Path(f"{self.db}.secret.key")

@@ -1,0 +1,1 @@
+"""Domain rules: plain, mostly synchronous code over small dataclasses. No SQL, no gRPC."""

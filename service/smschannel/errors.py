@@ -1,0 +1,103 @@
+"""Domain errors. Domain and storage code raise these; the API layer maps them to gRPC statuses."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = [
+    "AlreadyExists",
+    "DomainError",
+    "FailedPrecondition",
+    "FieldViolation",
+    "InvalidArgument",
+    "NotFound",
+    "PermissionDenied",
+    "Unauthenticated",
+    "Violation",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class FieldViolation:
+    """One bad field: its path in the request and why."""
+
+    field: str
+    description: str
+
+
+class DomainError(Exception):
+    """Base of every error that has a meaning for the caller."""
+
+    reason = "ERROR"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidArgument(DomainError):
+    """Bad input; carries every field violation found."""
+
+    reason = "INVALID_ARGUMENT"
+
+    def __init__(self, field: str, description: str, *more: FieldViolation) -> None:
+        self.violations = [FieldViolation(field, description), *more]
+        super().__init__("; ".join(f"{v.field}: {v.description}" for v in self.violations))
+
+    @classmethod
+    def of(cls, violations: list[FieldViolation]) -> InvalidArgument:
+        """One error carrying several violations (there must be at least one)."""
+        first, *rest = violations
+        return cls(first.field, first.description, *rest)
+
+
+class NotFound(DomainError):
+    """The resource does not exist, or the caller may not see it."""
+
+    reason = "NOT_FOUND"
+
+    def __init__(self, resource: str) -> None:
+        super().__init__(f"{resource} not found")
+        self.resource = resource
+
+
+class AlreadyExists(DomainError):
+    """A resource with that id or unique key exists."""
+
+    reason = "ALREADY_EXISTS"
+
+    def __init__(self, resource: str, what: str = "") -> None:
+        super().__init__(what or f"{resource} already exists")
+        self.resource = resource
+
+
+@dataclass(frozen=True, slots=True)
+class Violation:
+    """One precondition that does not hold (AIP-193 PreconditionFailure)."""
+
+    type: str
+    subject: str
+    description: str
+
+
+class FailedPrecondition(DomainError):
+    """The system is not in a state that allows the call (stale etag, missing config, bad graph)."""
+
+    reason = "FAILED_PRECONDITION"
+
+    def __init__(self, message: str, violations: list[Violation] | None = None) -> None:
+        super().__init__(message)
+        self.violations: list[Violation] = violations or []
+
+
+class Unauthenticated(DomainError):
+    """No or bad credentials."""
+
+    reason = "UNAUTHENTICATED"
+
+
+class PermissionDenied(DomainError):
+    """Authenticated, but this key may not do that."""
+
+    reason = "PERMISSION_DENIED"
+

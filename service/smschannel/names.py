@@ -1,0 +1,136 @@
+"""Resource names, parsed once at the edge into small value objects (AIP-122)."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import secrets
+from dataclasses import dataclass
+from typing import ClassVar, Self
+
+from .errors import InvalidArgument
+
+__all__ = [
+    "ApiKeyName",
+    "ChannelConfigName",
+    "ContactName",
+    "MessageName",
+    "SmsContentName",
+    "StoreName",
+    "WorkflowName",
+    "WorkflowRunName",
+    "new_id",
+    "validate_id",
+]
+
+_STORE_ID = r"[a-z][a-z0-9-]{0,62}"
+_ID = r"[a-z0-9][a-z0-9-]{0,62}"
+
+
+def validate_id(field: str, value: str, *, store: bool = False) -> str:
+    """Check a client-chosen resource id; returns it unchanged."""
+    shape = _STORE_ID if store else _ID
+    if not re.fullmatch(shape, value):
+        raise InvalidArgument(field, f"{value!r} is not a valid id ({shape})")
+    return value
+
+
+def new_id() -> str:
+    """A fresh random id: 20 hex characters (80 bits), valid as a resource id and a provider clientId."""
+    return secrets.token_hex(10)
+
+
+class _Name:
+    """A resource name built from `template`: each `{field}` is a dataclass field of the subclass."""
+
+    template: ClassVar[str]
+    _pattern: ClassVar[re.Pattern[str]]
+
+    def __init_subclass__(cls) -> None:
+        regex = re.escape(cls.template).replace(r"\{", "{").replace(r"\}", "}")
+        regex = re.sub(r"\{store\}", f"({_STORE_ID})", regex)
+        cls._pattern = re.compile(re.sub(r"\{\w+\}", f"({_ID})", regex))
+
+    @classmethod
+    def parse(cls, field: str, value: str) -> Self:
+        """Parse `value`, or raise InvalidArgument naming `field`."""
+        if not value:
+            raise InvalidArgument(field, f"required: a resource name {cls.template}")
+        m = cls._pattern.fullmatch(value)
+        if m is None:
+            raise InvalidArgument(field, f"{value!r} is not a resource name {cls.template}")
+        return cls(*m.groups())
+
+    def __str__(self) -> str:
+        return self.template.format(**{f.name: getattr(self, f.name) for f in dataclasses.fields(self)})  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class StoreName(_Name):
+    """`stores/{store}`."""
+
+    template = "stores/{store}"
+    store: str
+
+
+@dataclass(frozen=True)
+class ContactName(_Name):
+    """`stores/{store}/contacts/{contact}`."""
+
+    template = "stores/{store}/contacts/{contact}"
+    store: str
+    contact: str
+
+
+@dataclass(frozen=True)
+class SmsContentName(_Name):
+    """`stores/{store}/smsContents/{sms_content}`."""
+
+    template = "stores/{store}/smsContents/{sms_content}"
+    store: str
+    sms_content: str
+
+
+@dataclass(frozen=True)
+class MessageName(_Name):
+    """`stores/{store}/messages/{message}`."""
+
+    template = "stores/{store}/messages/{message}"
+    store: str
+    message: str
+
+
+@dataclass(frozen=True)
+class WorkflowName(_Name):
+    """`stores/{store}/workflows/{workflow}`."""
+
+    template = "stores/{store}/workflows/{workflow}"
+    store: str
+    workflow: str
+
+
+@dataclass(frozen=True)
+class WorkflowRunName(_Name):
+    """`stores/{store}/workflows/{workflow}/runs/{run}`."""
+
+    template = "stores/{store}/workflows/{workflow}/runs/{run}"
+    store: str
+    workflow: str
+    run: str
+
+
+@dataclass(frozen=True)
+class ApiKeyName(_Name):
+    """`stores/{store}/apiKeys/{api_key}`."""
+
+    template = "stores/{store}/apiKeys/{api_key}"
+    store: str
+    api_key: str
+
+
+@dataclass(frozen=True)
+class ChannelConfigName(_Name):
+    """`stores/{store}/smsChannelConfig` (a singleton, AIP-156)."""
+
+    template = "stores/{store}/smsChannelConfig"
+    store: str

@@ -1,0 +1,111 @@
+"""The gRPC server factory and its lifecycle: start, serve, drain on SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import signal
+import sys
+from dataclasses import dataclass
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer
+from grpc_reflection.v1alpha import reflection
+
+from .api.contacts import ContactsServicer
+from .api.interceptor import ApiInterceptor, Authenticator
+from .api.sms_channel import SmsChannelServicer
+from .api.workflows import WorkflowServicer
+from .auth import derive_provider_events_key, hash_key
+from .config import Config
+from .crypto import load_or_create_secret_key
+from .storage import Storage
+from .storage.sqlite import SqliteStorage
+from .v1 import contacts_service_pb2, sms_channel_service_pb2, workflow_service_pb2
+from .v1 import contacts_service_pb2_grpc, sms_channel_service_pb2_grpc, workflow_service_pb2_grpc
+
+__all__ = ["App", "serve"]
+
+log = logging.getLogger("smschannel.server")
+
+SERVICE_NAMES = (
+    sms_channel_service_pb2.DESCRIPTOR.services_by_name["SmsChannelService"].full_name,
+    contacts_service_pb2.DESCRIPTOR.services_by_name["ContactsService"].full_name,
+    workflow_service_pb2.DESCRIPTOR.services_by_name["WorkflowService"].full_name,
+)
+
+
+async def resolve_admin_key_hash(config: Config, storage: Storage) -> str:
+    """The admin key's hash: from the environment, else generated once and printed at first start."""
+    if config.admin_key:
+        return hash_key(config.admin_key)
+    stored = await storage.meta.get("admin_key_hash")
+    if stored is not None:
+        return stored
+    clear = "adm_" + secrets.token_urlsafe(32)
+    stored = await storage.meta.put_if_absent("admin_key_hash", hash_key(clear))
+    if stored == hash_key(clear):
+        # Shown once, on the terminal only (never in the JSON log stream, which may be shipped).
+        print(f"SMSCHANNEL_ADMIN_KEY generated (shown once, keep it): {clear}", file=sys.stderr, flush=True)
+    return stored
+
+
+@dataclass
+class App:
+    """A running server with everything it owns."""
+
+    config: Config
+    storage: Storage
+    server: grpc.aio.Server
+    health: HealthServicer
+    port: int
+
+    @classmethod
+    async def start(cls, config: Config, storage: Storage | None = None) -> App:
+        """Open storage, build and start the server on `config.grpc_addr` (port 0 picks a free one)."""
+        storage = storage or await SqliteStorage.open(config.db)
+        secret_key = load_or_create_secret_key(config.secret_key, config.secret_key_file)
+        authenticator = Authenticator(
+            storage,
+            admin_key_hash=await resolve_admin_key_hash(config, storage),
+            provider_events_key_hash=hash_key(derive_provider_events_key(secret_key)),
+        )
+        server = grpc.aio.server(interceptors=[ApiInterceptor(authenticator)])
+        sms_channel_service_pb2_grpc.add_SmsChannelServiceServicer_to_server(SmsChannelServicer(storage), server)
+        contacts_service_pb2_grpc.add_ContactsServiceServicer_to_server(ContactsServicer(storage), server)
+        workflow_service_pb2_grpc.add_WorkflowServiceServicer_to_server(WorkflowServicer(), server)
+        health = HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(health, server)
+        reflection.enable_server_reflection(
+            (*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
+            server,
+        )
+        port = server.add_insecure_port(config.grpc_addr)
+        if port == 0:
+            raise OSError(f"cannot listen on {config.grpc_addr}")
+        await server.start()
+        for name in ("", *SERVICE_NAMES):
+            await health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        log.info("serving", extra={"grpc_addr": config.grpc_addr, "port": port})
+        return cls(config, storage, server, health, port)
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Drain: report NOT_SERVING, let in-flight calls finish within the grace, close storage."""
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(self.config.shutdown_grace if grace is None else grace)
+        await self.storage.close()
+        log.info("stopped")
+
+
+async def serve(config: Config) -> None:
+    """Run until SIGTERM or SIGINT, then drain and return."""
+    app = await App.start(config)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("draining")
+    await app.stop()
