@@ -53,7 +53,7 @@ async def _run_both() -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, forward, sig)
     waits = [asyncio.ensure_future(c.wait()) for c in children]
-    done, _ = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
     forward(signal.SIGTERM)  # one ended: stop the other too
     codes = await asyncio.gather(*waits)
     return max(codes, key=abs)

@@ -100,4 +100,3 @@ class PermissionDenied(DomainError):
     """Authenticated, but this key may not do that."""
 
     reason = "PERMISSION_DENIED"
-

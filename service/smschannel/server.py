@@ -23,8 +23,14 @@ from .config import Config
 from .crypto import load_or_create_secret_key
 from .storage import Storage
 from .storage.sqlite import SqliteStorage
-from .v1 import contacts_service_pb2, sms_channel_service_pb2, workflow_service_pb2
-from .v1 import contacts_service_pb2_grpc, sms_channel_service_pb2_grpc, workflow_service_pb2_grpc
+from .v1 import (
+    contacts_service_pb2,
+    contacts_service_pb2_grpc,
+    sms_channel_service_pb2,
+    sms_channel_service_pb2_grpc,
+    workflow_service_pb2,
+    workflow_service_pb2_grpc,
+)
 
 __all__ = ["App", "serve"]
 
@@ -73,13 +79,17 @@ class App:
             provider_events_key_hash=hash_key(derive_provider_events_key(secret_key)),
         )
         server = grpc.aio.server(interceptors=[ApiInterceptor(authenticator)])
-        sms_channel_service_pb2_grpc.add_SmsChannelServiceServicer_to_server(SmsChannelServicer(storage), server)
-        contacts_service_pb2_grpc.add_ContactsServiceServicer_to_server(ContactsServicer(storage), server)
-        workflow_service_pb2_grpc.add_WorkflowServiceServicer_to_server(WorkflowServicer(), server)
+        sms_channel_service_pb2_grpc.add_SmsChannelServiceServicer_to_server(SmsChannelServicer(storage), server)  # type: ignore[abstract]
+        contacts_service_pb2_grpc.add_ContactsServiceServicer_to_server(ContactsServicer(storage), server)  # type: ignore[abstract]
+        workflow_service_pb2_grpc.add_WorkflowServiceServicer_to_server(WorkflowServicer(), server)  # type: ignore[abstract]
         health = HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health, server)
         reflection.enable_server_reflection(
-            (*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
+            (
+                *SERVICE_NAMES,
+                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                reflection.SERVICE_NAME,
+            ),
             server,
         )
         port = server.add_insecure_port(config.grpc_addr)

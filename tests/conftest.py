@@ -1,0 +1,112 @@
+"""Shared fixtures: one in-process server on port 0 per test session, reached over a real channel."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import pytest
+from smschannel.config import Config
+from smschannel.server import App
+from smschannel.v1 import (
+    contacts_service_pb2_grpc,
+    sms_channel_service_pb2,
+    sms_channel_service_pb2_grpc,
+    workflow_service_pb2_grpc,
+)
+
+ADMIN_KEY = "test-admin-key"
+SECRET_KEY = "test-secret-key"
+_store_ids = itertools.count(1)
+
+
+def auth(key: str) -> tuple[tuple[str, str], ...]:
+    """Call metadata for a key."""
+    return (("authorization", f"Bearer {key}"),)
+
+
+ADMIN = auth(ADMIN_KEY)
+
+
+@dataclass
+class Stubs:
+    """The three service stubs on one channel."""
+
+    sms: sms_channel_service_pb2_grpc.SmsChannelServiceStub
+    contacts: contacts_service_pb2_grpc.ContactsServiceStub
+    workflows: workflow_service_pb2_grpc.WorkflowServiceStub
+
+
+@dataclass
+class StoreCtx:
+    """A fresh store and its key's metadata."""
+
+    id: str
+    name: str
+    md: tuple[tuple[str, str], ...]
+    key: str
+
+
+def make_config(tmp: Path, **overrides: object) -> Config:
+    """A config for an in-process server on a free port."""
+    base = {
+        "grpc_addr": "127.0.0.1:0",
+        "db": str(tmp / "test.db"),
+        "admin_key": ADMIN_KEY,
+        "secret_key": SECRET_KEY,
+        "log_level": "WARNING",
+    }
+    base.update(overrides)
+    return Config(**base)  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="session")
+async def app(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[App]:
+    """The server under test."""
+    started = await App.start(make_config(tmp_path_factory.mktemp("server")))
+    yield started
+    await started.stop(grace=1)
+
+
+@pytest.fixture(scope="session")
+async def channel(app: App) -> AsyncIterator[grpc.aio.Channel]:
+    """A real channel to the server."""
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{app.port}") as ch:
+        yield ch
+
+
+@pytest.fixture(scope="session")
+def stubs(channel: grpc.aio.Channel) -> Stubs:
+    """Stubs of the three services."""
+    return Stubs(
+        sms_channel_service_pb2_grpc.SmsChannelServiceStub(channel),
+        contacts_service_pb2_grpc.ContactsServiceStub(channel),
+        workflow_service_pb2_grpc.WorkflowServiceStub(channel),
+    )
+
+
+async def create_store(stubs: Stubs) -> StoreCtx:
+    """A new store with a unique id."""
+    store_id = f"store-{next(_store_ids)}"
+    resp = await stubs.sms.CreateStore(
+        sms_channel_service_pb2.CreateStoreRequest(
+            store_id=store_id, store=sms_channel_service_pb2.Store(display_name=store_id)
+        ),
+        metadata=ADMIN,
+    )
+    return StoreCtx(store_id, resp.store.name, auth(resp.api_key), resp.api_key)
+
+
+@pytest.fixture
+async def store(stubs: Stubs) -> StoreCtx:
+    """A fresh store for one test."""
+    return await create_store(stubs)
+
+
+@pytest.fixture
+async def other_store(stubs: Stubs) -> StoreCtx:
+    """A second store, to prove tenancy."""
+    return await create_store(stubs)

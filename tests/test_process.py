@@ -1,0 +1,60 @@
+"""The service as a process: signals drain and exit 0; the admin key is generated once."""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+
+import grpc
+import pytest
+
+from smschannel.v1 import sms_channel_service_pb2 as pb
+from smschannel.v1 import sms_channel_service_pb2_grpc as pb_grpc
+
+from .procs import free_port, is_serving, start, wait_for
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_signal_drains_and_exits_zero(tmp_path: Path, sig: signal.Signals) -> None:
+    addr = f"127.0.0.1:{free_port()}"
+    proc = start("server", tmp_path, SMSCHANNEL_GRPC_ADDR=addr, SMSCHANNEL_ADMIN_KEY="k")
+    try:
+        wait_for(lambda: is_serving(addr), what="SERVING")
+        proc.send_signal(sig)
+        assert proc.wait(timeout=15) == 0
+        _, err = proc.communicate()
+        assert '"event": "draining"' in err
+        assert '"event": "stopped"' in err
+    finally:
+        proc.kill()
+
+
+def test_admin_key_is_generated_once_and_works(tmp_path: Path) -> None:
+    addr = f"127.0.0.1:{free_port()}"
+    first = start("server", tmp_path, SMSCHANNEL_GRPC_ADDR=addr, SMSCHANNEL_ADMIN_KEY="")
+    try:
+        wait_for(lambda: is_serving(addr), what="SERVING")
+        first.send_signal(signal.SIGTERM)
+        first.wait(timeout=15)
+        _, err = first.communicate()
+    finally:
+        first.kill()
+    lines = [line for line in err.splitlines() if "SMSCHANNEL_ADMIN_KEY generated" in line]
+    assert len(lines) == 1
+    admin_key = lines[0].rsplit(" ", 1)[1]
+
+    second = start("server", tmp_path, SMSCHANNEL_GRPC_ADDR=addr, SMSCHANNEL_ADMIN_KEY="")
+    try:
+        wait_for(lambda: is_serving(addr), what="SERVING")
+        with grpc.insecure_channel(addr) as ch:
+            resp = pb_grpc.SmsChannelServiceStub(ch).CreateStore(
+                pb.CreateStoreRequest(store_id="s", store=pb.Store(display_name="S")),
+                metadata=(("authorization", f"Bearer {admin_key}"),),
+            )
+        assert resp.api_key
+        second.send_signal(signal.SIGTERM)
+        second.wait(timeout=15)
+        _, err2 = second.communicate()
+        assert "SMSCHANNEL_ADMIN_KEY generated" not in err2
+    finally:
+        second.kill()
