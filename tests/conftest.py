@@ -9,6 +9,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+
 from smschannel.config import Config
 from smschannel.server import App
 from smschannel.v1 import (
