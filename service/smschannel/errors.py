@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 __all__ = [
+    "Aborted",
     "AlreadyExists",
     "DomainError",
     "FailedPrecondition",
@@ -100,3 +101,9 @@ class PermissionDenied(DomainError):
     """Authenticated, but this key may not do that."""
 
     reason = "PERMISSION_DENIED"
+
+
+class Aborted(DomainError):
+    """A concurrency conflict: the etag sent is not the current one (AIP-154)."""
+
+    reason = "ABORTED"

@@ -16,11 +16,13 @@ from grpc_reflection.v1alpha import reflection
 
 from .api.contacts import ContactsServicer
 from .api.interceptor import ApiInterceptor, Authenticator
+from .api.pagination import PageTokens
 from .api.sms_channel import SmsChannelServicer
 from .api.workflows import WorkflowServicer
 from .auth import derive_provider_events_key, hash_key
 from .config import Config
 from .crypto import load_or_create_secret_key
+from .operations.contacts import ContactOps
 from .storage import Storage
 from .storage.sqlite import SqliteStorage
 from .v1 import (
@@ -78,9 +80,12 @@ class App:
             admin_key_hash=await resolve_admin_key_hash(config, storage),
             provider_events_key_hash=hash_key(derive_provider_events_key(secret_key)),
         )
+        tokens = PageTokens(secret_key)
         server = grpc.aio.server(interceptors=[ApiInterceptor(authenticator)])
         sms_channel_service_pb2_grpc.add_SmsChannelServiceServicer_to_server(SmsChannelServicer(storage), server)  # type: ignore[abstract]
-        contacts_service_pb2_grpc.add_ContactsServiceServicer_to_server(ContactsServicer(storage), server)  # type: ignore[abstract]
+        contacts_service_pb2_grpc.add_ContactsServiceServicer_to_server(
+            ContactsServicer(ContactOps(storage), tokens), server
+        )
         workflow_service_pb2_grpc.add_WorkflowServiceServicer_to_server(WorkflowServicer(), server)  # type: ignore[abstract]
         health = HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health, server)

@@ -1,15 +1,270 @@
-"""ContactsService."""
+"""ContactsService: proto in, use case, proto out."""
 
 from __future__ import annotations
 
-from ..storage import Storage
+import logging
+from collections.abc import AsyncIterator, Iterable
+
+import grpc
+from google.protobuf import empty_pb2
+
+from ..domain.enums import ActivitySource, ActivityType, MobilePhoneStatus, SmsSubscriptionStatus
+from ..domain.phones import normalize_phone
+from ..domain.stores import Store
+from ..errors import InvalidArgument, NotFound
+from ..filters import Term, parse_filter
+from ..names import ContactName, StoreName, new_id, validate_id
+from ..operations.contacts import ContactOps, ImportRow
+from ..storage import Applied, ContactKey, ContactQuery
+from ..v1 import contacts_service_pb2 as pb
 from ..v1 import contacts_service_pb2_grpc as pb_grpc
+from .contacts_proto import WRITABLE, activity_to_proto, contact_to_proto, patch_from_proto
+from .interceptor import current_principal
+from .pagination import PageTokens, page_size
 
 __all__ = ["ContactsServicer"]
+
+log = logging.getLogger("smschannel.contacts")
+
+IMPORT_BATCH = 1000  # rows per transaction
+IMPORT_PROGRESS_EVERY = 100_000  # rows between progress log lines
+MAX_IMPORT_ERRORS = 100_000  # row errors returned (all are counted)
+
+_CONTACT_FILTERS = {f: {"="} for f in ("mobile_phone_status", "sms_subscription_status", "mobile_phone", "email")}
+_ACTIVITY_FILTERS = {"type": {"="}}
+
+
+def _enum_value(kind: type[MobilePhoneStatus] | type[SmsSubscriptionStatus] | type[ActivityType], term: Term) -> int:
+    prefix = {"MobilePhoneStatus": "MOBILE_PHONE_STATUS_", "SmsSubscriptionStatus": "SMS_SUBSCRIPTION_STATUS_"}.get(
+        kind.__name__, "ACTIVITY_TYPE_"
+    )
+    name = term.value.upper().removeprefix(prefix)
+    if name not in kind.__members__ or name == "UNSPECIFIED":
+        values = ", ".join(m for m in kind.__members__ if m != "UNSPECIFIED")
+        raise InvalidArgument("filter", f"{term.field} must be one of {values}, not {term.value!r}")
+    return int(kind[name])
 
 
 class ContactsServicer(pb_grpc.ContactsServiceServicer):
     """The ContactsService RPCs."""
 
-    def __init__(self, storage: Storage) -> None:
-        self._storage = storage
+    def __init__(self, ops: ContactOps, tokens: PageTokens) -> None:
+        self._ops = ops
+        self._storage = ops.storage
+        self._tokens = tokens
+
+    async def _store(self, name: StoreName | ContactName) -> Store:
+        current_principal().check_store(name.store, str(name))
+        return await self._ops.store(name.store)
+
+    async def CreateContact(self, request: pb.CreateContactRequest, context: grpc.aio.ServicerContext) -> pb.Contact:
+        """Create a contact."""
+        parent = StoreName.parse("parent", request.parent)
+        store = await self._store(parent)
+        contact_id = validate_id("contact_id", request.contact_id) if request.contact_id else new_id()
+        patch = patch_from_proto(request.contact, None, await self._ops.default_country(store.id), "contact.")
+        return contact_to_proto(await self._ops.create(store, contact_id, patch, ActivitySource.API))
+
+    async def GetContact(self, request: pb.GetContactRequest, context: grpc.aio.ServicerContext) -> pb.Contact:
+        """Get a contact."""
+        name = ContactName.parse("name", request.name)
+        current_principal().check_store(name.store, str(name))
+        contact = await self._storage.contacts.get(name.store, name.contact)
+        if contact is None:
+            raise NotFound(str(name))
+        return contact_to_proto(contact)
+
+    async def ListContacts(
+        self, request: pb.ListContactsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListContactsResponse:
+        """List contacts, oldest first; stable while contacts are added."""
+        parent = StoreName.parse("parent", request.parent)
+        store = await self._store(parent)
+        limit = page_size(request.page_size)
+        after = self._tokens.decode(request.page_token, request.parent, request.filter) or 0
+        query = await self._contact_query(store, request.filter)
+        rows = await self._storage.contacts.page(store.id, query, after, limit + 1)
+        token = self._tokens.encode(rows[limit - 1][0], request.parent, request.filter) if len(rows) > limit else ""
+        return pb.ListContactsResponse(contacts=[contact_to_proto(c) for _, c in rows[:limit]], next_page_token=token)
+
+    async def _contact_query(self, store: Store, text: str) -> ContactQuery:
+        values: dict[str, object] = {}
+        for term in parse_filter(text, _CONTACT_FILTERS):
+            if term.field == "mobile_phone_status":
+                values[term.field] = MobilePhoneStatus(_enum_value(MobilePhoneStatus, term))
+            elif term.field == "sms_subscription_status":
+                values[term.field] = SmsSubscriptionStatus(_enum_value(SmsSubscriptionStatus, term))
+            elif term.field == "mobile_phone":
+                values[term.field] = normalize_phone("filter", term.value, await self._ops.default_country(store.id))
+            else:
+                values[term.field] = term.value.strip().lower()
+        return ContactQuery(**values)  # type: ignore[arg-type]
+
+    async def UpdateContact(self, request: pb.UpdateContactRequest, context: grpc.aio.ServicerContext) -> pb.Contact:
+        """Update the fields of the mask (the fields set when there is no mask; `*` for all)."""
+        name = ContactName.parse("contact.name", request.contact.name)
+        store = await self._store(name)
+        paths: set[str] | None = set(request.update_mask.paths) or None
+        if paths == {"*"}:
+            paths = set(WRITABLE)
+        patch = patch_from_proto(request.contact, paths, await self._ops.default_country(store.id), "contact.")
+        contact = await self._ops.update(store, name.contact, patch, request.contact.etag, ActivitySource.API)
+        return contact_to_proto(contact)
+
+    async def DeleteContact(
+        self, request: pb.DeleteContactRequest, context: grpc.aio.ServicerContext
+    ) -> empty_pb2.Empty:
+        """Delete a contact and its activities."""
+        name = ContactName.parse("name", request.name)
+        await self._store(name)
+        await self._storage.contacts.delete(name.store, name.contact, request.etag)
+        return empty_pb2.Empty()
+
+    async def UpsertContactInfo(
+        self, request: pb.UpsertContactInfoRequest, context: grpc.aio.ServicerContext
+    ) -> pb.UpsertContactInfoResponse:
+        """The contact-info tag: merge the fields present into the contact found by name or email."""
+        parent = StoreName.parse("parent", request.parent)
+        store = await self._store(parent)
+        info = request.contact_info
+        patch = patch_from_proto(info, None, await self._ops.default_country(store.id), "contact_info.")
+        key = self._import_key(store, info, "contact_info.", patch.email or "")
+        if not key.contact_id and not key.email:
+            raise InvalidArgument("contact_info.email", "required: the contact's email or its name is the key")
+        applied = await self._ops.upsert(store, key, patch, ActivitySource.CONTACT_INFO_TAG, new_id())
+        return pb.UpsertContactInfoResponse(
+            contact=contact_to_proto(applied.contact), created=applied.kind == "created"
+        )
+
+    @staticmethod
+    def _import_key(store: Store, row: pb.Contact, prefix: str, email: str) -> ContactKey:
+        if not row.name:
+            return ContactKey(email=email)
+        name = ContactName.parse(prefix + "name", row.name)
+        if name.store != store.id:
+            raise InvalidArgument(prefix + "name", f"{row.name!r} is not a contact of stores/{store.id}")
+        return ContactKey(contact_id=name.contact)
+
+    async def UnsubscribeSms(
+        self, request: pb.UnsubscribeSmsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.UnsubscribeSmsResponse:
+        """UNSUBSCRIBED for a contact, or every contact of the store with a phone."""
+        parent = StoreName.parse("parent", request.parent)
+        store = await self._store(parent)
+        target = request.WhichOneof("target")
+        if target == "contact":
+            name = ContactName.parse("contact", request.contact)
+            if name.store != store.id:
+                raise NotFound(str(name))
+            results = await self._ops.unsubscribe(store, ActivitySource.API, contact_id=name.contact)
+        elif target == "phone" and request.phone.strip():
+            phone = normalize_phone("phone", request.phone, await self._ops.default_country(store.id))
+            results = await self._ops.unsubscribe(store, ActivitySource.API, phone=phone)
+        else:
+            raise InvalidArgument("contact", "required: a contact name or a phone")
+        return pb.UnsubscribeSmsResponse(
+            contacts=[str(ContactName(c.store_id, c.id)) for c, _ in results],
+            changed_count=sum(changed for _, changed in results),
+        )
+
+    async def ListActivities(
+        self, request: pb.ListActivitiesRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListActivitiesResponse:
+        """A contact's activities, newest first."""
+        name = ContactName.parse("parent", request.parent)
+        await self._store(name)
+        if await self._storage.contacts.get(name.store, name.contact) is None:
+            raise NotFound(str(name))
+        limit = page_size(request.page_size)
+        before = self._tokens.decode(request.page_token, request.parent, request.filter)
+        types = {ActivityType(_enum_value(ActivityType, t)) for t in parse_filter(request.filter, _ACTIVITY_FILTERS)}
+        rows = await self._storage.contacts.list_activities(name.store, name.contact, types or None, before, limit + 1)
+        token = self._tokens.encode(rows[limit - 1][0], request.parent, request.filter) if len(rows) > limit else ""
+        return pb.ListActivitiesResponse(
+            activities=[activity_to_proto(a) for _, a in rows[:limit]], next_page_token=token
+        )
+
+    async def ImportContacts(
+        self, request_iterator: AsyncIterator[pb.ImportContactsRequest], context: grpc.aio.ServicerContext
+    ) -> pb.ImportContactsResponse:
+        """Upsert streamed rows in batches; bad rows are reported and skipped, good rows are kept."""
+        importer: _Import | None = None
+        async for message in request_iterator:
+            if importer is None:
+                parent = StoreName.parse("parent", message.parent)
+                store = await self._store(parent)
+                importer = _Import(self, store, await self._ops.default_country(store.id))
+            elif message.parent and message.parent != str(StoreName(importer.store.id)):
+                raise InvalidArgument("parent", "every message of an import must name the same store")
+            await importer.add(message.contacts)
+        if importer is None:
+            raise InvalidArgument("parent", "required: the import stream was empty")
+        await importer.flush()
+        log.info("import finished", extra=importer.summary())
+        return importer.response
+
+
+class _Import:
+    """The state of one ImportContacts stream: the pending batch and the running summary."""
+
+    def __init__(self, servicer: ContactsServicer, store: Store, default_country: str) -> None:
+        self.servicer = servicer
+        self.store = store
+        self.default_country = default_country
+        self.pending: list[ImportRow] = []
+        self.response = pb.ImportContactsResponse()
+        self._next_progress = IMPORT_PROGRESS_EVERY
+
+    def _fail(self, number: int, field: str, reason: str) -> None:
+        self.response.failed_count += 1
+        if len(self.response.errors) < MAX_IMPORT_ERRORS:
+            self.response.errors.append(pb.ImportRowError(row_number=number, field=field, reason=reason))
+
+    async def add(self, rows: Iterable[pb.Contact]) -> None:
+        for row in rows:
+            self.response.total_count += 1
+            number = self.response.total_count
+            try:
+                patch = patch_from_proto(row, None, self.default_country)
+                key = self.servicer._import_key(self.store, row, "", patch.email or "")
+                if not key.contact_id and not key.email:
+                    raise InvalidArgument("email", "required: each row needs an email or a contact name to match on")
+            except InvalidArgument as e:
+                for v in e.violations:
+                    self._fail(number, v.field, v.description)
+                continue
+            self.pending.append(ImportRow(number, key, patch))
+            if len(self.pending) >= IMPORT_BATCH:
+                await self.flush()
+
+    async def flush(self) -> None:
+        if not self.pending:
+            return
+        rows, self.pending = self.pending, []
+        outcomes = await self.servicer._ops.import_rows(self.store, rows, [new_id() for _ in rows])
+        counts = self.response
+        for row, outcome in zip(rows, outcomes, strict=True):
+            if isinstance(outcome, Applied):
+                if outcome.kind == "created":
+                    counts.created_count += 1
+                elif outcome.kind == "updated":
+                    counts.updated_count += 1
+                else:
+                    counts.unchanged_count += 1
+            else:
+                field = outcome.violations[0].field if isinstance(outcome, InvalidArgument) else "email"
+                self._fail(row.number, field, outcome.message)
+        if counts.total_count >= self._next_progress:
+            self._next_progress += IMPORT_PROGRESS_EVERY
+            log.info("import progress", extra=self.summary())
+
+    def summary(self) -> dict[str, object]:
+        r = self.response
+        return {
+            "store": self.store.id,
+            "rows": r.total_count,
+            "created": r.created_count,
+            "updated": r.updated_count,
+            "unchanged": r.unchanged_count,
+            "failed": r.failed_count,
+        }

@@ -2,11 +2,61 @@
 
 from __future__ import annotations
 
-from typing import Protocol
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Literal, Protocol
 
+from ..domain.channel import ChannelConfig
+from ..domain.contacts import Activity, Contact
+from ..domain.enums import ActivityType, MobilePhoneStatus, SmsSubscriptionStatus
 from ..domain.stores import ApiKey, Store
+from ..errors import DomainError
 
-__all__ = ["MetaRepository", "Storage", "StoreRepository"]
+__all__ = [
+    "Applied",
+    "ChannelConfigRepository",
+    "ContactKey",
+    "ContactQuery",
+    "ContactRepository",
+    "MetaRepository",
+    "Mutation",
+    "Outcome",
+    "Storage",
+    "StoreRepository",
+]
+
+# Given the current contact (None when none matched), the new contact and its activities.
+# It may raise a DomainError to refuse the change.
+Mutation = Callable[[Contact | None], tuple[Contact, list[Activity]]]
+
+
+@dataclass(frozen=True, slots=True)
+class Applied:
+    """A change that was applied (or matched and changed nothing)."""
+
+    kind: Literal["created", "updated", "unchanged"]
+    contact: Contact
+
+
+Outcome = Applied | DomainError
+
+
+@dataclass(frozen=True, slots=True)
+class ContactKey:
+    """Which contact a change is for: by id when given, else by email (None/"" = not used)."""
+
+    contact_id: str = ""
+    email: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ContactQuery:
+    """ListContacts filters (None = any)."""
+
+    mobile_phone_status: MobilePhoneStatus | None = None
+    sms_subscription_status: SmsSubscriptionStatus | None = None
+    mobile_phone: str | None = None
+    email: str | None = None
 
 
 class MetaRepository(Protocol):
@@ -41,6 +91,51 @@ class StoreRepository(Protocol):
         ...
 
 
+class ContactRepository(Protocol):
+    """Contacts and their activities. Every write stores the contact and its activities atomically."""
+
+    async def get(self, store_id: str, contact_id: str) -> Contact | None:
+        """The contact, or None."""
+        ...
+
+    async def page(self, store_id: str, query: ContactQuery, after: int, limit: int) -> list[tuple[int, Contact]]:
+        """Up to `limit` matching contacts with a position greater than `after`, oldest first."""
+        ...
+
+    async def apply(self, store_id: str, changes: Sequence[tuple[ContactKey, Mutation]]) -> list[Outcome]:
+        """Apply each change to the contact its key finds, in order, in one transaction.
+
+        A change that raises a DomainError (or would give an email to a second contact) is refused
+        alone: its outcome is the error and the others still apply."""
+        ...
+
+    async def apply_by_phone(self, store_id: str, phone: str, mutation: Mutation) -> list[tuple[Contact, bool]]:
+        """Apply `mutation` to every contact with this phone; each contact and whether it changed."""
+        ...
+
+    async def delete(self, store_id: str, contact_id: str, etag: str) -> None:
+        """Delete a contact and its activities; NotFound, or Aborted when `etag` is set and stale."""
+        ...
+
+    async def list_activities(
+        self, store_id: str, contact_id: str, types: set[ActivityType] | None, before: int | None, limit: int
+    ) -> list[tuple[int, Activity]]:
+        """Up to `limit` activities of a contact older than position `before`, newest first."""
+        ...
+
+
+class ChannelConfigRepository(Protocol):
+    """The singleton channel config of each store."""
+
+    async def get(self, store_id: str) -> ChannelConfig | None:
+        """The config, or None when never saved."""
+        ...
+
+    async def update(self, store_id: str, change: Callable[[ChannelConfig | None], ChannelConfig]) -> ChannelConfig:
+        """Read, change and write the config atomically."""
+        ...
+
+
 class Storage(Protocol):
     """Everything the service keeps."""
 
@@ -52,6 +147,16 @@ class Storage(Protocol):
     @property
     def stores(self) -> StoreRepository:
         """Stores and keys."""
+        ...
+
+    @property
+    def contacts(self) -> ContactRepository:
+        """Contacts and activities."""
+        ...
+
+    @property
+    def channel_configs(self) -> ChannelConfigRepository:
+        """Channel configs."""
         ...
 
     async def close(self) -> None:

@@ -1,0 +1,149 @@
+"""Contact protos ↔ domain: what a request sets (a ContactPatch) and how a contact is shown."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC
+from typing import Any
+
+from google.protobuf import struct_pb2
+
+from ..domain.contacts import Activity, Contact, ContactPatch, CustomValue, normalize_email, validate_custom_fields
+from ..domain.enums import MobilePhoneStatus, SmsSubscriptionStatus
+from ..domain.phones import normalize_phone
+from ..errors import FieldViolation, InvalidArgument
+from ..names import ContactName
+from ..v1 import common_pb2
+from ..v1 import contacts_service_pb2 as pb
+from .convert import timestamp
+
+__all__ = ["WRITABLE", "activity_to_proto", "contact_to_proto", "patch_from_proto"]
+
+WRITABLE = (
+    "email",
+    "first_name",
+    "last_name",
+    "mobile_phone",
+    "mobile_phone_status",
+    "sms_subscription_status",
+    "custom_fields",
+)
+MAX_NAME = 200
+
+
+def _custom_from_proto(value: common_pb2.CustomFieldValue) -> CustomValue | None:
+    kind = value.WhichOneof("kind")
+    if kind == "string_value":
+        return value.string_value
+    if kind == "number_value":
+        return value.number_value
+    if kind == "bool_value":
+        return value.bool_value
+    if kind == "timestamp_value":
+        return value.timestamp_value.ToDatetime(tzinfo=UTC)
+    return None
+
+
+def _custom_to_proto(value: CustomValue) -> common_pb2.CustomFieldValue:
+    if isinstance(value, bool):
+        return common_pb2.CustomFieldValue(bool_value=value)
+    if isinstance(value, float):
+        return common_pb2.CustomFieldValue(number_value=value)
+    if isinstance(value, str):
+        return common_pb2.CustomFieldValue(string_value=value)
+    return common_pb2.CustomFieldValue(timestamp_value=timestamp(value))
+
+
+def _enum(kind: type[MobilePhoneStatus] | type[SmsSubscriptionStatus], field: str, value: int) -> Any:
+    if value not in kind.__members__.values():
+        raise InvalidArgument(field, f"{value} is not a {kind.__name__} value")
+    return kind(value)
+
+
+def _text(field: str, value: str) -> str:
+    text = value.strip()
+    if len(text) > MAX_NAME:
+        raise InvalidArgument(field, f"at most {MAX_NAME} characters")
+    return text
+
+
+# path → (message, field name for errors, default country) → the patch value
+_PARSERS: dict[str, Callable[[pb.Contact, str, str], Any]] = {
+    "email": lambda m, f, _: normalize_email(f, m.email),
+    "first_name": lambda m, f, _: _text(f, m.first_name),
+    "last_name": lambda m, f, _: _text(f, m.last_name),
+    "mobile_phone": lambda m, f, country: normalize_phone(f, m.mobile_phone, country),
+    "mobile_phone_status": lambda m, f, _: _enum(MobilePhoneStatus, f, m.mobile_phone_status),
+    "sms_subscription_status": lambda m, f, _: _enum(SmsSubscriptionStatus, f, m.sms_subscription_status),
+}
+
+
+def patch_from_proto(msg: pb.Contact, paths: set[str] | None, default_country: str, prefix: str = "") -> ContactPatch:
+    """The patch a request makes. `paths` None means "the fields that are set" (custom fields merged
+    key by key); otherwise exactly those paths, where an empty value clears the field and
+    `custom_fields` replaces the whole map.
+
+    Every bad field is reported at once, named `{prefix}{field}`."""
+    patch = ContactPatch()
+    violations: list[FieldViolation] = []
+    wanted = {p for p in WRITABLE if _is_set(msg, p)} if paths is None else paths
+    for path in sorted(wanted):
+        field = prefix + path
+        if path in _PARSERS:
+            try:
+                setattr(patch, path, _PARSERS[path](msg, field, default_country))
+            except InvalidArgument as e:
+                violations.extend(e.violations)
+        elif path == "custom_fields" and paths is not None:
+            patch.replace_custom_fields = True
+            patch.custom_fields = {
+                k: v for k, pv in msg.custom_fields.items() if (v := _custom_from_proto(pv)) is not None
+            }
+        elif path == "custom_fields" or path.startswith("custom_fields."):
+            for key in list(msg.custom_fields) if path == "custom_fields" else [path.removeprefix("custom_fields.")]:
+                value = _custom_from_proto(msg.custom_fields[key]) if key in msg.custom_fields else None
+                if value is None:
+                    patch.remove_custom_fields.add(key)
+                else:
+                    patch.custom_fields[key] = value
+        else:
+            violations.append(FieldViolation("update_mask", f"{path!r} is not a writable field of Contact"))
+    violations += validate_custom_fields(prefix + "custom_fields", patch.custom_fields)
+    if violations:
+        raise InvalidArgument.of(violations)
+    return patch
+
+
+def _is_set(msg: pb.Contact, path: str) -> bool:
+    value = getattr(msg, path)
+    return bool(len(value) if path == "custom_fields" else value)
+
+
+def contact_to_proto(c: Contact) -> pb.Contact:
+    """Contact → proto."""
+    return pb.Contact(
+        name=str(ContactName(c.store_id, c.id)),
+        email=c.email,
+        first_name=c.first_name,
+        last_name=c.last_name,
+        mobile_phone=c.mobile_phone,
+        mobile_phone_status=int(c.mobile_phone_status),  # type: ignore[arg-type]
+        sms_subscription_status=int(c.sms_subscription_status),  # type: ignore[arg-type]
+        custom_fields={k: _custom_to_proto(v) for k, v in c.custom_fields.items()},
+        create_time=timestamp(c.create_time),
+        update_time=timestamp(c.update_time),
+        etag=c.etag,
+    )
+
+
+def activity_to_proto(a: Activity) -> pb.Activity:
+    """Activity → proto."""
+    details = struct_pb2.Struct()
+    details.update(a.details)
+    return pb.Activity(
+        name=f"stores/{a.store_id}/contacts/{a.contact_id}/activities/{a.id}",
+        type=int(a.type),  # type: ignore[arg-type]
+        create_time=timestamp(a.create_time),
+        source=int(a.source),  # type: ignore[arg-type]
+        details=details,
+    )

@@ -1,0 +1,57 @@
+"""Mobile phone normalisation to E.164 (`phonenumbers`)."""
+
+from __future__ import annotations
+
+import functools
+
+import phonenumbers
+
+from ..errors import InvalidArgument
+
+__all__ = ["country_of", "normalize_country", "normalize_phone"]
+
+
+def normalize_country(field: str, value: str) -> str:
+    """An ISO 3166 alpha-2 code that phonenumbers knows, upper-cased; "" stays ""."""
+    code = value.strip().upper()
+    if code and code not in phonenumbers.SUPPORTED_REGIONS:
+        raise InvalidArgument(field, f"{value!r} is not an ISO 3166 alpha-2 country code with a phone plan")
+    return code
+
+
+def normalize_phone(field: str, raw: str, default_country: str) -> str:
+    """E.164 (`+...`) for any common format; "" for no phone. A number without `+`/`00` takes the
+    default country; with no default country such a number is refused, saying so."""
+    text = raw.strip()
+    if not text:
+        return ""
+    return _normalize(field, text, default_country)
+
+
+@functools.lru_cache(maxsize=65_536)
+def _normalize(field: str, text: str, default_country: str) -> str:
+    # The cache makes re-imports and repeated lookups by phone cheap; errors are not cached.
+    international = text.startswith("+") or text.startswith("00")
+    if text.startswith("00"):
+        text = "+" + text[2:]
+    if not international and not default_country:
+        raise InvalidArgument(
+            field,
+            f"{text!r} has no country code (+ or 00) and the store has no default country: "
+            "set smsChannelConfig.default_country or send the number in international format",
+        )
+    try:
+        number = phonenumbers.parse(text, None if international else default_country)
+    except phonenumbers.NumberParseException as e:
+        raise InvalidArgument(field, f"{text!r} is not a phone number ({e._msg})") from None
+    if not phonenumbers.is_valid_number(number):
+        raise InvalidArgument(field, f"{text!r} is not a valid phone number")
+    return str(phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164))
+
+
+def country_of(e164: str) -> str:
+    """The ISO country of an E.164 number ("" when unknown)."""
+    try:
+        return phonenumbers.region_code_for_number(phonenumbers.parse(e164, None)) or ""
+    except phonenumbers.NumberParseException:
+        return ""

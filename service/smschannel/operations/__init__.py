@@ -1,0 +1,1 @@
+"""Use cases: each one orchestrates storage and domain rules for the API and the sidecar alike."""

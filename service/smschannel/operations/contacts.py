@@ -1,0 +1,141 @@
+"""Contact use cases, shared by ContactsService, imports, the contact-info tag and provider events."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from ..domain.contacts import Activity, Contact, ContactPatch, apply_patch
+from ..domain.enums import ActivitySource, SmsSubscriptionStatus
+from ..domain.stores import Store
+from ..errors import Aborted, AlreadyExists, DomainError, NotFound
+from ..names import ContactName
+from ..storage import Applied, ContactKey, Mutation, Outcome, Storage
+
+__all__ = ["ContactOps", "ImportRow"]
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class ImportRow:
+    """One good row of an import: how to find its contact and what it sets."""
+
+    number: int
+    key: ContactKey
+    patch: ContactPatch
+
+
+@dataclass
+class ContactOps:
+    """The contact use cases of one service instance."""
+
+    storage: Storage
+    clock: Callable[[], datetime] = field(default=_utcnow)
+
+    async def store(self, store_id: str) -> Store:
+        """The store, or NotFound."""
+        store = await self.storage.stores.get(store_id)
+        if store is None:
+            raise NotFound(f"stores/{store_id}")
+        return store
+
+    async def default_country(self, store_id: str) -> str:
+        """The country of numbers without `+`/`00` ("" when the channel has none)."""
+        config = await self.storage.channel_configs.get(store_id)
+        return config.default_country if config else ""
+
+    def _mutation(
+        self,
+        store: Store,
+        contact_id: str,
+        patch: ContactPatch,
+        source: ActivitySource,
+        check: Callable[[Contact | None], None] | None = None,
+    ) -> Mutation:
+        now = self.clock()
+
+        def mutate(current: Contact | None) -> tuple[Contact, list[Activity]]:
+            if check is not None:
+                check(current)
+            return apply_patch(
+                current,
+                patch,
+                store_id=store.id,
+                contact_id=current.id if current else contact_id,
+                source=source,
+                now=now,
+                default_subscription=store.default_sms_subscription_status,
+            )
+
+        return mutate
+
+    async def _apply_one(self, store_id: str, key: ContactKey, mutation: Mutation) -> Applied:
+        (outcome,) = await self.storage.contacts.apply(store_id, [(key, mutation)])
+        if isinstance(outcome, DomainError):
+            raise outcome
+        return outcome
+
+    async def create(self, store: Store, contact_id: str, patch: ContactPatch, source: ActivitySource) -> Contact:
+        """Create a contact; AlreadyExists when the id or the email is taken."""
+        name = str(ContactName(store.id, contact_id))
+
+        def must_be_new(current: Contact | None) -> None:
+            if current is not None:
+                raise AlreadyExists(name)
+
+        key = ContactKey(contact_id=contact_id)
+        return (
+            await self._apply_one(store.id, key, self._mutation(store, contact_id, patch, source, must_be_new))
+        ).contact
+
+    async def update(
+        self, store: Store, contact_id: str, patch: ContactPatch, etag: str, source: ActivitySource
+    ) -> Contact:
+        """Update an existing contact; Aborted when `etag` is set and stale."""
+        name = str(ContactName(store.id, contact_id))
+
+        def must_exist(current: Contact | None) -> None:
+            if current is None:
+                raise NotFound(name)
+            if etag and etag != current.etag:
+                raise Aborted(f"{name} changed since etag {etag}; get it again")
+
+        key = ContactKey(contact_id=contact_id)
+        return (
+            await self._apply_one(store.id, key, self._mutation(store, contact_id, patch, source, must_exist))
+        ).contact
+
+    async def upsert(
+        self, store: Store, key: ContactKey, patch: ContactPatch, source: ActivitySource, new_id: str
+    ) -> Applied:
+        """Merge into the contact `key` finds: by id it must exist; by email it is created if missing."""
+
+        def by_id_must_exist(current: Contact | None) -> None:
+            if current is None and key.contact_id:
+                raise NotFound(str(ContactName(store.id, key.contact_id)))
+
+        return await self._apply_one(store.id, key, self._mutation(store, new_id, patch, source, by_id_must_exist))
+
+    async def import_rows(self, store: Store, rows: Sequence[ImportRow], new_ids: Sequence[str]) -> list[Outcome]:
+        """Upsert a batch of rows in one transaction (by id, else email; created when missing)."""
+        changes = [
+            (row.key, self._mutation(store, row.key.contact_id or fresh, row.patch, ActivitySource.IMPORT))
+            for row, fresh in zip(rows, new_ids, strict=True)
+        ]
+        return await self.storage.contacts.apply(store.id, changes)
+
+    async def unsubscribe(
+        self, store: Store, source: ActivitySource, *, contact_id: str = "", phone: str = ""
+    ) -> list[tuple[Contact, bool]]:
+        """UNSUBSCRIBED for one contact, or for every contact of the store with `phone` (E.164).
+
+        The one path for ContactsService.UnsubscribeSms and the provider's `stop` callbacks."""
+        patch = ContactPatch(sms_subscription_status=SmsSubscriptionStatus.UNSUBSCRIBED)
+        if phone:
+            return await self.storage.contacts.apply_by_phone(store.id, phone, self._mutation(store, "", patch, source))
+        applied = await self.upsert(store, ContactKey(contact_id=contact_id), patch, source, contact_id)
+        return [(applied.contact, applied.kind != "unchanged")]

@@ -1,0 +1,278 @@
+"""Contacts and activities on SQLite."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+import aiosqlite
+
+from ...domain.contacts import Activity, Contact, CustomValue
+from ...domain.enums import ActivitySource, ActivityType, MobilePhoneStatus, SmsSubscriptionStatus
+from ...errors import Aborted, AlreadyExists, DomainError, NotFound
+from .. import Applied, ContactKey, ContactQuery, Mutation, Outcome
+from .db import Database, Row, from_micros, to_micros
+
+__all__ = ["SqliteContacts"]
+
+_COLUMNS = (
+    "store_id, id, email, first_name, last_name, mobile_phone, mobile_phone_status,"
+    " sms_subscription_status, custom_fields, create_time, update_time, version"
+)
+_INSERT = f"INSERT INTO contacts ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+_UPDATE = (
+    "UPDATE contacts SET email = ?, first_name = ?, last_name = ?, mobile_phone = ?, mobile_phone_status = ?,"
+    " sms_subscription_status = ?, custom_fields = ?, update_time = ?, version = ? WHERE store_id = ? AND id = ?"
+)
+_INSERT_ACTIVITY = (
+    "INSERT INTO activities (store_id, contact_id, id, type, source, details, create_time) VALUES (?, ?, ?, ?, ?, ?, ?)"
+)
+_IN_CHUNK = 500  # bound parameters per IN (...) lookup
+
+
+def _encode_custom(fields: dict[str, CustomValue]) -> str:
+    if not fields:
+        return "{}"
+    out: dict[str, Any] = {}
+    for key, value in fields.items():
+        if isinstance(value, bool):
+            out[key] = {"b": value}
+        elif isinstance(value, datetime):
+            out[key] = {"t": to_micros(value)}
+        elif isinstance(value, float):
+            out[key] = {"n": value}
+        else:
+            out[key] = {"s": value}
+    return json.dumps(out, separators=(",", ":"), ensure_ascii=False)
+
+
+def _decode_custom(text: str) -> dict[str, CustomValue]:
+    if text == "{}":
+        return {}
+    out: dict[str, CustomValue] = {}
+    for key, tagged in json.loads(text).items():
+        ((tag, value),) = tagged.items()
+        out[key] = from_micros(value) if tag == "t" else float(value) if tag == "n" else value
+    return out
+
+
+def contact_from_row(row: Row) -> Contact:
+    """A contacts row → Contact."""
+    return Contact(
+        store_id=row["store_id"],
+        id=row["id"],
+        email=row["email"],
+        first_name=row["first_name"],
+        last_name=row["last_name"],
+        mobile_phone=row["mobile_phone"],
+        mobile_phone_status=MobilePhoneStatus(row["mobile_phone_status"]),
+        sms_subscription_status=SmsSubscriptionStatus(row["sms_subscription_status"]),
+        custom_fields=_decode_custom(row["custom_fields"]),
+        create_time=from_micros(row["create_time"]),
+        update_time=from_micros(row["update_time"]),
+        version=row["version"],
+    )
+
+
+def _insert_params(c: Contact) -> tuple[Any, ...]:
+    assert c.create_time is not None
+    assert c.update_time is not None
+    return (
+        c.store_id,
+        c.id,
+        c.email,
+        c.first_name,
+        c.last_name,
+        c.mobile_phone,
+        int(c.mobile_phone_status),
+        int(c.sms_subscription_status),
+        _encode_custom(c.custom_fields),
+        to_micros(c.create_time),
+        to_micros(c.update_time),
+        c.version,
+    )
+
+
+def _update_params(c: Contact) -> tuple[Any, ...]:
+    assert c.update_time is not None
+    return (
+        c.email,
+        c.first_name,
+        c.last_name,
+        c.mobile_phone,
+        int(c.mobile_phone_status),
+        int(c.sms_subscription_status),
+        _encode_custom(c.custom_fields),
+        to_micros(c.update_time),
+        c.version,
+        c.store_id,
+        c.id,
+    )
+
+
+def _activity_params(a: Activity) -> tuple[Any, ...]:
+    details = json.dumps(a.details, separators=(",", ":"), ensure_ascii=False, default=str)
+    return (a.store_id, a.contact_id, a.id, int(a.type), int(a.source), details, to_micros(a.create_time))
+
+
+def activity_from_row(row: Row) -> Activity:
+    """An activities row → Activity."""
+    return Activity(
+        store_id=row["store_id"],
+        contact_id=row["contact_id"],
+        id=row["id"],
+        type=ActivityType(row["type"]),
+        source=ActivitySource(row["source"]),
+        create_time=from_micros(row["create_time"]),
+        details=json.loads(row["details"]),
+    )
+
+
+async def _fetch_by(tx: aiosqlite.Connection, store_id: str, column: str, values: set[str]) -> list[Contact]:
+    found: list[Contact] = []
+    ordered = sorted(values)
+    for i in range(0, len(ordered), _IN_CHUNK):
+        chunk = ordered[i : i + _IN_CHUNK]
+        sql = f"SELECT * FROM contacts WHERE store_id = ? AND {column} IN ({','.join('?' * len(chunk))})"
+        async with tx.execute(sql, (store_id, *chunk)) as cur:
+            found.extend(contact_from_row(r) for r in await cur.fetchall())
+    return found
+
+
+class SqliteContacts:
+    """ContactRepository on SQLite."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def get(self, store_id: str, contact_id: str) -> Contact | None:
+        """The contact, or None."""
+        row = await self._db.fetch_one("SELECT * FROM contacts WHERE store_id = ? AND id = ?", (store_id, contact_id))
+        return None if row is None else contact_from_row(row)
+
+    async def page(self, store_id: str, query: ContactQuery, after: int, limit: int) -> list[tuple[int, Contact]]:
+        """Matching contacts after position `after`, oldest first."""
+        where = ["store_id = ?", "seq > ?"]
+        params: list[Any] = [store_id, after]
+        for column, value in (
+            ("mobile_phone_status", query.mobile_phone_status),
+            ("sms_subscription_status", query.sms_subscription_status),
+            ("mobile_phone", query.mobile_phone),
+            ("email", query.email),
+        ):
+            if value is not None:
+                where.append(f"{column} = ?")
+                params.append(int(value) if isinstance(value, int) else value)
+        rows = await self._db.fetch_all(
+            f"SELECT * FROM contacts WHERE {' AND '.join(where)} ORDER BY seq LIMIT ?", (*params, limit)
+        )
+        return [(row["seq"], contact_from_row(row)) for row in rows]
+
+    async def apply(self, store_id: str, changes: Sequence[tuple[ContactKey, Mutation]]) -> list[Outcome]:
+        """Apply each change in order in one transaction; a refused change does not stop the others."""
+        async with self._db.transaction() as tx:
+            by_id = {
+                c.id: c for c in await _fetch_by(tx, store_id, "id", {k.contact_id for k, _ in changes if k.contact_id})
+            }
+            by_email = {
+                c.email: c for c in await _fetch_by(tx, store_id, "email", {k.email for k, _ in changes if k.email})
+            }
+            by_email.update({c.email: c for c in by_id.values() if c.email})
+            inserts: dict[str, Contact] = {}
+            updates: dict[str, Contact] = {}
+            activities: list[Activity] = []
+            outcomes: list[Outcome] = []
+            for key, mutation in changes:
+                current = (
+                    by_id.get(key.contact_id) if key.contact_id else by_email.get(key.email) if key.email else None
+                )
+                try:
+                    new, acts = mutation(current)
+                    owner = by_email.get(new.email) if new.email else None
+                    if owner is not None and owner.id != new.id:
+                        raise AlreadyExists(
+                            f"stores/{store_id}/contacts/{owner.id}",
+                            f"email {new.email!r} belongs to another contact (stores/{store_id}/contacts/{owner.id})",
+                        )
+                except DomainError as e:
+                    outcomes.append(e)
+                    continue
+                if current is not None and new is current:
+                    outcomes.append(Applied("unchanged", current))
+                    continue
+                if current is not None and current.email and current.email != new.email:
+                    by_email.pop(current.email, None)
+                by_id[new.id] = new
+                if new.email:
+                    by_email[new.email] = new
+                if current is None or new.id in inserts:
+                    inserts[new.id] = new
+                else:
+                    updates[new.id] = new
+                activities.extend(acts)
+                outcomes.append(Applied("created" if current is None else "updated", new))
+            await self._write(tx, store_id, inserts, updates, activities)
+        return outcomes
+
+    async def _write(
+        self,
+        tx: aiosqlite.Connection,
+        store_id: str,
+        inserts: dict[str, Contact],
+        updates: dict[str, Contact],
+        activities: list[Activity],
+    ) -> None:
+        try:
+            if inserts:
+                await tx.executemany(_INSERT, [_insert_params(c) for c in inserts.values()])
+            if updates:
+                await tx.executemany(_UPDATE, [_update_params(c) for c in updates.values()])
+        except sqlite3.IntegrityError as e:
+            # Only a contact id taken by a concurrent writer can get here: the lookups ran in this transaction.
+            raise AlreadyExists(f"stores/{store_id}/contacts", "a contact with that id already exists") from e
+        if activities:
+            await tx.executemany(_INSERT_ACTIVITY, [_activity_params(a) for a in activities])
+
+    async def apply_by_phone(self, store_id: str, phone: str, mutation: Mutation) -> list[tuple[Contact, bool]]:
+        """Apply `mutation` to every contact of the store with this phone."""
+        results: list[tuple[Contact, bool]] = []
+        async with self._db.transaction() as tx:
+            for current in await _fetch_by(tx, store_id, "mobile_phone", {phone}):
+                new, acts = mutation(current)
+                changed = new is not current
+                if changed:
+                    await self._write(tx, store_id, {}, {new.id: new}, acts)
+                results.append((new, changed))
+        return results
+
+    async def delete(self, store_id: str, contact_id: str, etag: str) -> None:
+        """Delete a contact and its activities."""
+        name = f"stores/{store_id}/contacts/{contact_id}"
+        async with self._db.transaction() as tx:
+            async with tx.execute(
+                "SELECT version FROM contacts WHERE store_id = ? AND id = ?", (store_id, contact_id)
+            ) as cur:
+                row = await cur.fetchone()
+            if row is None:
+                raise NotFound(name)
+            if etag and etag != f'W/"{row["version"]}"':
+                raise Aborted(f"{name} changed since etag {etag}; get it again")
+            await tx.execute("DELETE FROM activities WHERE store_id = ? AND contact_id = ?", (store_id, contact_id))
+            await tx.execute("DELETE FROM contacts WHERE store_id = ? AND id = ?", (store_id, contact_id))
+
+    async def list_activities(
+        self, store_id: str, contact_id: str, types: set[ActivityType] | None, before: int | None, limit: int
+    ) -> list[tuple[int, Activity]]:
+        """A contact's activities older than `before`, newest first."""
+        where = "store_id = ? AND contact_id = ? AND seq < ?"
+        params: list[Any] = [store_id, contact_id, before if before is not None else 2**62]
+        if types:
+            where += f" AND type IN ({','.join('?' * len(types))})"
+            params.extend(int(t) for t in sorted(types))
+        rows = await self._db.fetch_all(
+            f"SELECT * FROM activities WHERE {where} ORDER BY seq DESC LIMIT ?", (*params, limit)
+        )
+        return [(row["seq"], activity_from_row(row)) for row in rows]

@@ -1,0 +1,97 @@
+"""Stores, API keys and server-wide settings on SQLite."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import aiosqlite
+
+from ...domain.enums import SmsSubscriptionStatus
+from ...domain.stores import ApiKey, Store
+from ...errors import AlreadyExists
+from .db import Database, from_micros, to_micros
+
+__all__ = ["SqliteMeta", "SqliteStores"]
+
+
+class SqliteMeta:
+    """MetaRepository on SQLite."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def get(self, key: str) -> str | None:
+        """The value, or None."""
+        row = await self._db.fetch_one("SELECT value FROM meta WHERE key = ?", (key,))
+        return None if row is None else str(row["value"])
+
+    async def put_if_absent(self, key: str, value: str) -> str:
+        """Store `value` unless a value exists; return the stored value."""
+        async with self._db.transaction() as tx:
+            await tx.execute("INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)", (key, value))
+            async with tx.execute("SELECT value FROM meta WHERE key = ?", (key,)) as cur:
+                row = await cur.fetchone()
+        assert row is not None
+        return str(row["value"])
+
+
+class SqliteStores:
+    """StoreRepository on SQLite."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def create(self, store: Store, first_key: ApiKey) -> None:
+        """Create a store with its first key."""
+        try:
+            async with self._db.transaction() as tx:
+                await tx.execute(
+                    "INSERT INTO stores (id, display_name, default_sms_subscription_status, create_time)"
+                    " VALUES (?, ?, ?, ?)",
+                    (
+                        store.id,
+                        store.display_name,
+                        int(store.default_sms_subscription_status),
+                        to_micros(store.create_time),
+                    ),
+                )
+                await _insert_key(tx, first_key)
+        except sqlite3.IntegrityError as e:
+            raise AlreadyExists(f"stores/{store.id}") from e
+
+    async def get(self, store_id: str) -> Store | None:
+        """The store, or None."""
+        row = await self._db.fetch_one("SELECT * FROM stores WHERE id = ?", (store_id,))
+        if row is None:
+            return None
+        return Store(
+            id=row["id"],
+            display_name=row["display_name"],
+            default_sms_subscription_status=SmsSubscriptionStatus(row["default_sms_subscription_status"]),
+            create_time=from_micros(row["create_time"]),
+        )
+
+    async def add_api_key(self, key: ApiKey) -> None:
+        """Add a key to an existing store."""
+        async with self._db.transaction() as tx:
+            await _insert_key(tx, key)
+
+    async def find_api_key(self, key_hash: str) -> ApiKey | None:
+        """The key with this hash, or None."""
+        row = await self._db.fetch_one("SELECT * FROM api_keys WHERE key_hash = ?", (key_hash,))
+        if row is None:
+            return None
+        return ApiKey(
+            store_id=row["store_id"],
+            id=row["id"],
+            display_name=row["display_name"],
+            key_hash=row["key_hash"],
+            create_time=from_micros(row["create_time"]),
+        )
+
+
+async def _insert_key(tx: aiosqlite.Connection, key: ApiKey) -> None:
+    await tx.execute(
+        "INSERT INTO api_keys (store_id, id, display_name, key_hash, create_time) VALUES (?, ?, ?, ?, ?)",
+        (key.store_id, key.id, key.display_name, key.key_hash, to_micros(key.create_time)),
+    )
