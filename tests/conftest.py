@@ -11,6 +11,7 @@ import grpc
 import pytest
 
 from smschannel.config import Config
+from smschannel.instasent.fake import FakeInstasent
 from smschannel.server import App
 from smschannel.v1 import (
     contacts_service_pb2_grpc,
@@ -20,6 +21,7 @@ from smschannel.v1 import (
 )
 
 ADMIN_KEY = "test-admin-key"
+INSTASENT_TOKEN = "instasent-test-token-1a2b"
 SECRET_KEY = "test-secret-key"
 _store_ids = itertools.count(1)
 
@@ -65,9 +67,18 @@ def make_config(tmp: Path, **overrides: object) -> Config:
 
 
 @pytest.fixture(scope="session")
-async def app(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[App]:
-    """The server under test."""
-    started = await App.start(make_config(tmp_path_factory.mktemp("server")))
+async def fake() -> AsyncIterator[FakeInstasent]:
+    """The fake Instasent, served in the test loop."""
+    instasent = FakeInstasent()
+    instasent.add_token(INSTASENT_TOKEN)
+    async with instasent.serve():
+        yield instasent
+
+
+@pytest.fixture(scope="session")
+async def app(tmp_path_factory: pytest.TempPathFactory, fake: FakeInstasent) -> AsyncIterator[App]:
+    """The server under test, talking to the fake Instasent."""
+    started = await App.start(make_config(tmp_path_factory.mktemp("server"), instasent_base_url=fake.base_url))
     yield started
     await started.stop(grace=1)
 
@@ -111,3 +122,24 @@ async def store(stubs: Stubs) -> StoreCtx:
 async def other_store(stubs: Stubs) -> StoreCtx:
     """A second store, to prove tenancy."""
     return await create_store(stubs)
+
+
+async def set_channel(stubs: Stubs, store: StoreCtx, **fields: object) -> sms_channel_service_pb2.SmsChannelConfig:
+    """Save channel config fields for a store."""
+    return await stubs.sms.UpdateSmsChannelConfig(
+        sms_channel_service_pb2.UpdateSmsChannelConfigRequest(
+            sms_channel_config=sms_channel_service_pb2.SmsChannelConfig(
+                name=f"{store.name}/smsChannelConfig",
+                **fields,  # type: ignore[arg-type]
+            )
+        ),
+        metadata=store.md,
+    )
+
+
+@pytest.fixture
+async def es_store(stubs: Stubs) -> StoreCtx:
+    """A fresh store whose default country is Spain."""
+    ctx = await create_store(stubs)
+    await set_channel(stubs, ctx, default_country="ES")
+    return ctx

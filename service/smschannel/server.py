@@ -10,6 +10,7 @@ import sys
 from dataclasses import dataclass
 
 import grpc
+import httpx
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
@@ -21,7 +22,9 @@ from .api.sms_channel import SmsChannelServicer
 from .api.workflows import WorkflowServicer
 from .auth import derive_provider_events_key, hash_key
 from .config import Config
-from .crypto import load_or_create_secret_key
+from .crypto import TokenCipher, load_or_create_secret_key
+from .instasent.client import InstasentClient
+from .operations.channel import ChannelOps
 from .operations.contacts import ContactOps
 from .storage import Storage
 from .storage.sqlite import SqliteStorage
@@ -69,6 +72,8 @@ class App:
     server: grpc.aio.Server
     health: HealthServicer
     port: int
+    http: httpx.AsyncClient
+    channel: ChannelOps
 
     @classmethod
     async def start(cls, config: Config, storage: Storage | None = None) -> App:
@@ -81,12 +86,16 @@ class App:
             provider_events_key_hash=hash_key(derive_provider_events_key(secret_key)),
         )
         tokens = PageTokens(secret_key)
+        http = httpx.AsyncClient(timeout=httpx.Timeout(10.0, connect=5.0), limits=httpx.Limits(max_connections=50))
+        instasent = InstasentClient(http, config.instasent_base_url)
+        channel = ChannelOps(storage.channel_configs, TokenCipher(secret_key), instasent, config.public_url)
         server = grpc.aio.server(interceptors=[ApiInterceptor(authenticator)])
-        sms_channel_service_pb2_grpc.add_SmsChannelServiceServicer_to_server(SmsChannelServicer(storage), server)  # type: ignore[abstract]
-        contacts_service_pb2_grpc.add_ContactsServiceServicer_to_server(
-            ContactsServicer(ContactOps(storage), tokens), server
-        )
-        workflow_service_pb2_grpc.add_WorkflowServiceServicer_to_server(WorkflowServicer(), server)  # type: ignore[abstract]
+        sms_channel = SmsChannelServicer(storage, channel)  # type: ignore[abstract]
+        contacts = ContactsServicer(ContactOps(storage), tokens)
+        workflows = WorkflowServicer()  # type: ignore[abstract]
+        sms_channel_service_pb2_grpc.add_SmsChannelServiceServicer_to_server(sms_channel, server)
+        contacts_service_pb2_grpc.add_ContactsServiceServicer_to_server(contacts, server)
+        workflow_service_pb2_grpc.add_WorkflowServiceServicer_to_server(workflows, server)
         health = HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health, server)
         reflection.enable_server_reflection(
@@ -104,12 +113,13 @@ class App:
         for name in ("", *SERVICE_NAMES):
             await health.set(name, health_pb2.HealthCheckResponse.SERVING)
         log.info("serving", extra={"grpc_addr": config.grpc_addr, "port": port})
-        return cls(config, storage, server, health, port)
+        return cls(config, storage, server, health, port, http, channel)
 
     async def stop(self, grace: float | None = None) -> None:
         """Drain: report NOT_SERVING, let in-flight calls finish within the grace, close storage."""
         await self.health.enter_graceful_shutdown()
         await self.server.stop(self.config.shutdown_grace if grace is None else grace)
+        await self.http.aclose()
         await self.storage.close()
         log.info("stopped")
 

@@ -181,6 +181,7 @@ class SqliteContacts:
                 c.email: c for c in await _fetch_by(tx, store_id, "email", {k.email for k, _ in changes if k.email})
             }
             by_email.update({c.email: c for c in by_id.values() if c.email})
+            looked_up = {k.email for k, _ in changes if k.email}
             inserts: dict[str, Contact] = {}
             updates: dict[str, Contact] = {}
             activities: list[Activity] = []
@@ -191,6 +192,9 @@ class SqliteContacts:
                 )
                 try:
                     new, acts = mutation(current)
+                    if new.email and new.email not in by_email and new.email not in looked_up:
+                        looked_up.add(new.email)  # a new email for this contact: is it someone else's?
+                        by_email.update({c.email: c for c in await _fetch_by(tx, store_id, "email", {new.email})})
                     owner = by_email.get(new.email) if new.email else None
                     if owner is not None and owner.id != new.id:
                         raise AlreadyExists(
