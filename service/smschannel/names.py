@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import re
 import secrets
+import time
 from dataclasses import dataclass
 from typing import ClassVar, Self
 
@@ -36,8 +37,11 @@ def validate_id(field: str, value: str, *, store: bool = False) -> str:
 
 
 def new_id() -> str:
-    """A fresh random id: 20 hex characters (80 bits), valid as a resource id and a provider clientId."""
-    return secrets.token_hex(10)
+    """A fresh id of 20 hex characters, valid as a resource id and a provider clientId (≤ 40).
+
+    The first 13 are the time in microseconds, so ids created together sort together and index
+    inserts stay local; the last 7 (28 random bits) keep ids created in the same microsecond apart."""
+    return f"{time.time_ns() // 1000:013x}{secrets.randbits(28):07x}"
 
 
 class _Name:

@@ -26,6 +26,7 @@ from .crypto import TokenCipher, load_or_create_secret_key
 from .instasent.client import InstasentClient
 from .operations.channel import ChannelOps
 from .operations.contacts import ContactOps
+from .operations.phone_pool import PhonePool
 from .storage import Storage
 from .storage.sqlite import SqliteStorage
 from .v1 import (
@@ -74,6 +75,7 @@ class App:
     port: int
     http: httpx.AsyncClient
     channel: ChannelOps
+    phones: PhonePool
 
     @classmethod
     async def start(cls, config: Config, storage: Storage | None = None) -> App:
@@ -91,7 +93,8 @@ class App:
         channel = ChannelOps(storage.channel_configs, TokenCipher(secret_key), instasent, config.public_url)
         server = grpc.aio.server(interceptors=[ApiInterceptor(authenticator)])
         sms_channel = SmsChannelServicer(storage, channel)  # type: ignore[abstract]
-        contacts = ContactsServicer(ContactOps(storage), tokens)
+        phones = PhonePool(config.import_workers)
+        contacts = ContactsServicer(ContactOps(storage), tokens, phones)
         workflows = WorkflowServicer()  # type: ignore[abstract]
         sms_channel_service_pb2_grpc.add_SmsChannelServiceServicer_to_server(sms_channel, server)
         contacts_service_pb2_grpc.add_ContactsServiceServicer_to_server(contacts, server)
@@ -113,12 +116,13 @@ class App:
         for name in ("", *SERVICE_NAMES):
             await health.set(name, health_pb2.HealthCheckResponse.SERVING)
         log.info("serving", extra={"grpc_addr": config.grpc_addr, "port": port})
-        return cls(config, storage, server, health, port, http, channel)
+        return cls(config, storage, server, health, port, http, channel, phones)
 
     async def stop(self, grace: float | None = None) -> None:
         """Drain: report NOT_SERVING, let in-flight calls finish within the grace, close storage."""
         await self.health.enter_graceful_shutdown()
         await self.server.stop(self.config.shutdown_grace if grace is None else grace)
+        self.phones.close()
         await self.http.aclose()
         await self.storage.close()
         log.info("stopped")

@@ -17,7 +17,7 @@ from ..v1 import common_pb2
 from ..v1 import contacts_service_pb2 as pb
 from .convert import timestamp
 
-__all__ = ["WRITABLE", "activity_to_proto", "contact_to_proto", "patch_from_proto"]
+__all__ = ["WRITABLE", "PhoneNormalizer", "activity_to_proto", "contact_to_proto", "patch_from_proto"]
 
 WRITABLE = (
     "email",
@@ -72,13 +72,21 @@ _PARSERS: dict[str, Callable[[pb.Contact, str, str], Any]] = {
     "email": lambda m, f, _: normalize_email(f, m.email),
     "first_name": lambda m, f, _: _text(f, m.first_name),
     "last_name": lambda m, f, _: _text(f, m.last_name),
-    "mobile_phone": lambda m, f, country: normalize_phone(f, m.mobile_phone, country),
     "mobile_phone_status": lambda m, f, _: _enum(MobilePhoneStatus, f, m.mobile_phone_status),
     "sms_subscription_status": lambda m, f, _: _enum(SmsSubscriptionStatus, f, m.sms_subscription_status),
 }
 
 
-def patch_from_proto(msg: pb.Contact, paths: set[str] | None, default_country: str, prefix: str = "") -> ContactPatch:
+PhoneNormalizer = Callable[[str, str, str], str]
+
+
+def patch_from_proto(
+    msg: pb.Contact,
+    paths: set[str] | None,
+    default_country: str,
+    prefix: str = "",
+    normalize: PhoneNormalizer = normalize_phone,
+) -> ContactPatch:
     """The patch a request makes. `paths` None means "the fields that are set" (custom fields merged
     key by key); otherwise exactly those paths, where an empty value clears the field and
     `custom_fields` replaces the whole map.
@@ -89,7 +97,12 @@ def patch_from_proto(msg: pb.Contact, paths: set[str] | None, default_country: s
     wanted = {p for p in WRITABLE if _is_set(msg, p)} if paths is None else paths
     for path in sorted(wanted):
         field = prefix + path
-        if path in _PARSERS:
+        if path == "mobile_phone":
+            try:
+                patch.mobile_phone = normalize(field, msg.mobile_phone, default_country)
+            except InvalidArgument as e:
+                violations.extend(e.violations)
+        elif path in _PARSERS:
             try:
                 setattr(patch, path, _PARSERS[path](msg, field, default_country))
             except InvalidArgument as e:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import contextvars
 import logging
+import secrets
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -75,42 +75,54 @@ class ApiInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     def __init__(self, authenticator: Authenticator, observe: Observer | None = None) -> None:
         self._auth = authenticator
         self._observe = observe
+        self._wrapped: dict[str, grpc.RpcMethodHandler] = {}  # handlers are static: wrap each once
 
     async def intercept_service(
         self,
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
         details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler:
-        handler = await continuation(details)
         method: str = details.method
+        wrapped = self._wrapped.get(method)
+        if wrapped is not None:
+            return wrapped
+        handler = await continuation(details)
         if handler is None or not method.startswith(_API_PREFIX):
             return handler
-        metadata = {m.key: m.value for m in details.invocation_metadata or ()}
         if handler.unary_unary:
-            return grpc.unary_unary_rpc_method_handler(
-                self._wrap(method, metadata, handler.unary_unary),
+            wrapped = grpc.unary_unary_rpc_method_handler(
+                self._wrap(method, handler.unary_unary),
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )
-        if handler.stream_unary:
-            return grpc.stream_unary_rpc_method_handler(
-                self._wrap(method, metadata, handler.stream_unary),
+        elif handler.stream_unary:
+            wrapped = grpc.stream_unary_rpc_method_handler(
+                self._wrap(method, handler.stream_unary),
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )
-        return handler  # no server-streaming RPCs in smschannel.v1
+        else:
+            return handler  # no server-streaming RPCs in smschannel.v1
+        self._wrapped[method] = wrapped
+        return wrapped
 
     def _wrap(
-        self, method: str, metadata: dict[str, Any], behavior: Callable[[Any, Any], Awaitable[Any]]
+        self, method: str, behavior: Callable[[Any, Any], Awaitable[Any]]
     ) -> Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]:
         async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            request_id = str(metadata.get("x-request-id") or uuid.uuid4().hex)
+            authorization = request_id = None
+            for key, value in context.invocation_metadata() or ():
+                if key == "authorization":
+                    authorization = value
+                elif key == "x-request-id":
+                    request_id = value
+            request_id = str(request_id or secrets.token_hex(12))
             request_id_var.set(request_id)
             context.set_trailing_metadata((("x-request-id", request_id),))
             start = time.perf_counter()
             code = grpc.StatusCode.OK
             try:
-                _principal_var.set(await self._auth.authenticate(metadata.get("authorization")))
+                _principal_var.set(await self._auth.authenticate(authorization))
                 return await behavior(request, context)
             except DomainError as e:
                 status = to_status(e)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -136,10 +136,12 @@ def apply_patch(
     Returns `current` itself (and no activities) when the patch changes nothing.
     """
     base = current or Contact(store_id=store_id, id=contact_id, sms_subscription_status=default_subscription)
-    custom = {} if patch.replace_custom_fields else dict(base.custom_fields)
-    for key in patch.remove_custom_fields:
-        custom.pop(key, None)
-    custom.update(patch.custom_fields)
+    custom = base.custom_fields  # shared, never mutated: contacts are values
+    if patch.custom_fields or patch.remove_custom_fields or patch.replace_custom_fields:
+        custom = {} if patch.replace_custom_fields else dict(base.custom_fields)
+        for key in patch.remove_custom_fields:
+            custom.pop(key, None)
+        custom.update(patch.custom_fields)
 
     phone = base.mobile_phone if patch.mobile_phone is None else patch.mobile_phone
     phone_status = base.mobile_phone_status
@@ -154,19 +156,26 @@ def apply_patch(
             raise InvalidArgument("mobile_phone_status", "a contact without a mobile phone has no phone status")
         phone_status = patch.mobile_phone_status
 
-    new = replace(
-        base,
-        email=base.email if patch.email is None else patch.email,
-        first_name=base.first_name if patch.first_name is None else patch.first_name,
-        last_name=base.last_name if patch.last_name is None else patch.last_name,
-        mobile_phone=phone,
-        mobile_phone_status=phone_status,
-        sms_subscription_status=patch.sms_subscription_status or base.sms_subscription_status,
-        custom_fields=custom,
+    values = (
+        base.email if patch.email is None else patch.email,
+        base.first_name if patch.first_name is None else patch.first_name,
+        base.last_name if patch.last_name is None else patch.last_name,
+        phone,
+        phone_status,
+        patch.sms_subscription_status or base.sms_subscription_status,
+        custom,
     )
-    if current is not None and new == current:
+    if current is not None and values == (
+        current.email,
+        current.first_name,
+        current.last_name,
+        current.mobile_phone,
+        current.mobile_phone_status,
+        current.sms_subscription_status,
+        current.custom_fields,
+    ):
         return current, []
-    new = replace(new, update_time=now, version=base.version + 1, create_time=base.create_time or now)
+    new = Contact(base.store_id, base.id, *values, base.create_time or now, now, base.version + 1)
 
     def activity(kind: ActivityType, **details: Any) -> Activity:
         return Activity(store_id, new.id, new_id(), kind, source, now, details)

@@ -10,7 +10,7 @@ from ..domain.contacts import Activity, Contact, ContactPatch, apply_patch
 from ..domain.enums import ActivitySource, SmsSubscriptionStatus
 from ..domain.stores import Store
 from ..errors import Aborted, AlreadyExists, DomainError, NotFound
-from ..names import ContactName
+from ..names import ContactName, new_id
 from ..storage import Applied, ContactKey, Mutation, Outcome, Storage
 
 __all__ = ["ContactOps", "ImportRow"]
@@ -120,11 +120,11 @@ class ContactOps:
 
         return await self._apply_one(store.id, key, self._mutation(store, new_id, patch, source, by_id_must_exist))
 
-    async def import_rows(self, store: Store, rows: Sequence[ImportRow], new_ids: Sequence[str]) -> list[Outcome]:
+    async def import_rows(self, store: Store, rows: Sequence[ImportRow]) -> list[Outcome]:
         """Upsert a batch of rows in one transaction (by id, else email; created when missing)."""
         changes = [
-            (row.key, self._mutation(store, row.key.contact_id or fresh, row.patch, ActivitySource.IMPORT))
-            for row, fresh in zip(rows, new_ids, strict=True)
+            (row.key, self._mutation(store, row.key.contact_id or new_id(), row.patch, ActivitySource.IMPORT))
+            for row in rows
         ]
         return await self.storage.contacts.apply(store.id, changes)
 

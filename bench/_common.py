@@ -1,0 +1,92 @@
+"""Shared bench helpers: a real server process on a free port, its peak memory, one JSON line."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from smschannel.v1 import sms_channel_service_pb2 as pb
+from smschannel.v1 import sms_channel_service_pb2_grpc as pb_grpc
+
+ADMIN_KEY = "bench-admin-key"
+
+
+def free_port() -> int:
+    """A free TCP port on loopback."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Server:
+    """A running `python -m smschannel server`."""
+
+    proc: subprocess.Popen[bytes]
+    addr: str
+    db: Path
+
+    def peak_rss_mb(self) -> float:
+        """The process's peak resident set (VmHWM), in MB."""
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024, 1)
+        return -1.0
+
+    def create_store(self, store_id: str = "bench") -> str:
+        """A store; returns its key."""
+        with grpc.insecure_channel(self.addr) as ch:
+            resp = pb_grpc.SmsChannelServiceStub(ch).CreateStore(
+                pb.CreateStoreRequest(store_id=store_id, store=pb.Store(display_name=store_id)),
+                metadata=(("authorization", f"Bearer {ADMIN_KEY}"),),
+            )
+        return resp.api_key
+
+
+@contextmanager
+def server(**env: str) -> Iterator[Server]:
+    """Start a server on a fresh SQLite file; stop it (SIGTERM) at the end."""
+    with tempfile.TemporaryDirectory() as tmp:
+        addr = f"127.0.0.1:{free_port()}"
+        db = Path(tmp) / "bench.db"
+        full = {
+            **os.environ,
+            "SMSCHANNEL_GRPC_ADDR": addr,
+            "SMSCHANNEL_DB": str(db),
+            "SMSCHANNEL_ADMIN_KEY": ADMIN_KEY,
+            "SMSCHANNEL_SECRET_KEY": "bench-secret",
+            "SMSCHANNEL_LOG_LEVEL": "WARNING",
+            **env,
+        }
+        proc = subprocess.Popen([sys.executable, "-m", "smschannel", "server"], env=full)
+        try:
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                try:
+                    with grpc.insecure_channel(addr) as ch:
+                        health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=1)
+                    break
+                except grpc.RpcError:
+                    time.sleep(0.1)
+            yield Server(proc, addr, db)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=60)
+
+
+def report(figures: dict[str, object]) -> None:
+    """The bench's last line: one JSON object."""
+    print(json.dumps(figures), flush=True)
