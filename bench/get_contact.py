@@ -1,7 +1,7 @@
 """GetContact with 50 concurrent callers against a bare grpc.aio echo server, in the same run.
 
 Both servers are separate processes driven by the same client loop. Goal (issue 4): ≥ 0.8 × the
-echo rate. Usage: python -m bench.get_contact [seconds per side]   (default 10)
+echo rate. Usage: python -m bench.get_contact [seconds per round]   (default 5; 3 alternating rounds)
 """
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -59,7 +60,8 @@ async def drive(call: Callable[[int], Awaitable[object]], seconds: float) -> flo
     return done / (time.perf_counter() - start)
 
 
-async def measure_service(addr: str, key: str, seconds: float) -> tuple[float, bytes]:
+async def setup(addr: str, key: str) -> tuple[list[str], bytes]:
+    """A store with CONTACTS contacts; their names and one serialized GetContact answer."""
     md = (("authorization", f"Bearer {key}"),)
     async with grpc.aio.insecure_channel(addr) as ch:
         contacts = cpb_grpc.ContactsServiceStub(ch)
@@ -80,44 +82,51 @@ async def measure_service(addr: str, key: str, seconds: float) -> tuple[float, b
             )
             names.append(c.name)
         sample = (await contacts.GetContact(cpb.GetContactRequest(name=names[0]), metadata=md)).SerializeToString()
-
-        async def get(i: int) -> object:
-            return await contacts.GetContact(cpb.GetContactRequest(name=names[i % CONTACTS]), metadata=md)
-
-        await drive(get, 1.0)  # warm up
-        return await drive(get, seconds), sample
+    return names, sample
 
 
-async def measure_echo(addr: str, payload: bytes, seconds: float) -> float:
-    async with grpc.aio.insecure_channel(addr) as ch:
-        echo = ch.unary_unary("/bench.Echo/Echo")
+async def compare(service_addr: str, key: str, echo_addr: str, seconds: float, rounds: int) -> tuple[float, float]:
+    """Median rates of GetContact and echo, measured in alternating rounds (noise hits both)."""
+    names, sample = await setup(service_addr, key)
+    md = (("authorization", f"Bearer {key}"),)
+    async with grpc.aio.insecure_channel(service_addr) as sch, grpc.aio.insecure_channel(echo_addr) as ech:
+        contacts = cpb_grpc.ContactsServiceStub(sch)
+        echo = ech.unary_unary("/bench.Echo/Echo")
         for _ in range(100):
             try:
-                await echo(payload, timeout=1)
+                await echo(sample, timeout=1)
                 break
             except grpc.aio.AioRpcError:
                 await asyncio.sleep(0.1)
 
-        async def call(i: int) -> object:
-            return await echo(payload)
+        async def get(i: int) -> object:
+            return await contacts.GetContact(cpb.GetContactRequest(name=names[i % CONTACTS]), metadata=md)
 
-        await drive(call, 1.0)
-        return await drive(call, seconds)
+        async def call_echo(i: int) -> object:
+            return await echo(sample)
+
+        await drive(get, 1.0)  # warm up both
+        await drive(call_echo, 1.0)
+        service_rates, echo_rates = [], []
+        for _ in range(rounds):
+            service_rates.append(await drive(get, seconds))
+            echo_rates.append(await drive(call_echo, seconds))
+    return statistics.median(service_rates), statistics.median(echo_rates)
 
 
 def main() -> None:
-    seconds = float(sys.argv[1]) if len(sys.argv) > 1 else 10.0
-    with server() as srv:
-        key = srv.create_store()
-        rate, sample = asyncio.run(measure_service(srv.addr, key, seconds))
-    addr = f"127.0.0.1:{free_port()}"
-    echo = subprocess.Popen([sys.executable, "-c", ECHO_SERVER, addr], env=os.environ.copy())
+    seconds = float(sys.argv[1]) if len(sys.argv) > 1 else 5.0
+    rounds = 3
+    echo_addr = f"127.0.0.1:{free_port()}"
+    echo = subprocess.Popen([sys.executable, "-c", ECHO_SERVER, echo_addr], env=os.environ.copy())
     try:
-        baseline = asyncio.run(measure_echo(addr, sample, seconds))
+        with server() as srv:
+            key = srv.create_store()
+            rate, baseline = asyncio.run(compare(srv.addr, key, echo_addr, seconds, rounds))
     finally:
         echo.send_signal(signal.SIGTERM)
         echo.wait(timeout=10)
-    print(f"GetContact {rate:,.0f}/s vs bare echo {baseline:,.0f}/s with {CALLERS} concurrent callers")
+    print(f"GetContact {rate:,.0f}/s vs bare echo {baseline:,.0f}/s with {CALLERS} concurrent callers (medians)")
     report(
         {
             "bench": "get_contact",
@@ -126,6 +135,7 @@ def main() -> None:
             "ratio": round(rate / baseline, 3),
             "goal": GOAL,
             "callers": CALLERS,
+            "rounds": rounds,
         }
     )
 

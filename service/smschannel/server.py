@@ -91,14 +91,15 @@ class App:
         http = httpx.AsyncClient(timeout=httpx.Timeout(10.0, connect=5.0), limits=httpx.Limits(max_connections=50))
         instasent = InstasentClient(http, config.instasent_base_url)
         channel = ChannelOps(storage.channel_configs, TokenCipher(secret_key), instasent, config.public_url)
-        server = grpc.aio.server(interceptors=[ApiInterceptor(authenticator)])
+        server = grpc.aio.server()
+        api = ApiInterceptor(authenticator)
         sms_channel = SmsChannelServicer(storage, channel)  # type: ignore[abstract]
         phones = PhonePool(config.import_workers)
         contacts = ContactsServicer(ContactOps(storage), tokens, phones)
         workflows = WorkflowServicer()  # type: ignore[abstract]
-        sms_channel_service_pb2_grpc.add_SmsChannelServiceServicer_to_server(sms_channel, server)
-        contacts_service_pb2_grpc.add_ContactsServiceServicer_to_server(contacts, server)
-        workflow_service_pb2_grpc.add_WorkflowServiceServicer_to_server(workflows, server)
+        api.register(sms_channel_service_pb2_grpc.add_SmsChannelServiceServicer_to_server, sms_channel, server)
+        api.register(contacts_service_pb2_grpc.add_ContactsServiceServicer_to_server, contacts, server)
+        api.register(workflow_service_pb2_grpc.add_WorkflowServiceServicer_to_server, workflows, server)
         health = HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health, server)
         reflection.enable_server_reflection(
