@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,6 +62,7 @@ def make_config(tmp: Path, **overrides: object) -> Config:
         "admin_key": ADMIN_KEY,
         "secret_key": SECRET_KEY,
         "log_level": "WARNING",
+        "retry_base": 0.05,
     }
     base.update(overrides)
     return Config(**base)  # type: ignore[arg-type]
@@ -143,3 +145,20 @@ async def es_store(stubs: Stubs) -> StoreCtx:
     ctx = await create_store(stubs)
     await set_channel(stubs, ctx, default_country="ES")
     return ctx
+
+
+@pytest.fixture
+async def sending_store(stubs: Stubs) -> StoreCtx:
+    """A fresh store ready to send: Spain by default, a valid Instasent token, sender Acme."""
+    ctx = await create_store(stubs)
+    await set_channel(stubs, ctx, default_country="ES", api_token=INSTASENT_TOKEN, default_sender="Acme")
+    return ctx
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], what: str = "condition", within: float = 10.0) -> None:
+    """Wait until `check()` is true, or fail after `within` seconds (no fixed sleeps)."""
+    deadline = asyncio.get_running_loop().time() + within
+    while not await check():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.02)

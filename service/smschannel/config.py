@@ -27,6 +27,7 @@ class Config:
     shutdown_grace: float = 10.0
     metrics_addr: str | None = None
     import_workers: int | None = None  # None: one per core but one
+    retry_base: float = 1.0  # seconds before the first provider retry (doubles each time)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Config:
@@ -44,6 +45,7 @@ class Config:
             log_level=(env.get("SMSCHANNEL_LOG_LEVEL") or cls.log_level).upper(),
             shutdown_grace=float(env.get("SMSCHANNEL_SHUTDOWN_GRACE") or cls.shutdown_grace),
             metrics_addr=env.get("SMSCHANNEL_METRICS_ADDR") or None,
+            retry_base=float(env.get("SMSCHANNEL_RETRY_BASE") or cls.retry_base),
             import_workers=int(env["SMSCHANNEL_IMPORT_WORKERS"]) if env.get("SMSCHANNEL_IMPORT_WORKERS") else None,
         )
 

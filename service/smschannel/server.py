@@ -26,7 +26,9 @@ from .crypto import TokenCipher, load_or_create_secret_key
 from .instasent.client import InstasentClient
 from .operations.channel import ChannelOps
 from .operations.contacts import ContactOps
+from .operations.dispatcher import Dispatcher
 from .operations.phone_pool import PhonePool
+from .operations.sending import Sender
 from .storage import Storage
 from .storage.sqlite import SqliteStorage
 from .v1 import (
@@ -76,6 +78,8 @@ class App:
     http: httpx.AsyncClient
     channel: ChannelOps
     phones: PhonePool
+    sender: Sender
+    dispatcher: Dispatcher
 
     @classmethod
     async def start(cls, config: Config, storage: Storage | None = None) -> App:
@@ -93,7 +97,9 @@ class App:
         channel = ChannelOps(storage.channel_configs, TokenCipher(secret_key), instasent, config.public_url)
         server = grpc.aio.server()
         api = ApiInterceptor(authenticator)
-        sms_channel = SmsChannelServicer(storage, channel)  # type: ignore[abstract]
+        sender = Sender(storage, channel)
+        dispatcher = Dispatcher(storage, channel, instasent, sender.wakeup, retry_base=config.retry_base, observe=None)
+        sms_channel = SmsChannelServicer(storage, channel, sender, tokens)  # type: ignore[abstract]
         phones = PhonePool(config.import_workers)
         contacts = ContactsServicer(ContactOps(storage), tokens, phones)
         workflows = WorkflowServicer()  # type: ignore[abstract]
@@ -114,15 +120,18 @@ class App:
         if port == 0:
             raise OSError(f"cannot listen on {config.grpc_addr}")
         await server.start()
+        dispatcher.start()
         for name in ("", *SERVICE_NAMES):
             await health.set(name, health_pb2.HealthCheckResponse.SERVING)
         log.info("serving", extra={"grpc_addr": config.grpc_addr, "port": port})
-        return cls(config, storage, server, health, port, http, channel, phones)
+        return cls(config, storage, server, health, port, http, channel, phones, sender, dispatcher)
 
     async def stop(self, grace: float | None = None) -> None:
         """Drain: report NOT_SERVING, let in-flight calls finish within the grace, close storage."""
         await self.health.enter_graceful_shutdown()
-        await self.server.stop(self.config.shutdown_grace if grace is None else grace)
+        grace = self.config.shutdown_grace if grace is None else grace
+        await self.server.stop(grace)
+        await self.dispatcher.stop(grace)
         self.phones.close()
         await self.http.aclose()
         await self.storage.close()

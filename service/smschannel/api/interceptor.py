@@ -24,7 +24,6 @@ log = logging.getLogger("smschannel.rpc")
 _principal_var: contextvars.ContextVar[Principal] = contextvars.ContextVar("principal")
 
 
-
 def current_principal() -> Principal:
     """The caller of the RPC being served (set by the interceptor)."""
     return _principal_var.get()

@@ -2,22 +2,43 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import grpc
+from google.protobuf import empty_pb2
 
 from ..auth import Role, hash_key, new_store_key
+from ..domain.analysis import analyze
 from ..domain.channel import ChannelConfig, validate_sender
+from ..domain.enums import MessageStatus, SmsType
+from ..domain.messages import SmsContent
 from ..domain.phones import normalize_country
 from ..domain.stores import ApiKey, Store, new_store
+from ..domain.templates import validate_text, variables_of
 from ..errors import Aborted, FieldViolation, InvalidArgument, NotFound
-from ..names import ApiKeyName, ChannelConfigName, StoreName, new_id
+from ..filters import Term, parse_filter
+from ..names import (
+    ApiKeyName,
+    ChannelConfigName,
+    ContactName,
+    MessageName,
+    SmsContentName,
+    StoreName,
+    WorkflowName,
+    new_id,
+    validate_id,
+)
 from ..operations.channel import ChannelChanges, ChannelOps
-from ..storage import Storage
+from ..operations.sending import Sender, SendRequest
+from ..storage import MessageQuery, Storage
 from ..v1 import sms_channel_service_pb2 as pb
 from ..v1 import sms_channel_service_pb2_grpc as pb_grpc
 from .convert import timestamp
 from .interceptor import current_principal
+from .messages_proto import content_to_proto, mappings_from_proto, message_to_proto
+from .pagination import PageTokens, page_size
 
 __all__ = ["SmsChannelServicer"]
 
@@ -84,12 +105,221 @@ def changes_from_proto(msg: pb.SmsChannelConfig, paths: set[str] | None) -> Chan
     return ChannelChanges(**values)
 
 
+_MESSAGE_FILTERS = {
+    "contact": {"="},
+    "workflow": {"="},
+    "sms_content": {"="},
+    "type": {"="},
+    "status": {"="},
+    "create_time": {">=", "<", ">", "<="},
+}
+
+
+def _time(term: Term) -> datetime:
+    try:
+        t = datetime.fromisoformat(term.value.replace("Z", "+00:00"))
+    except ValueError:
+        raise InvalidArgument("filter", f"{term.field}: {term.value!r} is not an RFC 3339 time") from None
+    return t if t.tzinfo else t.replace(tzinfo=UTC)
+
+
+def message_query(store: str, text: str) -> MessageQuery:
+    """A ListMessages filter → MessageQuery (names must belong to the store)."""
+    values: dict[str, Any] = {}
+    for term in parse_filter(text, _MESSAGE_FILTERS):
+        if term.field == "contact":
+            values["contact_id"] = _own(ContactName.parse("filter", term.value), store).contact
+        elif term.field == "workflow":
+            values["workflow_id"] = _own(WorkflowName.parse("filter", term.value), store).workflow
+        elif term.field == "sms_content":
+            values["sms_content_id"] = _own(SmsContentName.parse("filter", term.value), store).sms_content
+        elif term.field == "type":
+            values["type"] = SmsType[_enum_name(term, "SMS_TYPE_", SmsType)]
+        elif term.field == "status":
+            values["status"] = MessageStatus[_enum_name(term, "MESSAGE_STATUS_", MessageStatus)]
+        else:
+            t = _time(term)
+            if term.op in (">=", ">"):
+                values["since"] = t + timedelta(microseconds=1) if term.op == ">" else t
+            else:
+                values["until"] = t + timedelta(microseconds=1) if term.op == "<=" else t
+    return MessageQuery(**values)
+
+
+def _own(name: Any, store: str) -> Any:
+    if name.store != store:
+        raise InvalidArgument("filter", f"{name} is not in stores/{store}")
+    return name
+
+
+def _enum_name(term: Term, prefix: str, kind: type[SmsType] | type[MessageStatus]) -> str:
+    name = term.value.upper().removeprefix(prefix)
+    if name not in kind.__members__ or name == "UNSPECIFIED":
+        allowed = ", ".join(m for m in kind.__members__ if m != "UNSPECIFIED")
+        raise InvalidArgument("filter", f"{term.field} must be one of {allowed}, not {term.value!r}")
+    return name
+
+
 class SmsChannelServicer(pb_grpc.SmsChannelServiceServicer):
     """The SmsChannelService RPCs."""
 
-    def __init__(self, storage: Storage, channel: ChannelOps) -> None:
+    def __init__(self, storage: Storage, channel: ChannelOps, sender: Sender, tokens: PageTokens) -> None:
         self._storage = storage
         self._channel = channel
+        self._sender = sender
+        self._tokens = tokens
+
+    # -- SMS contents ----------------------------------------------------------------------
+
+    async def CreateSmsContent(
+        self, request: pb.CreateSmsContentRequest, context: grpc.aio.ServicerContext
+    ) -> pb.SmsContent:
+        """Create an SMS content."""
+        parent = StoreName.parse("parent", request.parent)
+        await self._get_store(parent)
+        content_id = validate_id("sms_content_id", request.sms_content_id) if request.sms_content_id else new_id()
+        now = datetime.now(UTC)
+        display_name, text = _content_fields(request.sms_content, {"display_name", "text"}, "sms_content.")
+        content = SmsContent(parent.store, content_id, display_name, text, now, now)
+        await self._storage.sms_contents.create(content)
+        return content_to_proto(content)
+
+    async def GetSmsContent(self, request: pb.GetSmsContentRequest, context: grpc.aio.ServicerContext) -> pb.SmsContent:
+        """Get an SMS content."""
+        return content_to_proto(await self._content(SmsContentName.parse("name", request.name)))
+
+    async def ListSmsContents(
+        self, request: pb.ListSmsContentsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListSmsContentsResponse:
+        """List SMS contents, oldest first."""
+        parent = StoreName.parse("parent", request.parent)
+        await self._get_store(parent)
+        limit = page_size(request.page_size)
+        after = self._tokens.decode(request.page_token, request.parent) or 0
+        rows = await self._storage.sms_contents.page(parent.store, after, limit + 1)
+        token = self._tokens.encode(rows[limit - 1][0], request.parent) if len(rows) > limit else ""
+        return pb.ListSmsContentsResponse(
+            sms_contents=[content_to_proto(c) for _, c in rows[:limit]], next_page_token=token
+        )
+
+    async def UpdateSmsContent(
+        self, request: pb.UpdateSmsContentRequest, context: grpc.aio.ServicerContext
+    ) -> pb.SmsContent:
+        """Update the display name and/or the text."""
+        msg = request.sms_content
+        current = await self._content(SmsContentName.parse("sms_content.name", msg.name))
+        if msg.etag and msg.etag != current.etag:
+            raise Aborted(f"{msg.name} changed since etag {msg.etag}; get it again")
+        paths = set(request.update_mask.paths) or {p for p in ("display_name", "text") if getattr(msg, p)}
+        if paths == {"*"}:
+            paths = {"display_name", "text"}
+        display_name, text = _content_fields(msg, paths, "sms_content.", current)
+        new = replace(
+            current, display_name=display_name, text=text, update_time=datetime.now(UTC), version=current.version + 1
+        )
+        if (new.display_name, new.text) == (current.display_name, current.text):
+            return content_to_proto(current)
+        await self._storage.sms_contents.update(new, current.version)
+        return content_to_proto(new)
+
+    async def DeleteSmsContent(
+        self, request: pb.DeleteSmsContentRequest, context: grpc.aio.ServicerContext
+    ) -> empty_pb2.Empty:
+        """Delete an SMS content; logged messages keep their text."""
+        name = SmsContentName.parse("name", request.name)
+        await self._get_store(StoreName(name.store))
+        await self._storage.sms_contents.delete(name.store, name.sms_content, request.etag)
+        return empty_pb2.Empty()
+
+    async def AnalyzeSmsText(
+        self, request: pb.AnalyzeSmsTextRequest, context: grpc.aio.ServicerContext
+    ) -> pb.AnalyzeSmsTextResponse:
+        """Encoding, length and segments of a text; per country when it carries the marker."""
+        parent = StoreName.parse("parent", request.parent)
+        await self._get_store(parent)
+        text = validate_text("text", request.text)
+        analysis = analyze(text, [normalize_country("countries", c) for c in request.countries])
+        return pb.AnalyzeSmsTextResponse(
+            encoding=int(analysis.size.encoding),  # type: ignore[arg-type]
+            length=analysis.size.length,
+            segments=analysis.size.segments,
+            variables=variables_of(text),
+            has_unsubscribe_marker=analysis.has_marker,
+            countries=[
+                pb.CountryAnalysis(
+                    country=c.country,
+                    replacement=c.replacement,
+                    encoding=int(c.size.encoding),  # type: ignore[arg-type]
+                    length=c.size.length,
+                    segments=c.size.segments,
+                )
+                for c in analysis.countries
+            ],
+        )
+
+    # -- sending and the log -------------------------------------------------------------
+
+    async def SendSms(self, request: pb.SendSmsRequest, context: grpc.aio.ServicerContext) -> pb.Message:
+        """Send one SMS (or log why not); idempotent on request_id."""
+        parent = StoreName.parse("parent", request.parent)
+        await self._get_store(parent)
+        if not request.request_id.strip():
+            raise InvalidArgument("request_id", "required: a unique id per send (e.g. a UUID), for safe retries")
+        if len(request.request_id) > 64:
+            raise InvalidArgument("request_id", "at most 64 characters")
+        content = SmsContentName.parse("sms_content", request.sms_content)
+        if content.store != parent.store:
+            raise NotFound(request.sms_content)
+        contact_id = ""
+        if request.WhichOneof("recipient") == "contact":
+            contact = ContactName.parse("contact", request.contact)
+            if contact.store != parent.store:
+                raise NotFound(request.contact)
+            contact_id = contact.contact
+        elif request.WhichOneof("recipient") != "alert_phone":
+            raise InvalidArgument("contact", "required: a contact (CONTACT mode) or an alert_phone (ALERT mode)")
+        message = await self._sender.send(
+            SendRequest(
+                store_id=parent.store,
+                content_id=content.sms_content,
+                type=_sms_type(request.type),
+                mappings=mappings_from_proto("variables", dict(request.variables)),
+                sender=request.sender,
+                contact_id=contact_id,
+                alert_phone=request.alert_phone,
+                request_id=request.request_id.strip(),
+            )
+        )
+        return message_to_proto(message)
+
+    async def GetMessage(self, request: pb.GetMessageRequest, context: grpc.aio.ServicerContext) -> pb.Message:
+        """Get a message of the log."""
+        name = MessageName.parse("name", request.name)
+        current_principal().check_store(name.store, str(name))
+        message = await self._storage.messages.get(name.store, name.message)
+        if message is None:
+            raise NotFound(str(name))
+        return message_to_proto(message)
+
+    async def ListMessages(
+        self, request: pb.ListMessagesRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListMessagesResponse:
+        """The log, newest first, filtered."""
+        parent = StoreName.parse("parent", request.parent)
+        await self._get_store(parent)
+        limit = page_size(request.page_size)
+        before = self._tokens.decode(request.page_token, request.parent, request.filter)
+        query = message_query(parent.store, request.filter)
+        rows = await self._storage.messages.page(parent.store, query, before, limit + 1)
+        token = self._tokens.encode(rows[limit - 1][0], request.parent, request.filter) if len(rows) > limit else ""
+        return pb.ListMessagesResponse(messages=[message_to_proto(m) for _, m in rows[:limit]], next_page_token=token)
+
+    async def _content(self, name: SmsContentName) -> SmsContent:
+        await self._get_store(StoreName(name.store))
+        content = await self._storage.sms_contents.get(name.store, name.sms_content)
+        if content is None:
+            raise NotFound(str(name))
+        return content
 
     async def CreateStore(
         self, request: pb.CreateStoreRequest, context: grpc.aio.ServicerContext
@@ -166,3 +396,34 @@ class SmsChannelServicer(pb_grpc.SmsChannelServiceServicer):
         if store is None:
             raise NotFound(str(name))
         return store
+
+
+def _content_fields(
+    msg: pb.SmsContent, paths: set[str], prefix: str, current: SmsContent | None = None
+) -> tuple[str, str]:
+    """Validated (display_name, text) for the paths given; the others stay as in `current`."""
+    violations: list[FieldViolation] = []
+    display_name = current.display_name if current else ""
+    text = current.text if current else ""
+    for path in sorted(paths):
+        if path == "display_name":
+            display_name = msg.display_name.strip()
+            if not display_name or len(display_name) > 200:
+                violations.append(FieldViolation(prefix + path, "required, at most 200 characters"))
+        elif path == "text":
+            try:
+                text = validate_text(prefix + path, msg.text)
+            except InvalidArgument as e:
+                violations.extend(e.violations)
+        else:
+            violations.append(FieldViolation("update_mask", f"{path!r} is not a writable field of SmsContent"))
+    if violations:
+        raise InvalidArgument.of(violations)
+    return display_name, text
+
+
+def _sms_type(value: int) -> SmsType:
+    try:
+        return SmsType(value)
+    except ValueError:
+        raise InvalidArgument("type", f"{value} is not an SmsType") from None

@@ -7,8 +7,12 @@ from enum import IntEnum
 __all__ = [
     "ActivitySource",
     "ActivityType",
+    "MessageStatus",
     "MobilePhoneStatus",
+    "RecipientMode",
+    "SmsEncoding",
     "SmsSubscriptionStatus",
+    "SmsType",
 ]
 
 
@@ -55,3 +59,39 @@ class ActivitySource(IntEnum):
     WORKFLOW = 3
     CONTACT_INFO_TAG = 4
     PROVIDER = 5
+
+
+class SmsType(IntEnum):
+    """Transactional or newsletter."""
+
+    UNSPECIFIED = 0
+    TRANSACTIONAL = 1
+    NEWSLETTER = 2
+
+
+class RecipientMode(IntEnum):
+    """The contact's own phone, or a fixed alert phone."""
+
+    UNSPECIFIED = 0
+    CONTACT = 1
+    ALERT = 2
+
+
+class MessageStatus(IntEnum):
+    """The life of a message. QUEUED → SENT → DELIVERED, or FAILED / REJECTED; SKIPPED never queued."""
+
+    UNSPECIFIED = 0
+    QUEUED = 1
+    SENT = 2
+    DELIVERED = 3
+    FAILED = 4
+    REJECTED = 5
+    SKIPPED = 6
+
+
+class SmsEncoding(IntEnum):
+    """GSM 03.38 7-bit or UCS-2."""
+
+    UNSPECIFIED = 0
+    GSM7 = 1
+    UCS2 = 2

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Literal, Protocol
 
 from ..domain.channel import ChannelConfig
 from ..domain.contacts import Activity, Contact
-from ..domain.enums import ActivityType, MobilePhoneStatus, SmsSubscriptionStatus
+from ..domain.enums import ActivityType, MessageStatus, MobilePhoneStatus, SmsSubscriptionStatus, SmsType
+from ..domain.messages import Message, SmsContent
 from ..domain.stores import ApiKey, Store
 from ..errors import DomainError
 
@@ -18,9 +20,13 @@ __all__ = [
     "ContactKey",
     "ContactQuery",
     "ContactRepository",
+    "MessageQuery",
+    "MessageRepository",
+    "MessageUpdate",
     "MetaRepository",
     "Mutation",
     "Outcome",
+    "SmsContentRepository",
     "Storage",
     "StoreRepository",
 ]
@@ -57,6 +63,36 @@ class ContactQuery:
     sms_subscription_status: SmsSubscriptionStatus | None = None
     mobile_phone: str | None = None
     email: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class MessageQuery:
+    """ListMessages filters (None = any); `since` inclusive, `until` exclusive."""
+
+    contact_id: str | None = None
+    workflow_id: str | None = None
+    sms_content_id: str | None = None
+    type: SmsType | None = None
+    status: MessageStatus | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class MessageUpdate:
+    """A status change of one message, applied only while it is in one of the `expect` statuses."""
+
+    store_id: str
+    message_id: str
+    status: MessageStatus
+    expect: frozenset[MessageStatus]
+    time: datetime
+    reason: str = ""
+    provider_id: str | None = None
+    send_time: datetime | None = None
+    delivery_time: datetime | None = None
+    next_attempt_time: datetime | None = None
+    attempted: bool = False
 
 
 class MetaRepository(Protocol):
@@ -136,6 +172,72 @@ class ChannelConfigRepository(Protocol):
         ...
 
 
+class SmsContentRepository(Protocol):
+    """SMS contents."""
+
+    async def create(self, content: SmsContent) -> None:
+        """Store a new content; AlreadyExists if the id is taken."""
+        ...
+
+    async def get(self, store_id: str, content_id: str) -> SmsContent | None:
+        """The content, or None."""
+        ...
+
+    async def page(self, store_id: str, after: int, limit: int) -> list[tuple[int, SmsContent]]:
+        """Contents after position `after`, oldest first."""
+        ...
+
+    async def update(self, content: SmsContent, expected_version: int) -> None:
+        """Replace a content still at `expected_version`, else Aborted."""
+        ...
+
+    async def delete(self, store_id: str, content_id: str, etag: str) -> None:
+        """Delete a content; NotFound, or Aborted on a stale etag."""
+        ...
+
+
+class MessageRepository(Protocol):
+    """The message log, which is also the outbox (QUEUED messages)."""
+
+    async def add(self, messages: Sequence[Message]) -> list[Message]:
+        """Store messages; one whose request id is known returns the first message instead."""
+        ...
+
+    async def get(self, store_id: str, message_id: str) -> Message | None:
+        """The message, or None."""
+        ...
+
+    async def find_by_provider_id(self, store_id: str, provider_id: str) -> Message | None:
+        """The message with this provider id, or None."""
+        ...
+
+    async def find_by_request(self, store_id: str, request_id: str) -> Message | None:
+        """The message created by this request id, or None."""
+        ...
+
+    async def page(
+        self, store_id: str, query: MessageQuery, before: int | None, limit: int
+    ) -> list[tuple[int, Message]]:
+        """Matching messages older than position `before`, newest first."""
+        ...
+
+    async def due(self, now: datetime, limit: int) -> list[Message]:
+        """QUEUED messages due by `now`, oldest first."""
+        ...
+
+    async def next_due(self) -> datetime | None:
+        """When the next QUEUED message is due."""
+        ...
+
+    async def update(self, updates: Sequence[MessageUpdate], activities: Sequence[Activity] = ()) -> int:
+        """Apply status changes and activities atomically; returns how many messages changed."""
+        ...
+
+    async def record_provider_event(self, store_id: str, provider_id: str, status: str, now: datetime) -> bool:
+        """Remember a callback; False when seen before."""
+        ...
+
+
 class Storage(Protocol):
     """Everything the service keeps."""
 
@@ -157,6 +259,16 @@ class Storage(Protocol):
     @property
     def channel_configs(self) -> ChannelConfigRepository:
         """Channel configs."""
+        ...
+
+    @property
+    def sms_contents(self) -> SmsContentRepository:
+        """SMS contents."""
+        ...
+
+    @property
+    def messages(self) -> MessageRepository:
+        """Messages."""
         ...
 
     async def close(self) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from .channel import SqliteChannelConfigs
 from .contacts import SqliteContacts
 from .db import Database
+from .messages import SqliteMessages, SqliteSmsContents
 from .stores import SqliteMeta, SqliteStores
 
 __all__ = ["Database", "SqliteStorage"]
@@ -19,6 +20,8 @@ class SqliteStorage:
         self._stores = SqliteStores(db)
         self._contacts = SqliteContacts(db)
         self._channel_configs = SqliteChannelConfigs(db)
+        self._sms_contents = SqliteSmsContents(db)
+        self._messages = SqliteMessages(db)
 
     @classmethod
     async def open(cls, path: str) -> SqliteStorage:
@@ -44,6 +47,16 @@ class SqliteStorage:
     def channel_configs(self) -> SqliteChannelConfigs:
         """Channel configs."""
         return self._channel_configs
+
+    @property
+    def sms_contents(self) -> SqliteSmsContents:
+        """SMS contents."""
+        return self._sms_contents
+
+    @property
+    def messages(self) -> SqliteMessages:
+        """Messages."""
+        return self._messages
 
     async def close(self) -> None:
         """Close the connections."""

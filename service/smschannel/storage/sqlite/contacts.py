@@ -16,7 +16,7 @@ from ...errors import Aborted, AlreadyExists, DomainError, NotFound
 from .. import Applied, ContactKey, ContactQuery, Mutation, Outcome
 from .db import Database, Row, from_micros, to_micros
 
-__all__ = ["SqliteContacts"]
+__all__ = ["SqliteContacts", "insert_activities"]
 
 _COLUMNS = (
     "store_id, id, email, first_name, last_name, mobile_phone, mobile_phone_status,"
@@ -131,6 +131,12 @@ def activity_from_row(row: Row) -> Activity:
     )
 
 
+async def insert_activities(tx: aiosqlite.Connection, activities: Sequence[Activity]) -> None:
+    """Record activities inside the caller's transaction."""
+    if activities:
+        await tx.executemany(_INSERT_ACTIVITY, [_activity_params(a) for a in activities])
+
+
 async def _fetch_by(tx: aiosqlite.Connection, store_id: str, column: str, values: set[str]) -> list[Contact]:
     found: list[Contact] = []
     ordered = sorted(values)
@@ -237,8 +243,7 @@ class SqliteContacts:
         except sqlite3.IntegrityError as e:
             # Only a contact id taken by a concurrent writer can get here: the lookups ran in this transaction.
             raise AlreadyExists(f"stores/{store_id}/contacts", "a contact with that id already exists") from e
-        if activities:
-            await tx.executemany(_INSERT_ACTIVITY, [_activity_params(a) for a in activities])
+        await insert_activities(tx, activities)
 
     async def apply_by_phone(self, store_id: str, phone: str, mutation: Mutation) -> list[tuple[Contact, bool]]:
         """Apply `mutation` to every contact of the store with this phone."""

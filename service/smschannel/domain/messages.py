@@ -1,0 +1,81 @@
+"""Messages (the log and the outbox) and SMS contents."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from .enums import MessageStatus, RecipientMode, SmsEncoding, SmsType
+
+__all__ = ["FINAL", "Message", "SmsContent", "provider_status"]
+
+
+@dataclass(frozen=True, slots=True)
+class SmsContent:
+    """A text with variables."""
+
+    store_id: str
+    id: str
+    display_name: str
+    text: str
+    create_time: datetime
+    update_time: datetime
+    version: int = 1
+
+    @property
+    def etag(self) -> str:
+        """Changes on every stored change."""
+        return f'W/"{self.version}"'
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One attempt to send an SMS. Its id is the provider `clientId`."""
+
+    store_id: str
+    id: str
+    type: SmsType
+    recipient_mode: RecipientMode
+    status: MessageStatus
+    create_time: datetime
+    update_time: datetime
+    request_id: str = ""
+    contact_id: str = ""
+    workflow_id: str = ""
+    workflow_node: str = ""
+    workflow_run: str = ""
+    sms_content_id: str = ""
+    status_reason: str = ""
+    recipient: str = ""
+    sender: str = ""
+    text: str = ""
+    encoding: SmsEncoding = SmsEncoding.UNSPECIFIED
+    segments: int = 0
+    provider_id: str = ""
+    send_time: datetime | None = None
+    delivery_time: datetime | None = None
+    attempts: int = 0
+    next_attempt_time: datetime | None = None
+
+
+# A message in one of these states never changes again (except by a later, more final report).
+FINAL = frozenset({MessageStatus.DELIVERED, MessageStatus.FAILED, MessageStatus.REJECTED, MessageStatus.SKIPPED})
+
+# Instasent callback statuses → our status, with an order so that a late report never goes back.
+_PROVIDER: dict[str, MessageStatus] = {
+    "accepted": MessageStatus.SENT,
+    "buffered": MessageStatus.SENT,
+    "sent": MessageStatus.SENT,
+    "unknown": MessageStatus.SENT,
+    "delivered": MessageStatus.DELIVERED,
+    "error": MessageStatus.FAILED,
+    "failed": MessageStatus.FAILED,
+    "expired": MessageStatus.FAILED,
+    "canceled": MessageStatus.FAILED,
+    "rejected": MessageStatus.REJECTED,
+}
+
+
+def provider_status(status: str) -> MessageStatus | None:
+    """Our status for an Instasent callback status (None for `stop` and unknown words)."""
+    return _PROVIDER.get(status.strip().lower())

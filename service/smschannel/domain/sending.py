@@ -1,0 +1,160 @@
+"""The rules of a send (SPEC §5–§6): variable mappings, eligibility, the sender, the rendered text."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Literal
+
+from ..errors import FieldViolation
+from .contacts import Contact, CustomValue
+from .enums import MobilePhoneStatus, SmsSubscriptionStatus, SmsType
+from .phones import country_of
+from .segments import TextSize, measure
+from .templates import UNSUBSCRIBE, UNSUBSCRIBE_MARKER, has_unsubscribe_marker, marker_replacement, render, variables_of
+
+__all__ = [
+    "CONTACT_FIELDS",
+    "Rendered",
+    "VariableSource",
+    "check_mappings",
+    "contact_field_value",
+    "render_for",
+    "skip_reason",
+]
+
+# API names and the article's system names (SPEC §5).
+CONTACT_FIELDS = {
+    "email": "email",
+    "first_name": "first_name",
+    "last_name": "last_name",
+    "mobile_phone": "mobile_phone",
+    "mobile_phone_status": "mobile_phone_status",
+    "sms_subscription_status": "sms_subscription_status",
+    "_mobilePhone": "mobile_phone",
+    "_mobilePhoneStatus": "mobile_phone_status",
+    "_smsSubscriptionStatus": "sms_subscription_status",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class VariableSource:
+    """Where a variable's value comes from, with a fallback for an empty value."""
+
+    kind: Literal["literal", "contact_field", "event_property"]
+    value: str
+    fallback: str = ""
+
+
+def _is_contact_field(name: str) -> bool:
+    return name in CONTACT_FIELDS or (name.startswith("custom_fields.") and len(name) > len("custom_fields."))
+
+
+def check_mappings(
+    field: str,
+    text: str,
+    mappings: Mapping[str, VariableSource],
+    sms_type: SmsType,
+    *,
+    events: bool,
+    contact: bool,
+) -> list[FieldViolation]:
+    """Every problem of a send's variables at once: unmapped or unknown variables, bad sources, and a
+    newsletter without the unsubscribe marker. `events`/`contact` say which sources can resolve."""
+    violations = []
+    names = variables_of(text)
+    for name in names:
+        if name != UNSUBSCRIBE and name not in mappings:
+            violations.append(FieldViolation(f"{field}.{name}", f"the text uses {{{{{name}}}}} but it is not mapped"))
+    for name, source in mappings.items():
+        path = f"{field}.{name}"
+        if name not in names:
+            violations.append(FieldViolation(path, "not a variable of the text"))
+        elif name == UNSUBSCRIBE:
+            violations.append(FieldViolation(path, "{{unsubscribe}} is reserved: Instasent fills it in"))
+        elif source.kind == "contact_field" and not _is_contact_field(source.value):
+            violations.append(FieldViolation(path, f"{source.value!r} is not a contact field"))
+        elif source.kind == "contact_field" and not contact and not source.fallback:
+            violations.append(FieldViolation(path, "a contact field needs a contact recipient (or a fallback)"))
+        elif source.kind == "event_property" and not events:
+            violations.append(FieldViolation(path, "event properties exist only in workflows"))
+        elif source.kind == "event_property" and not source.value:
+            violations.append(FieldViolation(path, "name the event property"))
+    literals = {n: s.value for n, s in mappings.items() if s.kind == "literal"}
+    if sms_type is SmsType.NEWSLETTER and not has_unsubscribe_marker(text, literals):
+        violations.append(
+            FieldViolation(
+                field,
+                f"a NEWSLETTER must carry the unsubscribe marker: {UNSUBSCRIBE_MARKER} in the text, "
+                f"or a variable mapped to the literal {UNSUBSCRIBE_MARKER}",
+            )
+        )
+    return violations
+
+
+def _custom_text(value: CustomValue) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return str(int(value)) if value.is_integer() else repr(value)
+    if isinstance(value, datetime):
+        return value.date().isoformat()
+    return value
+
+
+def contact_field_value(contact: Contact | None, name: str) -> str:
+    """A contact field as text ("" when absent)."""
+    if contact is None:
+        return ""
+    if name.startswith("custom_fields."):
+        value = contact.custom_fields.get(name.removeprefix("custom_fields."))
+        return "" if value is None else _custom_text(value)
+    attr = CONTACT_FIELDS[name]
+    value = getattr(contact, attr)
+    return value.name if isinstance(value, MobilePhoneStatus | SmsSubscriptionStatus) else str(value)
+
+
+def skip_reason(contact: Contact, sms_type: SmsType) -> str | None:
+    """Why a CONTACT-mode send to this contact must be skipped (None: send). The matrix of SPEC §5."""
+    if not contact.mobile_phone:
+        return "the contact has no mobile phone"
+    if contact.mobile_phone_status is MobilePhoneStatus.REJECTED:
+        return "the contact's mobile phone was rejected by the provider (REJECTED)"
+    if contact.mobile_phone_status is MobilePhoneStatus.PAUSED:
+        return "the contact's mobile phone is PAUSED"
+    if sms_type is SmsType.NEWSLETTER and contact.sms_subscription_status is not SmsSubscriptionStatus.SUBSCRIBED:
+        return f"a NEWSLETTER needs SUBSCRIBED; the contact is {contact.sms_subscription_status.name}"
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class Rendered:
+    """The text as sent (marker still literal) and its cost as delivered to the recipient's country."""
+
+    text: str
+    size: TextSize
+
+
+def render_for(
+    text: str,
+    mappings: Mapping[str, VariableSource],
+    recipient: str,
+    contact: Contact | None,
+    event: Mapping[str, str] | None = None,
+) -> Rendered:
+    """Fill the variables once and measure the text with the marker as Instasent will replace it."""
+
+    def value_of(name: str) -> str:
+        source = mappings[name]
+        if source.kind == "literal":
+            value = source.value
+        elif source.kind == "contact_field":
+            value = contact_field_value(contact, source.value)
+        else:
+            value = (event or {}).get(source.value, "")
+        return value or source.fallback
+
+    rendered = render(text, value_of)
+    delivered = rendered.replace(UNSUBSCRIBE_MARKER, marker_replacement(country_of(recipient)))
+    return Rendered(rendered, measure(delivered))

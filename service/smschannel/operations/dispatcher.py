@@ -1,0 +1,236 @@
+"""The outbox dispatcher: sends QUEUED messages to Instasent, at least once, and records the outcome.
+
+Every message is in the database before any call to Instasent, and its id is the `clientId`, which
+Instasent keeps unique: a message sent just before a crash is sent again after the restart, Instasent
+answers that the clientId exists, and the message is recorded SENT. So each message reaches Instasent
+exactly once whatever moment the process dies. 429, 5xx and timeouts are retried with exponential
+backoff honouring `X-RateLimit-Reset`; other 4xx fail the message with Instasent's message, and a 401
+also flags the channel's token as invalid.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from ..domain.contacts import Activity
+from ..domain.enums import ActivitySource, ActivityType, MessageStatus, SmsEncoding
+from ..domain.messages import Message
+from ..instasent.client import MAX_BULK, Accepted, InstasentClient, ProviderError, Refused, SmsItem
+from ..names import new_id
+from ..storage import MessageUpdate, Storage
+from .channel import ChannelOps
+from .sending import NO_TOKEN
+
+__all__ = ["Dispatcher"]
+
+log = logging.getLogger("smschannel.dispatcher")
+
+_QUEUED = frozenset({MessageStatus.QUEUED})
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class Dispatcher:
+    """One background task per server process, started and stopped by the App."""
+
+    storage: Storage
+    channel: ChannelOps
+    instasent: InstasentClient
+    wakeup: asyncio.Event
+    clock: Callable[[], datetime] = field(default=_utcnow)
+    retry_base: float = 1.0  # seconds before the first retry; doubles each time
+    retry_max: float = 300.0
+    max_attempts: int = 15
+    concurrency: int = 8  # provider requests in flight
+    observe: Callable[[str, int], None] | None = None  # (outcome, count) for metrics
+    _task: asyncio.Task[None] | None = None
+    _in_flight: set[str] = field(default_factory=set)
+    _stopping: bool = False
+
+    def start(self) -> None:
+        """Start the loop."""
+        self._task = asyncio.create_task(self._run(), name="outbox-dispatcher")
+
+    async def stop(self, grace: float) -> None:
+        """Let the requests in flight finish (within `grace`), then stop. Unsent messages stay QUEUED."""
+        self._stopping = True
+        self.wakeup.set()
+        if self._task is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(self._task), grace)
+            except TimeoutError:
+                self._task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._task
+
+    async def _run(self) -> None:
+        limiter = asyncio.Semaphore(self.concurrency)
+        pending: set[asyncio.Task[None]] = set()
+        while not self._stopping:
+            try:
+                due = [m for m in await self.storage.messages.due(self.clock(), 2000) if m.id not in self._in_flight]
+            except Exception:
+                log.exception("outbox: cannot read due messages")
+                due = []
+            if not due:
+                await self._sleep_until_due()
+                continue
+            by_store: dict[str, list[Message]] = defaultdict(list)
+            for m in due:
+                by_store[m.store_id].append(m)
+            for store_id, messages in by_store.items():
+                for i in range(0, len(messages), MAX_BULK):
+                    chunk = messages[i : i + MAX_BULK]
+                    self._in_flight.update(m.id for m in chunk)
+                    await limiter.acquire()
+                    task = asyncio.create_task(self._send(store_id, chunk, limiter))
+                    pending.add(task)
+                    task.add_done_callback(pending.discard)
+            # Read again only when the outbox has room to fill: avoids re-reading rows in flight.
+            while len(pending) >= self.concurrency and not self._stopping:
+                await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+        if pending:
+            await asyncio.wait(pending)
+
+    async def _sleep_until_due(self) -> None:
+        self.wakeup.clear()
+        next_due = await self.storage.messages.next_due()
+        timeout = 5.0
+        if next_due is not None:
+            timeout = min(timeout, max(0.01, (next_due - self.clock()).total_seconds()))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.wakeup.wait(), timeout)
+
+    async def _send(self, store_id: str, chunk: list[Message], limiter: asyncio.Semaphore) -> None:
+        try:
+            await self._deliver(store_id, chunk)
+        except Exception:
+            log.exception("outbox: unexpected error; the messages stay queued", extra={"store": store_id})
+            await asyncio.sleep(self.retry_base)
+        finally:
+            self._in_flight.difference_update(m.id for m in chunk)
+            limiter.release()
+
+    async def _deliver(self, store_id: str, chunk: list[Message]) -> None:
+        config = await self.channel.get(store_id)
+        token = self.channel.token(config)
+        if token is None:
+            await self._fail(chunk, NO_TOKEN)
+            return
+        items = [
+            SmsItem(m.id, m.sender, m.recipient, m.text, allow_unicode=m.encoding is SmsEncoding.UCS2) for m in chunk
+        ]
+        try:
+            refused: list[Refused] = []
+            if len(items) == 1:
+                accepted = [await self.instasent.send(token, items[0])]
+            else:
+                accepted, refused = await self.instasent.send_bulk(token, items)
+        except ProviderError as e:
+            if e.retryable:
+                await self._retry(chunk, e)
+            else:
+                if e.status == 401:
+                    await self.channel.mark_token_invalid(store_id, e.message)
+                await self._fail(chunk, f"Instasent {e.status}: {e.message}")
+            return
+        await self._record(chunk, accepted, refused)
+
+    async def _record(self, chunk: list[Message], accepted: list[Accepted], refused: list[Refused]) -> None:
+        now = self.clock()
+        by_id = {m.id: m for m in chunk}
+        updates, activities = [], []
+        for a in accepted:
+            m = by_id.get(a.client_id)
+            if m is None:
+                continue
+            updates.append(
+                MessageUpdate(
+                    m.store_id,
+                    m.id,
+                    MessageStatus.SENT,
+                    _QUEUED,
+                    now,
+                    provider_id=a.provider_id,
+                    send_time=now,
+                    attempted=True,
+                )
+            )
+            if m.contact_id:
+                activities.append(self._activity(m, ActivityType.SMS_SENT, now))
+        for r in refused:
+            m = by_id.get(r.client_id)
+            if m is None:
+                continue
+            updates.append(
+                MessageUpdate(m.store_id, m.id, MessageStatus.FAILED, _QUEUED, now, reason=r.message, attempted=True)
+            )
+            if m.contact_id:
+                activities.append(self._activity(m, ActivityType.SMS_FAILED, now, r.message))
+        await self.storage.messages.update(updates, activities)
+        self._count("sent", len(accepted))
+        self._count("refused", len(refused))
+
+    async def _fail(self, chunk: list[Message], reason: str) -> None:
+        now = self.clock()
+        updates = [
+            MessageUpdate(m.store_id, m.id, MessageStatus.FAILED, _QUEUED, now, reason=reason, attempted=True)
+            for m in chunk
+        ]
+        activities = [self._activity(m, ActivityType.SMS_FAILED, now, reason) for m in chunk if m.contact_id]
+        await self.storage.messages.update(updates, activities)
+        self._count("failed", len(chunk))
+
+    async def _retry(self, chunk: list[Message], error: ProviderError) -> None:
+        now = self.clock()
+        attempts = max(m.attempts for m in chunk) + 1
+        if attempts >= self.max_attempts:
+            await self._fail(
+                chunk, f"gave up after {attempts} attempts; last: Instasent {error.status}: {error.message}"
+            )
+            return
+        delay = min(self.retry_max, self.retry_base * 2 ** (attempts - 1)) * random.uniform(0.8, 1.2)
+        if error.retry_after is not None:
+            delay = max(delay, error.retry_after)
+        when = now + timedelta(seconds=delay)
+        reason = f"retrying: Instasent {error.status or 'unreachable'}: {error.message}"
+        updates = [
+            MessageUpdate(
+                m.store_id,
+                m.id,
+                MessageStatus.QUEUED,
+                _QUEUED,
+                now,
+                reason=reason,
+                next_attempt_time=when,
+                attempted=True,
+            )
+            for m in chunk
+        ]
+        await self.storage.messages.update(updates)
+        self._count("retried", len(chunk))
+        log.warning(
+            "outbox: retry later", extra={"status": error.status, "delay_s": round(delay, 3), "count": len(chunk)}
+        )
+
+    @staticmethod
+    def _activity(m: Message, kind: ActivityType, now: datetime, reason: str = "") -> Activity:
+        source = ActivitySource.WORKFLOW if m.workflow_id else ActivitySource.API
+        details = {"message": f"stores/{m.store_id}/messages/{m.id}"}
+        if reason:
+            details["reason"] = reason
+        return Activity(m.store_id, m.contact_id, new_id(), kind, source, now, details)
+
+    def _count(self, outcome: str, n: int) -> None:
+        if self.observe is not None and n:
+            self.observe(outcome, n)

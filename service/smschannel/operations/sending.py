@@ -1,0 +1,147 @@
+"""The send use case (SendSms and the workflow's Send SMS node): validate, decide, log, enqueue."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from ..domain.channel import validate_sender
+from ..domain.contacts import Contact
+from ..domain.enums import ActivitySource, MessageStatus, RecipientMode, SmsType
+from ..domain.messages import Message
+from ..domain.phones import normalize_phone
+from ..domain.sending import VariableSource, check_mappings, render_for, skip_reason
+from ..errors import FailedPrecondition, InvalidArgument, NotFound, Violation
+from ..names import new_id
+from ..storage import Storage
+from .channel import ChannelOps
+
+__all__ = ["NO_TOKEN", "SendRequest", "Sender"]
+
+NO_TOKEN = "the store has no Instasent API token: set smsChannelConfig.api_token"
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class SendRequest:
+    """Everything a send needs; `contact_id` for CONTACT mode, else `alert_phone` (ALERT mode)."""
+
+    store_id: str
+    content_id: str
+    type: SmsType
+    mappings: Mapping[str, VariableSource]
+    sender: str = ""
+    contact_id: str = ""
+    alert_phone: str = ""
+    request_id: str = ""
+    workflow_id: str = ""
+    workflow_node: str = ""
+    workflow_run: str = ""
+    event: Mapping[str, str] | None = None
+    contact: Contact | None = None  # the workflow's contact, for contact fields in ALERT mode
+
+
+@dataclass
+class Sender:
+    """Turns send requests into logged messages; QUEUED ones wake the dispatcher."""
+
+    storage: Storage
+    channel: ChannelOps
+    clock: Callable[[], datetime] = field(default=_utcnow)
+    wakeup: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def send(self, req: SendRequest) -> Message:
+        """Log the message (QUEUED, SKIPPED with its reason, or FAILED) and return it.
+
+        The same request id returns the first message and sends nothing more. No token: the message
+        is logged as FAILED and the call is FAILED_PRECONDITION."""
+        if req.request_id:
+            first = await self.storage.messages.find_by_request(req.store_id, req.request_id)
+            if first is not None:
+                return self._answer(first)
+        content = await self.storage.sms_contents.get(req.store_id, req.content_id)
+        if content is None:
+            raise NotFound(f"stores/{req.store_id}/smsContents/{req.content_id}")
+        if req.type is SmsType.UNSPECIFIED:
+            raise InvalidArgument("type", "required: TRANSACTIONAL or NEWSLETTER")
+        mode = RecipientMode.CONTACT if req.contact_id else RecipientMode.ALERT
+        violations = check_mappings(
+            "variables",
+            content.text,
+            req.mappings,
+            req.type,
+            events=req.event is not None,
+            contact=mode is RecipientMode.CONTACT or req.contact is not None,
+        )
+        if violations:
+            raise InvalidArgument.of(violations)
+        config = await self.channel.get(req.store_id)
+        sender = req.sender.strip() or config.default_sender
+        if not sender:
+            raise InvalidArgument("sender", "required: name a sender or set smsChannelConfig.default_sender")
+        validate_sender("sender", sender)
+
+        contact = req.contact
+        reason = None
+        if mode is RecipientMode.CONTACT:
+            contact = await self.storage.contacts.get(req.store_id, req.contact_id)
+            if contact is None:
+                raise NotFound(f"stores/{req.store_id}/contacts/{req.contact_id}")
+            reason = skip_reason(contact, req.type)
+            recipient = contact.mobile_phone
+        else:
+            recipient = normalize_phone("alert_phone", req.alert_phone, config.default_country)
+            if not recipient:
+                raise InvalidArgument("alert_phone", "required: the alert phone, or a contact")
+
+        now = self.clock()
+        status = MessageStatus.QUEUED
+        if reason is not None:
+            status = MessageStatus.SKIPPED
+        elif not config.has_token:
+            status, reason = MessageStatus.FAILED, NO_TOKEN
+        rendered = render_for(content.text, req.mappings, recipient, contact, req.event)
+        message = Message(
+            store_id=req.store_id,
+            id=new_id(),
+            type=req.type,
+            recipient_mode=mode,
+            status=status,
+            create_time=now,
+            update_time=now,
+            request_id=req.request_id,
+            contact_id=contact.id if contact is not None and mode is RecipientMode.CONTACT else "",
+            workflow_id=req.workflow_id,
+            workflow_node=req.workflow_node,
+            workflow_run=req.workflow_run,
+            sms_content_id=content.id,
+            status_reason=reason or "",
+            recipient=recipient,
+            sender=sender,
+            text=rendered.text,
+            encoding=rendered.size.encoding,
+            segments=rendered.size.segments,
+            next_attempt_time=now if status is MessageStatus.QUEUED else None,
+        )
+        (stored,) = await self.storage.messages.add([message])
+        if stored.status is MessageStatus.QUEUED:
+            self.wakeup.set()
+        return self._answer(stored)
+
+    @staticmethod
+    def _answer(message: Message) -> Message:
+        """The message, or FAILED_PRECONDITION when it could not be sent for want of a token."""
+        if message.status is MessageStatus.FAILED and message.status_reason == NO_TOKEN:
+            subject = f"stores/{message.store_id}/smsChannelConfig"
+            raise FailedPrecondition(NO_TOKEN, [Violation("NO_PROVIDER_TOKEN", subject, NO_TOKEN)])
+        return message
+
+    @staticmethod
+    def source_of(message: Message) -> ActivitySource:
+        """Where a message's activities come from."""
+        return ActivitySource.WORKFLOW if message.workflow_id else ActivitySource.API

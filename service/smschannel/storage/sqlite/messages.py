@@ -1,0 +1,270 @@
+"""SMS contents and messages (the log and the outbox) on SQLite."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from dataclasses import fields
+from datetime import datetime
+from typing import Any
+
+from ...domain.contacts import Activity
+from ...domain.enums import MessageStatus, RecipientMode, SmsEncoding, SmsType
+from ...domain.messages import Message, SmsContent
+from ...errors import Aborted, AlreadyExists, NotFound
+from .. import MessageQuery, MessageUpdate
+from .contacts import insert_activities
+from .db import Database, Row, from_micros, to_micros
+
+__all__ = ["SqliteMessages", "SqliteSmsContents"]
+
+_ENUMS: dict[str, type] = {
+    "type": SmsType,
+    "recipient_mode": RecipientMode,
+    "status": MessageStatus,
+    "encoding": SmsEncoding,
+}
+_TIMES = ("create_time", "update_time", "send_time", "delivery_time", "next_attempt_time")
+_MESSAGE_COLUMNS = [f.name for f in fields(Message)]
+_INSERT_MESSAGE = (
+    f"INSERT INTO messages ({', '.join(_MESSAGE_COLUMNS)}) VALUES ({', '.join('?' * len(_MESSAGE_COLUMNS))})"
+)
+
+
+def _message_params(m: Message) -> tuple[Any, ...]:
+    out: list[Any] = []
+    for name in _MESSAGE_COLUMNS:
+        value = getattr(m, name)
+        if name in _TIMES:
+            value = None if value is None else to_micros(value)
+        elif name in _ENUMS:
+            value = int(value)
+        out.append(value)
+    return tuple(out)
+
+
+def message_from_row(row: Row) -> Message:
+    """A messages row → Message."""
+    values: dict[str, Any] = {}
+    for name in _MESSAGE_COLUMNS:
+        value = row[name]
+        if name in _TIMES:
+            value = None if value is None else from_micros(value)
+        elif name in _ENUMS:
+            value = _ENUMS[name](value)
+        values[name] = value
+    return Message(**values)
+
+
+class SqliteMessages:
+    """MessageRepository on SQLite."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def add(self, messages: Sequence[Message]) -> list[Message]:
+        """Store new messages; a message whose request id is known is not stored and the first one
+        with that id is returned in its place."""
+        stored: list[Message] = []
+        async with self._db.transaction() as tx:
+            for m in messages:
+                if m.request_id:
+                    async with tx.execute(
+                        "SELECT * FROM messages WHERE store_id = ? AND request_id = ?", (m.store_id, m.request_id)
+                    ) as cur:
+                        row = await cur.fetchone()
+                    if row is not None:
+                        stored.append(message_from_row(row))
+                        continue
+                stored.append(m)
+            new = [m for m, s in zip(messages, stored, strict=True) if m is s]
+            if new:
+                await tx.executemany(_INSERT_MESSAGE, [_message_params(m) for m in new])
+        return stored
+
+    async def get(self, store_id: str, message_id: str) -> Message | None:
+        """The message, or None."""
+        row = await self._db.fetch_one("SELECT * FROM messages WHERE store_id = ? AND id = ?", (store_id, message_id))
+        return None if row is None else message_from_row(row)
+
+    async def find_by_provider_id(self, store_id: str, provider_id: str) -> Message | None:
+        """The message Instasent knows by this id, or None."""
+        row = await self._db.fetch_one(
+            "SELECT * FROM messages WHERE store_id = ? AND provider_id = ?", (store_id, provider_id)
+        )
+        return None if row is None else message_from_row(row)
+
+    async def find_by_request(self, store_id: str, request_id: str) -> Message | None:
+        """The message created by this request id, or None."""
+        row = await self._db.fetch_one(
+            "SELECT * FROM messages WHERE store_id = ? AND request_id = ?", (store_id, request_id)
+        )
+        return None if row is None else message_from_row(row)
+
+    async def page(
+        self, store_id: str, query: MessageQuery, before: int | None, limit: int
+    ) -> list[tuple[int, Message]]:
+        """Matching messages older than position `before`, newest first."""
+        where = ["store_id = ?", "seq < ?"]
+        params: list[Any] = [store_id, 2**62 if before is None else before]
+        for column, value in (
+            ("contact_id", query.contact_id),
+            ("workflow_id", query.workflow_id),
+            ("sms_content_id", query.sms_content_id),
+            ("type", query.type),
+            ("status", query.status),
+        ):
+            if value is not None:
+                where.append(f"{column} = ?")
+                params.append(int(value) if isinstance(value, int) else value)
+        if query.since is not None:
+            where.append("create_time >= ?")
+            params.append(to_micros(query.since))
+        if query.until is not None:
+            where.append("create_time < ?")
+            params.append(to_micros(query.until))
+        rows = await self._db.fetch_all(
+            f"SELECT * FROM messages WHERE {' AND '.join(where)} ORDER BY seq DESC LIMIT ?", (*params, limit)
+        )
+        return [(row["seq"], message_from_row(row)) for row in rows]
+
+    async def due(self, now: datetime, limit: int) -> list[Message]:
+        """QUEUED messages whose next attempt is due, oldest first."""
+        rows = await self._db.fetch_all(
+            "SELECT * FROM messages WHERE status = 1 AND next_attempt_time <= ?"
+            " ORDER BY next_attempt_time, seq LIMIT ?",
+            (to_micros(now), limit),
+        )
+        return [message_from_row(r) for r in rows]
+
+    async def next_due(self) -> datetime | None:
+        """When the next QUEUED message is due, or None when the outbox is empty."""
+        row = await self._db.fetch_one("SELECT MIN(next_attempt_time) AS t FROM messages WHERE status = 1")
+        return None if row is None or row["t"] is None else from_micros(row["t"])
+
+    async def update(self, updates: Sequence[MessageUpdate], activities: Sequence[Activity] = ()) -> int:
+        """Apply status changes (each only from the status it expects) and record activities, atomically.
+
+        Returns how many messages changed; an update whose message moved on meanwhile is dropped."""
+        changed = 0
+        async with self._db.transaction() as tx:
+            for u in updates:
+                cur = await tx.execute(
+                    "UPDATE messages SET status = ?, status_reason = ?, provider_id = COALESCE(?, provider_id),"
+                    " send_time = COALESCE(?, send_time), delivery_time = COALESCE(?, delivery_time),"
+                    " attempts = attempts + ?, next_attempt_time = ?, update_time = ?"
+                    f" WHERE store_id = ? AND id = ? AND status IN ({','.join('?' * len(u.expect))})",
+                    (
+                        int(u.status),
+                        u.reason,
+                        u.provider_id,
+                        None if u.send_time is None else to_micros(u.send_time),
+                        None if u.delivery_time is None else to_micros(u.delivery_time),
+                        1 if u.attempted else 0,
+                        None if u.next_attempt_time is None else to_micros(u.next_attempt_time),
+                        to_micros(u.time),
+                        u.store_id,
+                        u.message_id,
+                        *(int(s) for s in u.expect),
+                    ),
+                )
+                changed += cur.rowcount
+            if activities:
+                await insert_activities(tx, activities)
+        return changed
+
+    async def record_provider_event(self, store_id: str, provider_id: str, status: str, now: datetime) -> bool:
+        """Remember a callback; False when this (provider id, status) was seen before."""
+        async with self._db.transaction() as tx:
+            cur = await tx.execute(
+                "INSERT OR IGNORE INTO provider_events (store_id, provider_id, status, create_time)"
+                " VALUES (?, ?, ?, ?)",
+                (store_id, provider_id, status, to_micros(now)),
+            )
+            return bool(cur.rowcount)
+
+
+def _content_from_row(row: Row) -> SmsContent:
+    return SmsContent(
+        store_id=row["store_id"],
+        id=row["id"],
+        display_name=row["display_name"],
+        text=row["text"],
+        create_time=from_micros(row["create_time"]),
+        update_time=from_micros(row["update_time"]),
+        version=row["version"],
+    )
+
+
+class SqliteSmsContents:
+    """SmsContentRepository on SQLite."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def create(self, content: SmsContent) -> None:
+        """Store a new content; AlreadyExists if the id is taken."""
+        try:
+            async with self._db.transaction() as tx:
+                await tx.execute(
+                    "INSERT INTO sms_contents (store_id, id, display_name, text, create_time, update_time, version)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        content.store_id,
+                        content.id,
+                        content.display_name,
+                        content.text,
+                        to_micros(content.create_time),
+                        to_micros(content.update_time),
+                        content.version,
+                    ),
+                )
+        except sqlite3.IntegrityError as e:
+            raise AlreadyExists(f"stores/{content.store_id}/smsContents/{content.id}") from e
+
+    async def get(self, store_id: str, content_id: str) -> SmsContent | None:
+        """The content, or None."""
+        row = await self._db.fetch_one(
+            "SELECT * FROM sms_contents WHERE store_id = ? AND id = ?", (store_id, content_id)
+        )
+        return None if row is None else _content_from_row(row)
+
+    async def page(self, store_id: str, after: int, limit: int) -> list[tuple[int, SmsContent]]:
+        """Contents after position `after`, oldest first."""
+        rows = await self._db.fetch_all(
+            "SELECT * FROM sms_contents WHERE store_id = ? AND seq > ? ORDER BY seq LIMIT ?", (store_id, after, limit)
+        )
+        return [(row["seq"], _content_from_row(row)) for row in rows]
+
+    async def update(self, content: SmsContent, expected_version: int) -> None:
+        """Replace a content if it is still at `expected_version` (else Aborted)."""
+        async with self._db.transaction() as tx:
+            cur = await tx.execute(
+                "UPDATE sms_contents SET display_name = ?, text = ?, update_time = ?, version = ?"
+                " WHERE store_id = ? AND id = ? AND version = ?",
+                (
+                    content.display_name,
+                    content.text,
+                    to_micros(content.update_time),
+                    content.version,
+                    content.store_id,
+                    content.id,
+                    expected_version,
+                ),
+            )
+            if cur.rowcount == 0:
+                raise Aborted(f"stores/{content.store_id}/smsContents/{content.id} changed meanwhile; get it again")
+
+    async def delete(self, store_id: str, content_id: str, etag: str) -> None:
+        """Delete a content (messages keep their copy of the text)."""
+        name = f"stores/{store_id}/smsContents/{content_id}"
+        async with self._db.transaction() as tx:
+            async with tx.execute(
+                "SELECT version FROM sms_contents WHERE store_id = ? AND id = ?", (store_id, content_id)
+            ) as cur:
+                row = await cur.fetchone()
+            if row is None:
+                raise NotFound(name)
+            if etag and etag != f'W/"{row["version"]}"':
+                raise Aborted(f"{name} changed since etag {etag}; get it again")
+            await tx.execute("DELETE FROM sms_contents WHERE store_id = ? AND id = ?", (store_id, content_id))
