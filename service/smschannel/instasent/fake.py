@@ -97,6 +97,7 @@ class FakeInstasent:
     messages: dict[str, ReceivedSms] = field(default_factory=dict)
     by_client_id: dict[tuple[str, str], str] = field(default_factory=dict)
     requests: int = 0
+    duplicate_attempts: int = 0  # SMS refused because their clientId was already used
     callbacks_sent: int = 0
     callback_failures: int = 0
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
@@ -195,6 +196,7 @@ class FakeInstasent:
         """Create one SMS; returns its entity, or None and why (duplicate clientId, no balance)."""
         client_id = item.get("clientId") or ""
         if client_id and (account.token, client_id) in self.by_client_id:
+            self.duplicate_attempts += 1
             return None, "duplicate"
         if account.balance < 1:
             return None, "balance"

@@ -1,0 +1,135 @@
+"""Kill -9 the server while the outbox is sending, restart it: every message reaches Instasent once."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+from smschannel.instasent.fake import FakeInstasent
+from smschannel.v1 import common_pb2 as common
+from smschannel.v1 import sms_channel_service_pb2 as pb
+from smschannel.v1 import sms_channel_service_pb2_grpc as pb_grpc
+
+from .conftest import ADMIN
+from .procs import free_port
+
+TOKEN = "kill-test-token"
+COUNT = 400
+
+
+@pytest.fixture
+async def kill_fake() -> AsyncIterator[FakeInstasent]:
+    fake = FakeInstasent()
+    fake.add_token(TOKEN)
+    fake.faults.latency = 0.03  # slow enough that a kill lands while requests are in flight
+    async with fake.serve():
+        yield fake
+
+
+def start_server(tmp: Path, addr: str, fake: FakeInstasent) -> subprocess.Popen[bytes]:
+    env = {
+        **os.environ,
+        "SMSCHANNEL_GRPC_ADDR": addr,
+        "SMSCHANNEL_DB": str(tmp / "kill.db"),
+        "SMSCHANNEL_ADMIN_KEY": "test-admin-key",
+        "SMSCHANNEL_SECRET_KEY": "kill-secret",
+        "SMSCHANNEL_LOG_LEVEL": "WARNING",
+        "SMSCHANNEL_RETRY_BASE": "0.05",
+        "INSTASENT_BASE_URL": fake.base_url,
+    }
+    return subprocess.Popen([sys.executable, "-m", "smschannel", "server"], env=env)
+
+
+async def serving(addr: str) -> None:
+    for _ in range(300):
+        try:
+            async with grpc.aio.insecure_channel(addr) as ch:
+                await pb_grpc.SmsChannelServiceStub(ch).GetStore(pb.GetStoreRequest(name="stores/x"), metadata=ADMIN)
+        except grpc.aio.AioRpcError as e:
+            if e.code() == grpc.StatusCode.NOT_FOUND:
+                return
+        await asyncio.sleep(0.05)
+    raise AssertionError("server never came up")
+
+
+@pytest.mark.slow
+async def test_kill_during_dispatch_then_restart_sends_each_message_exactly_once(
+    tmp_path: Path, kill_fake: FakeInstasent
+) -> None:
+    addr = f"127.0.0.1:{free_port()}"
+    proc = start_server(tmp_path, addr, kill_fake)
+    try:
+        await serving(addr)
+        async with grpc.aio.insecure_channel(addr) as ch:
+            sms = pb_grpc.SmsChannelServiceStub(ch)
+            key = (
+                await sms.CreateStore(
+                    pb.CreateStoreRequest(store_id="k", store=pb.Store(display_name="K")), metadata=ADMIN
+                )
+            ).api_key
+            md = (("authorization", f"Bearer {key}"),)
+            await sms.UpdateSmsChannelConfig(
+                pb.UpdateSmsChannelConfigRequest(
+                    sms_channel_config=pb.SmsChannelConfig(
+                        name="stores/k/smsChannelConfig", api_token=TOKEN, default_sender="Acme", default_country="ES"
+                    )
+                ),
+                metadata=md,
+            )
+            text = await sms.CreateSmsContent(
+                pb.CreateSmsContentRequest(parent="stores/k", sms_content=pb.SmsContent(display_name="x", text="Hi")),
+                metadata=md,
+            )
+            ids = set()
+            for i in range(COUNT):
+                m = await sms.SendSms(
+                    pb.SendSmsRequest(
+                        parent="stores/k",
+                        request_id=f"r{i}",
+                        sms_content=text.name,
+                        type=common.SMS_TYPE_TRANSACTIONAL,
+                        alert_phone=f"+3469900{i:04d}",
+                    ),
+                    metadata=md,
+                )
+                ids.add(m.name.rsplit("/", 1)[1])
+        # Kill while the outbox is part-way through (some accepted, some not).
+        for _ in range(500):
+            if len(kill_fake.received()) >= 50:
+                break
+            await asyncio.sleep(0.01)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+        at_kill = len(kill_fake.received())
+        assert 0 < at_kill < COUNT, "the kill must land mid-dispatch"
+
+        proc = start_server(tmp_path, addr, kill_fake)
+        await serving(addr)
+        async with grpc.aio.insecure_channel(addr) as ch:
+            sms = pb_grpc.SmsChannelServiceStub(ch)
+            for _ in range(600):
+                queued = await sms.ListMessages(
+                    pb.ListMessagesRequest(parent="stores/k", filter="status = QUEUED", page_size=1), metadata=md
+                )
+                if not queued.messages:
+                    break
+                await asyncio.sleep(0.05)
+            sent = await sms.ListMessages(
+                pb.ListMessagesRequest(parent="stores/k", filter="status = SENT", page_size=1000), metadata=md
+            )
+        received = [r.client_id for r in kill_fake.received()]
+        assert len(received) == len(set(received)) == COUNT  # each message once at Instasent
+        assert set(received) == ids
+        assert len(sent.messages) == COUNT  # and recorded SENT in our log
+        print(f"at kill: {at_kill} received; duplicate clientIds refused after restart: {kill_fake.duplicate_attempts}")
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
