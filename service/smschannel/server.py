@@ -28,6 +28,7 @@ from .operations.channel import ChannelOps
 from .operations.contacts import ContactOps
 from .operations.dispatcher import Dispatcher
 from .operations.phone_pool import PhonePool
+from .operations.provider_events import ProviderEvents
 from .operations.sending import Sender
 from .storage import Storage
 from .storage.sqlite import SqliteStorage
@@ -99,9 +100,11 @@ class App:
         api = ApiInterceptor(authenticator)
         sender = Sender(storage, channel)
         dispatcher = Dispatcher(storage, channel, instasent, sender.wakeup, retry_base=config.retry_base, observe=None)
-        sms_channel = SmsChannelServicer(storage, channel, sender, tokens)  # type: ignore[abstract]
+        contact_ops = ContactOps(storage)
+        events = ProviderEvents(storage, channel, contact_ops)
+        sms_channel = SmsChannelServicer(storage, channel, sender, events, tokens)
         phones = PhonePool(config.import_workers)
-        contacts = ContactsServicer(ContactOps(storage), tokens, phones)
+        contacts = ContactsServicer(contact_ops, tokens, phones)
         workflows = WorkflowServicer()  # type: ignore[abstract]
         api.register(sms_channel_service_pb2_grpc.add_SmsChannelServiceServicer_to_server, sms_channel, server)
         api.register(contacts_service_pb2_grpc.add_ContactsServiceServicer_to_server, contacts, server)

@@ -31,6 +31,7 @@ from ..names import (
     validate_id,
 )
 from ..operations.channel import ChannelChanges, ChannelOps
+from ..operations.provider_events import ProviderEvent, ProviderEvents
 from ..operations.sending import Sender, SendRequest
 from ..storage import MessageQuery, Storage
 from ..v1 import sms_channel_service_pb2 as pb
@@ -105,6 +106,12 @@ def changes_from_proto(msg: pb.SmsChannelConfig, paths: set[str] | None) -> Chan
     return ChannelChanges(**values)
 
 
+_OUTCOMES = {
+    "applied": pb.PROVIDER_EVENT_OUTCOME_APPLIED,
+    "duplicate": pb.PROVIDER_EVENT_OUTCOME_DUPLICATE,
+    "unknown_message": pb.PROVIDER_EVENT_OUTCOME_UNKNOWN_MESSAGE,
+}
+
 _MESSAGE_FILTERS = {
     "contact": {"="},
     "workflow": {"="},
@@ -163,11 +170,37 @@ def _enum_name(term: Term, prefix: str, kind: type[SmsType] | type[MessageStatus
 class SmsChannelServicer(pb_grpc.SmsChannelServiceServicer):
     """The SmsChannelService RPCs."""
 
-    def __init__(self, storage: Storage, channel: ChannelOps, sender: Sender, tokens: PageTokens) -> None:
+    def __init__(
+        self, storage: Storage, channel: ChannelOps, sender: Sender, events: ProviderEvents, tokens: PageTokens
+    ) -> None:
         self._storage = storage
         self._channel = channel
         self._sender = sender
+        self._events = events
         self._tokens = tokens
+
+    async def ReportProviderEvent(
+        self, request: pb.ReportProviderEventRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ReportProviderEventResponse:
+        """Apply one Instasent callback (the sidecar's provider-events key only)."""
+        current_principal().require(Role.PROVIDER_EVENTS, "report provider events")
+        parent = StoreName.parse("parent", request.parent)
+        outcome = await self._events.apply(
+            ProviderEvent(
+                store_id=parent.store,
+                callback_secret=request.callback_secret,
+                status=request.status,
+                provider_id=request.provider_id.strip(),
+                client_id=request.client_id.strip(),
+                code=request.code,
+                event_time=request.event_time.ToDatetime(tzinfo=UTC) if request.HasField("event_time") else None,
+            )
+        )
+        return pb.ReportProviderEventResponse(
+            outcome=_OUTCOMES[outcome.outcome],
+            message=str(MessageName(parent.store, outcome.message.id)) if outcome.message else "",
+            contacts=list(outcome.contacts),
+        )
 
     # -- SMS contents ----------------------------------------------------------------------
 

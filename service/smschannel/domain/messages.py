@@ -5,9 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from .enums import MessageStatus, RecipientMode, SmsEncoding, SmsType
+from ..names import new_id
+from .contacts import Activity
+from .enums import ActivitySource, ActivityType, MessageStatus, RecipientMode, SmsEncoding, SmsType
 
-__all__ = ["FINAL", "Message", "SmsContent", "provider_status"]
+__all__ = ["FINAL", "Message", "SmsContent", "message_activity", "provider_status"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,3 +81,14 @@ _PROVIDER: dict[str, MessageStatus] = {
 def provider_status(status: str) -> MessageStatus | None:
     """Our status for an Instasent callback status (None for `stop` and unknown words)."""
     return _PROVIDER.get(status.strip().lower())
+
+
+def message_activity(m: Message, kind: ActivityType, now: datetime, reason: str = "") -> Activity | None:
+    """The activity a message's change records on its contact (None for a message without one)."""
+    if not m.contact_id:
+        return None
+    source = ActivitySource.WORKFLOW if m.workflow_id else ActivitySource.API
+    details = {"message": f"stores/{m.store_id}/messages/{m.id}"}
+    if reason:
+        details["reason"] = reason
+    return Activity(m.store_id, m.contact_id, new_id(), kind, source, now, details)

@@ -34,6 +34,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from ..asgi import serve_in_loop
+
 __all__ = ["FakeInstasent", "Faults", "ReceivedSms", "unsubscribe_replacement"]
 
 log = logging.getLogger("smschannel.fake_instasent")
@@ -384,24 +386,16 @@ class FakeInstasent:
     @contextlib.asynccontextmanager
     async def serve(self, host: str = "127.0.0.1", port: int = 0) -> AsyncIterator[str]:
         """Serve in this event loop; yields the base URL."""
-        config = uvicorn.Config(self.app, host=host, port=port, log_config=None, access_log=False, lifespan="off")
-        server = uvicorn.Server(config)
-        task = asyncio.ensure_future(server.serve())
-        while not server.started:
-            if task.done():
-                task.result()
-            await asyncio.sleep(0.01)
-        bound = server.servers[0].sockets[0].getsockname()[1]
-        self.base_url = f"http://{host}:{bound}"
         try:
-            yield self.base_url
+            async with serve_in_loop(self.app, host, port) as url:
+                self.base_url = url
+                yield url
         finally:
-            server.should_exit = True
-            await task
             for pending in list(self._tasks):
                 pending.cancel()
             if self._http is not None:
                 await self._http.aclose()
+                self._http = None
 
 
 def main() -> None:

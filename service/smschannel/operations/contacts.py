@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from ..domain.contacts import Activity, Contact, ContactPatch, apply_patch
-from ..domain.enums import ActivitySource, SmsSubscriptionStatus
+from ..domain.enums import ActivitySource, MobilePhoneStatus, SmsSubscriptionStatus
 from ..domain.stores import Store
 from ..errors import Aborted, AlreadyExists, DomainError, NotFound
 from ..names import ContactName, new_id
@@ -127,6 +127,11 @@ class ContactOps:
             for row in rows
         ]
         return await self.storage.contacts.apply(store.id, changes)
+
+    async def reject_phone(self, store: Store, phone: str, source: ActivitySource) -> list[tuple[Contact, bool]]:
+        """REJECTED for every contact of the store with this phone (the provider refused the number)."""
+        patch = ContactPatch(mobile_phone_status=MobilePhoneStatus.REJECTED)
+        return await self.storage.contacts.apply_by_phone(store.id, phone, self._mutation(store, "", patch, source))
 
     async def unsubscribe(
         self, store: Store, source: ActivitySource, *, contact_id: str = "", phone: str = ""

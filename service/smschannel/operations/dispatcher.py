@@ -19,11 +19,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from ..domain.contacts import Activity
-from ..domain.enums import ActivitySource, ActivityType, MessageStatus, SmsEncoding
-from ..domain.messages import Message
+from ..domain.enums import ActivityType, MessageStatus, SmsEncoding
+from ..domain.messages import Message, message_activity
 from ..instasent.client import MAX_BULK, Accepted, InstasentClient, ProviderError, Refused, SmsItem
-from ..names import new_id
 from ..storage import MessageUpdate, Storage
 from .channel import ChannelOps
 from .sending import NO_TOKEN
@@ -149,46 +147,32 @@ class Dispatcher:
     async def _record(self, chunk: list[Message], accepted: list[Accepted], refused: list[Refused]) -> None:
         now = self.clock()
         by_id = {m.id: m for m in chunk}
-        updates, activities = [], []
+        updates = []
         for a in accepted:
-            m = by_id.get(a.client_id)
-            if m is None:
-                continue
-            updates.append(
-                MessageUpdate(
-                    m.store_id,
-                    m.id,
-                    MessageStatus.SENT,
-                    _QUEUED,
-                    now,
-                    provider_id=a.provider_id,
-                    send_time=now,
-                    attempted=True,
+            if (m := by_id.get(a.client_id)) is not None:
+                updates.append(
+                    MessageUpdate(
+                        m.store_id,
+                        m.id,
+                        MessageStatus.SENT,
+                        _QUEUED,
+                        now,
+                        provider_id=a.provider_id,
+                        send_time=now,
+                        attempted=True,
+                        activity=message_activity(m, ActivityType.SMS_SENT, now),
+                    )
                 )
-            )
-            if m.contact_id:
-                activities.append(self._activity(m, ActivityType.SMS_SENT, now))
         for r in refused:
-            m = by_id.get(r.client_id)
-            if m is None:
-                continue
-            updates.append(
-                MessageUpdate(m.store_id, m.id, MessageStatus.FAILED, _QUEUED, now, reason=r.message, attempted=True)
-            )
-            if m.contact_id:
-                activities.append(self._activity(m, ActivityType.SMS_FAILED, now, r.message))
-        await self.storage.messages.update(updates, activities)
+            if (m := by_id.get(r.client_id)) is not None:
+                updates.append(self._failure(m, r.message, now))
+        await self.storage.messages.update(updates)
         self._count("sent", len(accepted))
         self._count("refused", len(refused))
 
     async def _fail(self, chunk: list[Message], reason: str) -> None:
         now = self.clock()
-        updates = [
-            MessageUpdate(m.store_id, m.id, MessageStatus.FAILED, _QUEUED, now, reason=reason, attempted=True)
-            for m in chunk
-        ]
-        activities = [self._activity(m, ActivityType.SMS_FAILED, now, reason) for m in chunk if m.contact_id]
-        await self.storage.messages.update(updates, activities)
+        await self.storage.messages.update([self._failure(m, reason, now) for m in chunk])
         self._count("failed", len(chunk))
 
     async def _retry(self, chunk: list[Message], error: ProviderError) -> None:
@@ -224,12 +208,11 @@ class Dispatcher:
         )
 
     @staticmethod
-    def _activity(m: Message, kind: ActivityType, now: datetime, reason: str = "") -> Activity:
-        source = ActivitySource.WORKFLOW if m.workflow_id else ActivitySource.API
-        details = {"message": f"stores/{m.store_id}/messages/{m.id}"}
-        if reason:
-            details["reason"] = reason
-        return Activity(m.store_id, m.contact_id, new_id(), kind, source, now, details)
+    def _failure(m: Message, reason: str, now: datetime) -> MessageUpdate:
+        activity = message_activity(m, ActivityType.SMS_FAILED, now, reason)
+        return MessageUpdate(
+            m.store_id, m.id, MessageStatus.FAILED, _QUEUED, now, reason=reason, attempted=True, activity=activity
+        )
 
     def _count(self, outcome: str, n: int) -> None:
         if self.observe is not None and n:

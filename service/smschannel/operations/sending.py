@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 
 from ..domain.channel import validate_sender
 from ..domain.contacts import Contact
-from ..domain.enums import ActivitySource, MessageStatus, RecipientMode, SmsType
+from ..domain.enums import MessageStatus, RecipientMode, SmsType
 from ..domain.messages import Message
 from ..domain.phones import normalize_phone
 from ..domain.sending import VariableSource, check_mappings, render_for, skip_reason
@@ -140,8 +140,3 @@ class Sender:
             subject = f"stores/{message.store_id}/smsChannelConfig"
             raise FailedPrecondition(NO_TOKEN, [Violation("NO_PROVIDER_TOKEN", subject, NO_TOKEN)])
         return message
-
-    @staticmethod
-    def source_of(message: Message) -> ActivitySource:
-        """Where a message's activities come from."""
-        return ActivitySource.WORKFLOW if message.workflow_id else ActivitySource.API

@@ -93,6 +93,7 @@ class MessageUpdate:
     delivery_time: datetime | None = None
     next_attempt_time: datetime | None = None
     attempted: bool = False
+    activity: Activity | None = None  # recorded only if the message changed
 
 
 class MetaRepository(Protocol):
@@ -229,8 +230,12 @@ class MessageRepository(Protocol):
         """When the next QUEUED message is due."""
         ...
 
-    async def update(self, updates: Sequence[MessageUpdate], activities: Sequence[Activity] = ()) -> int:
-        """Apply status changes and activities atomically; returns how many messages changed."""
+    async def update(self, updates: Sequence[MessageUpdate]) -> list[bool]:
+        """Apply status changes (and the activities of those that changed) atomically; which changed."""
+        ...
+
+    async def seen_provider_event(self, store_id: str, provider_id: str, status: str) -> bool:
+        """True when this (provider id, status) was recorded before."""
         ...
 
     async def record_provider_event(self, store_id: str, provider_id: str, status: str, now: datetime) -> bool:

@@ -142,11 +142,11 @@ class SqliteMessages:
         row = await self._db.fetch_one("SELECT MIN(next_attempt_time) AS t FROM messages WHERE status = 1")
         return None if row is None or row["t"] is None else from_micros(row["t"])
 
-    async def update(self, updates: Sequence[MessageUpdate], activities: Sequence[Activity] = ()) -> int:
-        """Apply status changes (each only from the status it expects) and record activities, atomically.
-
-        Returns how many messages changed; an update whose message moved on meanwhile is dropped."""
-        changed = 0
+    async def update(self, updates: Sequence[MessageUpdate]) -> list[bool]:
+        """Apply status changes, each only from a status it expects, with the activities of those that
+        changed, atomically. Returns which changed: an update whose message moved on is dropped."""
+        changed: list[bool] = []
+        activities: list[Activity] = []
         async with self._db.transaction() as tx:
             for u in updates:
                 cur = await tx.execute(
@@ -168,10 +168,19 @@ class SqliteMessages:
                         *(int(s) for s in u.expect),
                     ),
                 )
-                changed += cur.rowcount
-            if activities:
-                await insert_activities(tx, activities)
+                changed.append(cur.rowcount == 1)
+                if cur.rowcount == 1 and u.activity is not None:
+                    activities.append(u.activity)
+            await insert_activities(tx, activities)
         return changed
+
+    async def seen_provider_event(self, store_id: str, provider_id: str, status: str) -> bool:
+        """True when this (provider id, status) was recorded before."""
+        row = await self._db.fetch_one(
+            "SELECT 1 FROM provider_events WHERE store_id = ? AND provider_id = ? AND status = ?",
+            (store_id, provider_id, status),
+        )
+        return row is not None
 
     async def record_provider_event(self, store_id: str, provider_id: str, status: str, now: datetime) -> bool:
         """Remember a callback; False when this (provider id, status) was seen before."""

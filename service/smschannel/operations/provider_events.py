@@ -1,0 +1,148 @@
+"""Provider callbacks (SPEC §6, §9): opt-outs, rejections and delivery reports, applied once.
+
+Each effect is idempotent (an unsubscribed contact stays unsubscribed and records nothing more; a
+message status only moves forward), and the event is remembered after its effects. A crash between
+the two means the retried callback re-applies no-ops, then is remembered: applied exactly once.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from ..domain.enums import ActivitySource, ActivityType, MessageStatus
+from ..domain.messages import Message, message_activity, provider_status
+from ..errors import InvalidArgument, NotFound
+from ..names import ContactName
+from ..storage import MessageUpdate, Storage
+from .channel import ChannelOps
+from .contacts import ContactOps
+
+__all__ = ["EventOutcome", "ProviderEvent", "ProviderEvents"]
+
+log = logging.getLogger("smschannel.provider_events")
+
+# From which statuses each reported status may move a message: never backwards.
+_EXPECT = {
+    MessageStatus.SENT: frozenset({MessageStatus.QUEUED}),
+    MessageStatus.DELIVERED: frozenset({MessageStatus.QUEUED, MessageStatus.SENT}),
+    MessageStatus.FAILED: frozenset({MessageStatus.QUEUED, MessageStatus.SENT}),
+    MessageStatus.REJECTED: frozenset({MessageStatus.QUEUED, MessageStatus.SENT}),
+}
+_ACTIVITY = {
+    MessageStatus.DELIVERED: ActivityType.SMS_DELIVERED,
+    MessageStatus.FAILED: ActivityType.SMS_FAILED,
+    MessageStatus.REJECTED: ActivityType.SMS_FAILED,
+}
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderEvent:
+    """One callback as Instasent sent it."""
+
+    store_id: str
+    callback_secret: str
+    status: str
+    provider_id: str = ""
+    client_id: str = ""
+    code: str = ""
+    event_time: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class EventOutcome:
+    """What an event did: applied, duplicate or unknown_message; the message and contacts touched."""
+
+    outcome: str
+    message: Message | None = None
+    contacts: tuple[str, ...] = ()
+
+
+@dataclass
+class ProviderEvents:
+    """Applies provider callbacks for the sidecar."""
+
+    storage: Storage
+    channel: ChannelOps
+    contacts: ContactOps
+    clock: Callable[[], datetime] = field(default=_utcnow)
+    observe: Callable[[str, str], None] | None = None  # (status, outcome) for metrics
+
+    async def apply(self, event: ProviderEvent) -> EventOutcome:
+        """Apply one callback. A wrong store or secret is NotFound, whichever it is."""
+        not_found = NotFound(f"stores/{event.store_id}/callbacks")
+        store = await self.storage.stores.get(event.store_id)
+        if store is None:
+            raise not_found
+        config = await self.channel.get(event.store_id)
+        if not hmac.compare_digest(event.callback_secret.encode(), config.callback_secret.encode()):
+            raise not_found
+        status = event.status.strip().lower()
+        if not status:
+            raise InvalidArgument("status", "required: the callback's status")
+        message = await self._find(event)
+        if message is None:
+            log.warning("callback for no known message", extra={"store": event.store_id, "status": status})
+            return self._done(status, EventOutcome("unknown_message"))
+        key = message.provider_id or message.id
+        if await self.storage.messages.seen_provider_event(event.store_id, key, status):
+            return self._done(status, EventOutcome("duplicate", message))
+
+        now = self.clock()
+        changed_contacts: list[str] = []
+        applied = False
+        if status == "stop":
+            results = await self.contacts.unsubscribe(store, ActivitySource.PROVIDER, phone=message.recipient)
+            changed_contacts = [str(ContactName(c.store_id, c.id)) for c, changed in results if changed]
+            applied = bool(changed_contacts)
+        else:
+            new_status = provider_status(status)
+            if new_status is None:
+                log.warning("unknown callback status", extra={"store": event.store_id, "status": status})
+            else:
+                applied = await self._move(message, new_status, event, now)
+                if new_status is MessageStatus.REJECTED:
+                    results = await self.contacts.reject_phone(store, message.recipient, ActivitySource.PROVIDER)
+                    changed_contacts = [str(ContactName(c.store_id, c.id)) for c, changed in results if changed]
+                    applied = applied or bool(changed_contacts)
+        await self.storage.messages.record_provider_event(event.store_id, key, status, now)
+        outcome = EventOutcome("applied" if applied else "duplicate", message, tuple(changed_contacts))
+        return self._done(status, outcome)
+
+    async def _find(self, event: ProviderEvent) -> Message | None:
+        if event.client_id:
+            found = await self.storage.messages.get(event.store_id, event.client_id)
+            if found is not None:
+                return found
+        if event.provider_id:
+            return await self.storage.messages.find_by_provider_id(event.store_id, event.provider_id)
+        return None
+
+    async def _move(self, message: Message, new: MessageStatus, event: ProviderEvent, now: datetime) -> bool:
+        kind = _ACTIVITY.get(new)
+        reason = f"Instasent: {event.status}" + (f" (code {event.code})" if event.code else "")
+        update = MessageUpdate(
+            message.store_id,
+            message.id,
+            new,
+            _EXPECT[new],
+            now,
+            reason="" if new in (MessageStatus.SENT, MessageStatus.DELIVERED) else reason,
+            provider_id=event.provider_id or None,
+            delivery_time=(event.event_time or now) if new is MessageStatus.DELIVERED else None,
+            activity=message_activity(message, kind, now, reason) if kind else None,
+        )
+        (changed,) = await self.storage.messages.update([update])
+        return changed
+
+    def _done(self, status: str, outcome: EventOutcome) -> EventOutcome:
+        if self.observe is not None:
+            self.observe(status, outcome.outcome)
+        return outcome
