@@ -48,7 +48,7 @@ async def callback_url(stubs: Stubs, store: StoreCtx, sidecar: str) -> str:
 @pytest.fixture
 async def wired(
     stubs: Stubs, sending_store: StoreCtx, sidecar: str, fake: FakeInstasent
-) -> AsyncIterator[tuple[StoreCtx, str]]:
+) -> tuple[StoreCtx, str]:
     """A sending store whose Instasent token calls back the sidecar (as pasted in the dashboard)."""
     url = await callback_url(stubs, sending_store, sidecar)
     token = f"token-{uuid.uuid4().hex[:8]}"
@@ -59,7 +59,7 @@ async def wired(
         ),
         metadata=sending_store.md,
     )
-    yield sending_store, url
+    return sending_store, url
 
 
 async def contact(stubs: Stubs, store: StoreCtx, phone: str) -> cpb.Contact:
