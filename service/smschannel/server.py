@@ -30,6 +30,7 @@ from .operations.dispatcher import Dispatcher
 from .operations.phone_pool import PhonePool
 from .operations.provider_events import ProviderEvents
 from .operations.sending import Sender
+from .operations.workflow_engine import WorkflowEngine
 from .storage import Storage
 from .storage.sqlite import SqliteStorage
 from .v1 import (
@@ -81,6 +82,7 @@ class App:
     phones: PhonePool
     sender: Sender
     dispatcher: Dispatcher
+    engine: WorkflowEngine
 
     @classmethod
     async def start(cls, config: Config, storage: Storage | None = None) -> App:
@@ -105,7 +107,9 @@ class App:
         sms_channel = SmsChannelServicer(storage, channel, sender, events, tokens)
         phones = PhonePool(config.import_workers)
         contacts = ContactsServicer(contact_ops, tokens, phones)
-        workflows = WorkflowServicer()  # type: ignore[abstract]
+        engine = WorkflowEngine(storage, sender, contact_ops)
+        contact_ops.on_created = engine.contacts_created
+        workflows = WorkflowServicer(storage, engine, tokens)
         api.register(sms_channel_service_pb2_grpc.add_SmsChannelServiceServicer_to_server, sms_channel, server)
         api.register(contacts_service_pb2_grpc.add_ContactsServiceServicer_to_server, contacts, server)
         api.register(workflow_service_pb2_grpc.add_WorkflowServiceServicer_to_server, workflows, server)
@@ -124,16 +128,18 @@ class App:
             raise OSError(f"cannot listen on {config.grpc_addr}")
         await server.start()
         dispatcher.start()
+        engine.start()
         for name in ("", *SERVICE_NAMES):
             await health.set(name, health_pb2.HealthCheckResponse.SERVING)
         log.info("serving", extra={"grpc_addr": config.grpc_addr, "port": port})
-        return cls(config, storage, server, health, port, http, channel, phones, sender, dispatcher)
+        return cls(config, storage, server, health, port, http, channel, phones, sender, dispatcher, engine)
 
     async def stop(self, grace: float | None = None) -> None:
         """Drain: report NOT_SERVING, let in-flight calls finish within the grace, close storage."""
         await self.health.enter_graceful_shutdown()
         grace = self.config.shutdown_grace if grace is None else grace
         await self.server.stop(grace)
+        await self.engine.stop(grace)
         await self.dispatcher.stop(grace)
         self.phones.close()
         await self.http.aclose()

@@ -9,15 +9,15 @@ from collections.abc import AsyncIterator, Iterable
 import grpc
 from google.protobuf import empty_pb2
 
-from ..domain.enums import ActivitySource, ActivityType, MobilePhoneStatus, SmsSubscriptionStatus
+from ..domain.enums import ActivitySource, ActivityType
 from ..domain.phones import normalize_phone
 from ..domain.stores import Store
 from ..errors import InvalidArgument, NotFound
-from ..filters import Term, parse_filter
+from ..filters import parse_filter
 from ..names import ContactName, StoreName, new_id, validate_id
-from ..operations.contacts import ContactOps, ImportRow
+from ..operations.contacts import ContactOps, ImportRow, contact_query, enum_value
 from ..operations.phone_pool import NormalizedPhones, PhonePool
-from ..storage import Applied, ContactKey, ContactQuery
+from ..storage import Applied, ContactKey
 from ..v1 import contacts_service_pb2 as pb
 from ..v1 import contacts_service_pb2_grpc as pb_grpc
 from .contacts_proto import WRITABLE, activity_to_proto, contact_to_proto, patch_from_proto
@@ -32,19 +32,7 @@ IMPORT_BATCH = 1000  # rows per transaction
 IMPORT_PROGRESS_EVERY = 100_000  # rows between progress log lines
 MAX_IMPORT_ERRORS = 20_000  # row errors returned, keeping the answer under 4 MB (all are counted)
 
-_CONTACT_FILTERS = {f: {"="} for f in ("mobile_phone_status", "sms_subscription_status", "mobile_phone", "email")}
 _ACTIVITY_FILTERS = {"type": {"="}}
-
-
-def _enum_value(kind: type[MobilePhoneStatus] | type[SmsSubscriptionStatus] | type[ActivityType], term: Term) -> int:
-    prefix = {"MobilePhoneStatus": "MOBILE_PHONE_STATUS_", "SmsSubscriptionStatus": "SMS_SUBSCRIPTION_STATUS_"}.get(
-        kind.__name__, "ACTIVITY_TYPE_"
-    )
-    name = term.value.upper().removeprefix(prefix)
-    if name not in kind.__members__ or name == "UNSPECIFIED":
-        values = ", ".join(m for m in kind.__members__ if m != "UNSPECIFIED")
-        raise InvalidArgument("filter", f"{term.field} must be one of {values}, not {term.value!r}")
-    return int(kind[name])
 
 
 class ContactsServicer(pb_grpc.ContactsServiceServicer):
@@ -85,23 +73,10 @@ class ContactsServicer(pb_grpc.ContactsServiceServicer):
         store = await self._store(parent)
         limit = page_size(request.page_size)
         after = self._tokens.decode(request.page_token, request.parent, request.filter) or 0
-        query = await self._contact_query(store, request.filter)
+        query = contact_query(request.filter, await self._ops.default_country(store.id))
         rows = await self._storage.contacts.page(store.id, query, after, limit + 1)
         token = self._tokens.encode(rows[limit - 1][0], request.parent, request.filter) if len(rows) > limit else ""
         return pb.ListContactsResponse(contacts=[contact_to_proto(c) for _, c in rows[:limit]], next_page_token=token)
-
-    async def _contact_query(self, store: Store, text: str) -> ContactQuery:
-        values: dict[str, object] = {}
-        for term in parse_filter(text, _CONTACT_FILTERS):
-            if term.field == "mobile_phone_status":
-                values[term.field] = MobilePhoneStatus(_enum_value(MobilePhoneStatus, term))
-            elif term.field == "sms_subscription_status":
-                values[term.field] = SmsSubscriptionStatus(_enum_value(SmsSubscriptionStatus, term))
-            elif term.field == "mobile_phone":
-                values[term.field] = normalize_phone("filter", term.value, await self._ops.default_country(store.id))
-            else:
-                values[term.field] = term.value.strip().lower()
-        return ContactQuery(**values)  # type: ignore[arg-type]
 
     async def UpdateContact(self, request: pb.UpdateContactRequest, context: grpc.aio.ServicerContext) -> pb.Contact:
         """Update the fields of the mask (the fields set when there is no mask; `*` for all)."""
@@ -180,7 +155,7 @@ class ContactsServicer(pb_grpc.ContactsServiceServicer):
             raise NotFound(str(name))
         limit = page_size(request.page_size)
         before = self._tokens.decode(request.page_token, request.parent, request.filter)
-        types = {ActivityType(_enum_value(ActivityType, t)) for t in parse_filter(request.filter, _ACTIVITY_FILTERS)}
+        types = {ActivityType(enum_value(ActivityType, t)) for t in parse_filter(request.filter, _ACTIVITY_FILTERS)}
         rows = await self._storage.contacts.list_activities(name.store, name.contact, types or None, before, limit + 1)
         token = self._tokens.encode(rows[limit - 1][0], request.parent, request.filter) if len(rows) > limit else ""
         return pb.ListActivitiesResponse(

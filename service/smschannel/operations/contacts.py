@@ -2,18 +2,49 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from ..domain.contacts import Activity, Contact, ContactPatch, apply_patch
-from ..domain.enums import ActivitySource, MobilePhoneStatus, SmsSubscriptionStatus
+from ..domain.enums import ActivitySource, ActivityType, MobilePhoneStatus, SmsSubscriptionStatus
+from ..domain.phones import normalize_phone
 from ..domain.stores import Store
-from ..errors import Aborted, AlreadyExists, DomainError, NotFound
+from ..errors import Aborted, AlreadyExists, DomainError, InvalidArgument, NotFound
+from ..filters import Term, parse_filter
 from ..names import ContactName, new_id
-from ..storage import Applied, ContactKey, Mutation, Outcome, Storage
+from ..storage import Applied, ContactKey, ContactQuery, Mutation, Outcome, Storage
 
-__all__ = ["ContactOps", "ImportRow"]
+__all__ = ["ContactOps", "ImportRow", "contact_query", "enum_value"]
+
+_CONTACT_FILTERS = {f: {"="} for f in ("mobile_phone_status", "sms_subscription_status", "mobile_phone", "email")}
+
+
+def enum_value(kind: type[MobilePhoneStatus] | type[SmsSubscriptionStatus] | type[ActivityType], term: Term) -> int:
+    """A filter term's enum value, written short (`ACTIVE`) or in full (`MOBILE_PHONE_STATUS_ACTIVE`)."""
+    prefix = {"MobilePhoneStatus": "MOBILE_PHONE_STATUS_", "SmsSubscriptionStatus": "SMS_SUBSCRIPTION_STATUS_"}.get(
+        kind.__name__, "ACTIVITY_TYPE_"
+    )
+    name = term.value.upper().removeprefix(prefix)
+    if name not in kind.__members__ or name == "UNSPECIFIED":
+        values = ", ".join(m for m in kind.__members__ if m != "UNSPECIFIED")
+        raise InvalidArgument("filter", f"{term.field} must be one of {values}, not {term.value!r}")
+    return int(kind[name])
+
+
+def contact_query(text: str, default_country: str, field: str = "filter") -> ContactQuery:
+    """A ListContacts (or broadcast) filter → ContactQuery."""
+    values: dict[str, object] = {}
+    for term in parse_filter(text, _CONTACT_FILTERS, field):
+        if term.field == "mobile_phone_status":
+            values[term.field] = MobilePhoneStatus(enum_value(MobilePhoneStatus, term))
+        elif term.field == "sms_subscription_status":
+            values[term.field] = SmsSubscriptionStatus(enum_value(SmsSubscriptionStatus, term))
+        elif term.field == "mobile_phone":
+            values[term.field] = normalize_phone(field, term.value, default_country)
+        else:
+            values[term.field] = term.value.strip().lower()
+    return ContactQuery(**values)  # type: ignore[arg-type]
 
 
 def _utcnow() -> datetime:
@@ -35,6 +66,8 @@ class ContactOps:
 
     storage: Storage
     clock: Callable[[], datetime] = field(default=_utcnow)
+    # Told about contacts just created (the workflows' contact-created trigger).
+    on_created: Callable[[str, list[Contact]], Awaitable[None]] | None = None
 
     async def store(self, store_id: str) -> Store:
         """The store, or NotFound."""
@@ -73,8 +106,15 @@ class ContactOps:
 
         return mutate
 
+    async def _apply(self, store_id: str, changes: list[tuple[ContactKey, Mutation]]) -> list[Outcome]:
+        outcomes = await self.storage.contacts.apply(store_id, changes)
+        created = [o.contact for o in outcomes if isinstance(o, Applied) and o.kind == "created"]
+        if created and self.on_created is not None:
+            await self.on_created(store_id, created)
+        return outcomes
+
     async def _apply_one(self, store_id: str, key: ContactKey, mutation: Mutation) -> Applied:
-        (outcome,) = await self.storage.contacts.apply(store_id, [(key, mutation)])
+        (outcome,) = await self._apply(store_id, [(key, mutation)])
         if isinstance(outcome, DomainError):
             raise outcome
         return outcome
@@ -126,7 +166,7 @@ class ContactOps:
             (row.key, self._mutation(store, row.key.contact_id or new_id(), row.patch, ActivitySource.IMPORT))
             for row in rows
         ]
-        return await self.storage.contacts.apply(store.id, changes)
+        return await self._apply(store.id, changes)
 
     async def reject_phone(self, store: Store, phone: str, source: ActivitySource) -> list[tuple[Contact, bool]]:
         """REJECTED for every contact of the store with this phone (the provider refused the number)."""

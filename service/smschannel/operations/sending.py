@@ -13,7 +13,7 @@ from ..domain.enums import MessageStatus, RecipientMode, SmsType
 from ..domain.messages import Message
 from ..domain.phones import normalize_phone
 from ..domain.sending import VariableSource, check_mappings, render_for, skip_reason
-from ..errors import FailedPrecondition, InvalidArgument, NotFound, Violation
+from ..errors import DomainError, FailedPrecondition, InvalidArgument, NotFound, Violation
 from ..names import new_id
 from ..storage import Storage
 from .channel import ChannelOps
@@ -64,6 +64,28 @@ class Sender:
             first = await self.storage.messages.find_by_request(req.store_id, req.request_id)
             if first is not None:
                 return self._answer(first)
+        (stored,) = await self._store([await self.prepare(req)])
+        return self._answer(stored)
+
+    async def send_many(self, requests: list[SendRequest]) -> list[Message | DomainError]:
+        """Many sends in one transaction (workflow rounds): each its message, or why it was refused."""
+        prepared: list[Message | DomainError] = []
+        for req in requests:
+            try:
+                prepared.append(await self.prepare(req))
+            except DomainError as e:
+                prepared.append(e)
+        stored = iter(await self._store([m for m in prepared if isinstance(m, Message)]))
+        return [next(stored) if isinstance(m, Message) else m for m in prepared]
+
+    async def _store(self, messages: list[Message]) -> list[Message]:
+        stored = await self.storage.messages.add(messages) if messages else []
+        if any(m.status is MessageStatus.QUEUED for m in stored):
+            self.wakeup.set()
+        return stored
+
+    async def prepare(self, req: SendRequest) -> Message:
+        """The message a request makes, not yet stored: validated, eligibility decided, rendered."""
         content = await self.storage.sms_contents.get(req.store_id, req.content_id)
         if content is None:
             raise NotFound(f"stores/{req.store_id}/smsContents/{req.content_id}")
@@ -106,7 +128,7 @@ class Sender:
         elif not config.has_token:
             status, reason = MessageStatus.FAILED, NO_TOKEN
         rendered = render_for(content.text, req.mappings, recipient, contact, req.event)
-        message = Message(
+        return Message(
             store_id=req.store_id,
             id=new_id(),
             type=req.type,
@@ -128,10 +150,6 @@ class Sender:
             segments=rendered.size.segments,
             next_attempt_time=now if status is MessageStatus.QUEUED else None,
         )
-        (stored,) = await self.storage.messages.add([message])
-        if stored.status is MessageStatus.QUEUED:
-            self.wakeup.set()
-        return self._answer(stored)
 
     @staticmethod
     def _answer(message: Message) -> Message:

@@ -12,6 +12,7 @@ from ..domain.contacts import Activity, Contact
 from ..domain.enums import ActivityType, MessageStatus, MobilePhoneStatus, SmsSubscriptionStatus, SmsType
 from ..domain.messages import Message, SmsContent
 from ..domain.stores import ApiKey, Store
+from ..domain.workflows import Run, RunState, RunStep, Workflow, WorkflowState
 from ..errors import DomainError
 
 __all__ = [
@@ -26,9 +27,11 @@ __all__ = [
     "MetaRepository",
     "Mutation",
     "Outcome",
+    "RunUpdate",
     "SmsContentRepository",
     "Storage",
     "StoreRepository",
+    "WorkflowRepository",
 ]
 
 # Given the current contact (None when none matched), the new contact and its activities.
@@ -94,6 +97,14 @@ class MessageUpdate:
     next_attempt_time: datetime | None = None
     attempted: bool = False
     activity: Activity | None = None  # recorded only if the message changed
+
+
+@dataclass(frozen=True, slots=True)
+class RunUpdate:
+    """A run's new position after a round, with the steps it took."""
+
+    run: Run
+    steps: tuple[RunStep, ...] = ()
 
 
 class MetaRepository(Protocol):
@@ -234,12 +245,88 @@ class MessageRepository(Protocol):
         """Apply status changes (and the activities of those that changed) atomically; which changed."""
         ...
 
+    async def count_received(
+        self,
+        store_id: str,
+        contact_id: str,
+        content_id: str,
+        sms_type: SmsType | None,
+        since: datetime | None,
+        until: datetime | None,
+    ) -> int:
+        """How many SMS the contact received (SENT or DELIVERED) matching, by an indexed query."""
+        ...
+
     async def seen_provider_event(self, store_id: str, provider_id: str, status: str) -> bool:
         """True when this (provider id, status) was recorded before."""
         ...
 
     async def record_provider_event(self, store_id: str, provider_id: str, status: str, now: datetime) -> bool:
         """Remember a callback; False when seen before."""
+        ...
+
+
+class WorkflowRepository(Protocol):
+    """Workflows and their durable runs."""
+
+    async def create(self, wf: Workflow) -> None:
+        """Store a new workflow; AlreadyExists if the id is taken."""
+        ...
+
+    async def get(self, store_id: str, workflow_id: str) -> Workflow | None:
+        """The workflow, or None."""
+        ...
+
+    async def page(
+        self, store_id: str, state: WorkflowState | None, after: int, limit: int
+    ) -> list[tuple[int, Workflow]]:
+        """Workflows after position `after`, oldest first."""
+        ...
+
+    async def update(self, wf: Workflow, expected_version: int, now: datetime) -> None:
+        """Replace a workflow still at `expected_version` (else Aborted); its runs follow its state."""
+        ...
+
+    async def delete(self, store_id: str, workflow_id: str, etag: str) -> None:
+        """Delete a workflow and its runs."""
+        ...
+
+    async def active_for(self, store_id: str, trigger_kind: str, event_name: str = "") -> list[Workflow]:
+        """ACTIVE workflows with this trigger."""
+        ...
+
+    async def broadcasts_due(self) -> list[tuple[Workflow, int]]:
+        """ACTIVE broadcasts not yet through their contacts, with their cursor."""
+        ...
+
+    async def add_runs(self, runs: Sequence[Run], broadcast: tuple[str, str, int, bool] | None = None) -> list[Run]:
+        """Store new runs (duplicates skipped), optionally advancing a broadcast cursor atomically."""
+        ...
+
+    async def find_run_by_request(self, store_id: str, workflow_id: str, request_id: str) -> Run | None:
+        """The run started by this request id."""
+        ...
+
+    async def get_run(self, store_id: str, workflow_id: str, run_id: str) -> tuple[Run, list[RunStep]] | None:
+        """A run with its steps."""
+        ...
+
+    async def page_runs(
+        self, store_id: str, workflow_id: str, state: RunState | None, contact_id: str | None, after: int, limit: int
+    ) -> list[tuple[int, Run]]:
+        """Runs of a workflow, oldest first."""
+        ...
+
+    async def due_runs(self, now: datetime, limit: int) -> list[Run]:
+        """Runs ready to take a step."""
+        ...
+
+    async def next_wake(self) -> datetime | None:
+        """The earliest timer."""
+        ...
+
+    async def save_round(self, updates: Sequence[RunUpdate]) -> None:
+        """New positions and steps of runs, atomically."""
         ...
 
 
@@ -274,6 +361,11 @@ class Storage(Protocol):
     @property
     def messages(self) -> MessageRepository:
         """Messages."""
+        ...
+
+    @property
+    def workflows(self) -> WorkflowRepository:
+        """Workflows and runs."""
         ...
 
     async def close(self) -> None:

@@ -7,6 +7,7 @@ from .contacts import SqliteContacts
 from .db import Database
 from .messages import SqliteMessages, SqliteSmsContents
 from .stores import SqliteMeta, SqliteStores
+from .workflows import SqliteWorkflows
 
 __all__ = ["Database", "SqliteStorage"]
 
@@ -22,6 +23,7 @@ class SqliteStorage:
         self._channel_configs = SqliteChannelConfigs(db)
         self._sms_contents = SqliteSmsContents(db)
         self._messages = SqliteMessages(db)
+        self._workflows = SqliteWorkflows(db)
 
     @classmethod
     async def open(cls, path: str) -> SqliteStorage:
@@ -57,6 +59,11 @@ class SqliteStorage:
     def messages(self) -> SqliteMessages:
         """Messages."""
         return self._messages
+
+    @property
+    def workflows(self) -> SqliteWorkflows:
+        """Workflows and runs."""
+        return self._workflows
 
     async def close(self) -> None:
         """Close the connections."""

@@ -174,6 +174,33 @@ class SqliteMessages:
             await insert_activities(tx, activities)
         return changed
 
+    async def count_received(
+        self,
+        store_id: str,
+        contact_id: str,
+        content_id: str,
+        sms_type: SmsType | None,
+        since: datetime | None,
+        until: datetime | None,
+    ) -> int:
+        """SENT or DELIVERED messages of a contact, through the (store, contact, status, time) index."""
+        sql = "SELECT COUNT(*) AS n FROM messages WHERE store_id = ? AND contact_id = ? AND status IN (2, 3)"
+        params: list[Any] = [store_id, contact_id]
+        if since is not None:
+            sql += " AND create_time >= ?"
+            params.append(to_micros(since))
+        if until is not None:
+            sql += " AND create_time < ?"
+            params.append(to_micros(until))
+        if content_id:
+            sql += " AND sms_content_id = ?"
+            params.append(content_id)
+        if sms_type is not None:
+            sql += " AND type = ?"
+            params.append(int(sms_type))
+        row = await self._db.fetch_one(sql, params)
+        return int(row["n"]) if row is not None else 0
+
     async def seen_provider_event(self, store_id: str, provider_id: str, status: str) -> bool:
         """True when this (provider id, status) was recorded before."""
         row = await self._db.fetch_one(

@@ -1,0 +1,417 @@
+"""Workflows: the graph, its validation (SPEC §8), and the Received SMS condition (SPEC §7)."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Literal
+
+from ..errors import InvalidArgument, Violation
+from .channel import validate_sender
+from .contacts import ContactPatch
+from .enums import MobilePhoneStatus, RecipientMode, SmsSubscriptionStatus, SmsType
+from .sending import VariableSource, check_mappings
+
+__all__ = [
+    "Comparison",
+    "Node",
+    "ReceivedSmsStep",
+    "Run",
+    "RunState",
+    "RunStep",
+    "SendSmsStep",
+    "Trigger",
+    "UpdateContactStep",
+    "WaitStep",
+    "Workflow",
+    "WorkflowState",
+    "compare_count",
+    "graph_from_json",
+    "graph_to_json",
+    "graph_violations",
+    "received_window",
+]
+
+
+class WorkflowState(enum.IntEnum):
+    """DRAFT → ACTIVE ⇄ PAUSED."""
+
+    UNSPECIFIED = 0
+    DRAFT = 1
+    ACTIVE = 2
+    PAUSED = 3
+
+
+class RunState(enum.IntEnum):
+    """Where a run is."""
+
+    UNSPECIFIED = 0
+    RUNNING = 1
+    WAITING = 2
+    PAUSED = 3
+    COMPLETED = 4
+    FAILED = 5
+
+
+class Comparison(enum.IntEnum):
+    """How a Received SMS count is compared."""
+
+    UNSPECIFIED = 0
+    AT_LEAST = 1
+    AT_MOST = 2
+    EXACTLY = 3
+
+
+@dataclass(frozen=True, slots=True)
+class Trigger:
+    """What starts runs: an event, contact creation, or a broadcast over a contact filter."""
+
+    kind: Literal["", "event", "contact_created", "broadcast"] = ""
+    event_name: str = ""
+    contact_filter: str = ""
+    start_time: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SendSmsStep:
+    """The Send SMS action."""
+
+    sms_content: str  # content id
+    recipient_mode: RecipientMode
+    type: SmsType
+    alert_phone: str = ""
+    sender: str = ""
+    variables: Mapping[str, VariableSource] = field(default_factory=dict)
+    next: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ReceivedSmsStep:
+    """The Received SMS condition."""
+
+    yes_next: str
+    no_next: str
+    sms_content: str = ""  # "" = any content
+    comparison: Comparison = Comparison.AT_LEAST
+    count: int = 1
+    type: SmsType = SmsType.UNSPECIFIED  # either
+    window: timedelta | None = None  # the last N before evaluation
+    start_time: datetime | None = None  # or an absolute range [start, end)
+    end_time: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class WaitStep:
+    """Wait a duration or until a time."""
+
+    duration: timedelta | None = None
+    until: datetime | None = None
+    next: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class UpdateContactStep:
+    """Set contact fields (the phone and both statuses included)."""
+
+    patch: ContactPatch
+    next: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class EndStep:
+    """End the run."""
+
+
+Step = SendSmsStep | ReceivedSmsStep | WaitStep | UpdateContactStep | EndStep
+
+
+@dataclass(frozen=True, slots=True)
+class Node:
+    """One node of the graph."""
+
+    id: str
+    step: Step | None  # None: the node says nothing (refused at activation)
+
+    def exits(self) -> list[str]:
+        """The node ids this node can go to."""
+        s = self.step
+        if isinstance(s, ReceivedSmsStep):
+            return [n for n in (s.yes_next, s.no_next) if n]
+        if isinstance(s, SendSmsStep | WaitStep | UpdateContactStep):
+            return [s.next] if s.next else []
+        return []
+
+
+@dataclass(frozen=True, slots=True)
+class Workflow:
+    """An automation of a store."""
+
+    store_id: str
+    id: str
+    display_name: str
+    state: WorkflowState
+    trigger: Trigger
+    nodes: tuple[Node, ...]
+    start_node: str
+    create_time: datetime
+    update_time: datetime
+    version: int = 1
+
+    @property
+    def etag(self) -> str:
+        """Changes on every stored change."""
+        return f'W/"{self.version}"'
+
+    def node(self, node_id: str) -> Node | None:
+        """The node with this id."""
+        return next((n for n in self.nodes if n.id == node_id), None)
+
+
+def graph_violations(
+    wf: Workflow, content_texts: Mapping[str, str], default_sender: str, check_phone: Any
+) -> list[Violation]:
+    """Every reason the workflow cannot be activated, at once.
+
+    `content_texts` maps the content ids that exist to their texts; `check_phone(field, raw)` returns
+    the E.164 of an alert phone or raises InvalidArgument."""
+    out: list[Violation] = []
+    ids = [n.id for n in wf.nodes]
+    by_id = {n.id: n for n in wf.nodes}
+    if wf.trigger.kind == "":
+        out.append(Violation("MISSING_TRIGGER", "trigger", "a workflow needs a trigger"))
+    elif wf.trigger.kind == "event" and not wf.trigger.event_name.strip():
+        out.append(Violation("MISSING_EVENT_NAME", "trigger.event", "name the event that starts the workflow"))
+    if not wf.nodes:
+        out.append(Violation("NO_NODES", "nodes", "a workflow needs at least one node"))
+    for dup in sorted({i for i in ids if ids.count(i) > 1}):
+        out.append(Violation("DUPLICATE_NODE_ID", f"nodes/{dup}", "node ids must be unique"))
+    if wf.nodes and wf.start_node not in by_id:
+        out.append(Violation("BAD_START_NODE", "start_node", f"{wf.start_node!r} is not a node of the workflow"))
+    for n in wf.nodes:
+        subject = f"nodes/{n.id}"
+        if n.step is None:
+            out.append(
+                Violation(
+                    "EMPTY_NODE", subject, "a node must be one of send_sms, received_sms, wait, update_contact, end"
+                )
+            )
+            continue
+        for target in n.exits():
+            if target not in by_id:
+                out.append(Violation("DANGLING_EDGE", subject, f"goes to {target!r}, which is not a node"))
+        out += _step_violations(n, wf.trigger, content_texts, default_sender, check_phone)
+    if wf.start_node in by_id:
+        reachable, todo = set(), [wf.start_node]
+        while todo:
+            nid = todo.pop()
+            if nid in reachable or nid not in by_id:
+                continue
+            reachable.add(nid)
+            todo += by_id[nid].exits()
+        for n in wf.nodes:
+            if n.id not in reachable:
+                out.append(Violation("UNREACHABLE_NODE", f"nodes/{n.id}", "no path from the start node reaches it"))
+    for cycle in _cycles_without_wait(wf.nodes):
+        out.append(
+            Violation("CYCLE_WITHOUT_WAIT", f"nodes/{cycle[0]}", f"the loop {' → '.join(cycle)} has no wait node")
+        )
+    return out
+
+
+def _step_violations(
+    n: Node, trigger: Trigger, texts: Mapping[str, str], default_sender: str, check_phone: Any
+) -> list[Violation]:
+    s, subject, out = n.step, f"nodes/{n.id}", []
+    if isinstance(s, SendSmsStep):
+        if s.sms_content not in texts:
+            out.append(Violation("UNKNOWN_SMS_CONTENT", subject, f"sms content {s.sms_content!r} does not exist"))
+        else:
+            for v in check_mappings(
+                "variables", texts[s.sms_content], s.variables, s.type, events=trigger.kind == "event", contact=True
+            ):
+                out.append(Violation("BAD_VARIABLES", subject, f"{v.field}: {v.description}"))
+        if s.type is SmsType.UNSPECIFIED:
+            out.append(Violation("MISSING_SMS_TYPE", subject, "TRANSACTIONAL or NEWSLETTER"))
+        if s.recipient_mode is RecipientMode.UNSPECIFIED:
+            out.append(Violation("MISSING_RECIPIENT_MODE", subject, "CONTACT or ALERT"))
+        sender = s.sender or default_sender
+        try:
+            if not sender:
+                raise InvalidArgument("sender", "no sender and no default sender on the channel")
+            validate_sender("sender", sender)
+        except InvalidArgument as e:
+            out.append(Violation("BAD_SENDER", subject, e.violations[0].description))
+        if s.recipient_mode is RecipientMode.ALERT:
+            try:
+                if not check_phone("alert_phone", s.alert_phone):
+                    raise InvalidArgument("alert_phone", "an ALERT send needs its fixed phone")
+            except InvalidArgument as e:
+                out.append(Violation("BAD_ALERT_PHONE", subject, e.violations[0].description))
+    elif isinstance(s, ReceivedSmsStep):
+        if not s.yes_next or not s.no_next:
+            out.append(Violation("MISSING_EXIT", subject, "a condition needs both a yes and a no exit"))
+        if s.count < 0:
+            out.append(Violation("BAD_COUNT", subject, "the count must not be negative"))
+        if s.window is not None and s.window <= timedelta(0):
+            out.append(Violation("BAD_WINDOW", subject, "the window must be positive"))
+        if s.start_time and s.end_time and s.start_time >= s.end_time:
+            out.append(Violation("BAD_RANGE", subject, "the range must start before it ends"))
+        if s.sms_content and s.sms_content not in texts:
+            out.append(Violation("UNKNOWN_SMS_CONTENT", subject, f"sms content {s.sms_content!r} does not exist"))
+    elif isinstance(s, WaitStep):
+        if s.duration is None and s.until is None:
+            out.append(Violation("BAD_WAIT", subject, "wait a duration or until a time"))
+        elif s.duration is not None and s.duration <= timedelta(0):
+            out.append(Violation("BAD_WAIT", subject, "the duration must be positive"))
+    elif isinstance(s, UpdateContactStep) and s.patch == ContactPatch():
+        out.append(Violation("EMPTY_UPDATE", subject, "the update sets no field"))
+    return out
+
+
+def _cycles_without_wait(nodes: tuple[Node, ...]) -> list[list[str]]:
+    """Cycles of the graph whose nodes include no Wait (each reported once, from its first node)."""
+    by_id = {n.id: n for n in nodes}
+    edges = {n.id: [t for t in n.exits() if t in by_id] for n in nodes if not isinstance(n.step, WaitStep)}
+    found: list[list[str]] = []
+    seen_sets: set[frozenset[str]] = set()
+    color: dict[str, int] = {}
+
+    def visit(nid: str, path: list[str]) -> None:
+        color[nid] = 1
+        for t in edges.get(nid, []):
+            if t not in edges:  # a wait node breaks the loop
+                continue
+            if color.get(t) == 1:
+                cycle = path[path.index(t) :]
+                if frozenset(cycle) not in seen_sets:
+                    seen_sets.add(frozenset(cycle))
+                    found.append([*cycle, t])
+            elif color.get(t) is None:
+                visit(t, [*path, t])
+        color[nid] = 2
+
+    for nid in edges:
+        if color.get(nid) is None:
+            visit(nid, [nid])
+    return found
+
+
+def received_window(step: ReceivedSmsStep, now: datetime) -> tuple[datetime | None, datetime | None]:
+    """The [since, until) range a Received SMS condition counts messages in."""
+    if step.window is not None:
+        return now - step.window, None
+    return step.start_time, step.end_time
+
+
+def compare_count(step: ReceivedSmsStep, count: int) -> bool:
+    """The condition's answer for `count` matching messages."""
+    if step.comparison is Comparison.AT_MOST:
+        return count <= step.count
+    if step.comparison is Comparison.EXACTLY:
+        return count == step.count
+    return count >= step.count
+
+
+# -- JSON for storage ---------------------------------------------------------------------------
+
+
+def _enc(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return {"$t": value.isoformat()}
+    if isinstance(value, timedelta):
+        return {"$d": value.total_seconds()}
+    if isinstance(value, set):
+        return sorted(value)
+    if isinstance(value, dict):
+        return {k: _enc(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_enc(v) for v in value]
+    return value
+
+
+def _dec(value: Any) -> Any:
+    if isinstance(value, dict):
+        if "$t" in value:
+            return datetime.fromisoformat(value["$t"])
+        if "$d" in value:
+            return timedelta(seconds=value["$d"])
+        return {k: _dec(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_dec(v) for v in value]
+    return value
+
+
+_STEPS: dict[str, type] = {
+    "send_sms": SendSmsStep,
+    "received_sms": ReceivedSmsStep,
+    "wait": WaitStep,
+    "update_contact": UpdateContactStep,
+    "end": EndStep,
+}
+
+
+def graph_to_json(wf: Workflow) -> dict[str, Any]:
+    """Trigger, nodes and start node as plain JSON data."""
+    nodes = []
+    for n in wf.nodes:
+        kind = next((k for k, t in _STEPS.items() if isinstance(n.step, t)), "")
+        nodes.append({"id": n.id, "kind": kind, "step": _enc(asdict(n.step)) if n.step is not None else None})
+    return {"trigger": _enc(asdict(wf.trigger)), "nodes": nodes, "start_node": wf.start_node}
+
+
+def graph_from_json(data: dict[str, Any]) -> tuple[Trigger, tuple[Node, ...], str]:
+    """Inverse of graph_to_json."""
+    trigger = Trigger(**_dec(data["trigger"]))
+    nodes = []
+    for raw in data["nodes"]:
+        step = None
+        if raw["kind"]:
+            values = _dec(raw["step"])
+            if raw["kind"] == "send_sms":
+                values["recipient_mode"] = RecipientMode(values["recipient_mode"])
+                values["type"] = SmsType(values["type"])
+                values["variables"] = {k: VariableSource(**v) for k, v in values["variables"].items()}
+            elif raw["kind"] == "received_sms":
+                values["comparison"] = Comparison(values["comparison"])
+                values["type"] = SmsType(values["type"])
+            elif raw["kind"] == "update_contact":
+                p = values["patch"]
+                p["remove_custom_fields"] = set(p["remove_custom_fields"])
+                if p.get("mobile_phone_status") is not None:
+                    p["mobile_phone_status"] = MobilePhoneStatus(p["mobile_phone_status"])
+                if p.get("sms_subscription_status") is not None:
+                    p["sms_subscription_status"] = SmsSubscriptionStatus(p["sms_subscription_status"])
+                values["patch"] = ContactPatch(**p)
+            step = _STEPS[raw["kind"]](**values)
+        nodes.append(Node(raw["id"], step))
+    return trigger, tuple(nodes), data["start_node"]
+
+
+@dataclass(frozen=True, slots=True)
+class RunStep:
+    """One executed node of a run."""
+
+    node: str
+    time: datetime
+    outcome: str
+    message_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Run:
+    """One contact's way through a workflow."""
+
+    store_id: str
+    workflow_id: str
+    id: str
+    contact_id: str
+    state: RunState
+    current_node: str
+    wake_time: datetime
+    create_time: datetime
+    update_time: datetime
+    event: Mapping[str, str] = field(default_factory=dict)
+    request_id: str = ""
+    step_count: int = 0

@@ -1,0 +1,295 @@
+"""Workflows, runs and run steps on SQLite."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from ...domain.workflows import Run, RunState, RunStep, Workflow, WorkflowState, graph_from_json, graph_to_json
+from ...errors import Aborted, AlreadyExists, NotFound
+from .. import RunUpdate
+from .db import Database, Row, from_micros, to_micros
+
+__all__ = ["SqliteWorkflows"]
+
+
+def _workflow_from_row(row: Row) -> Workflow:
+    trigger, nodes, start = graph_from_json(json.loads(row["graph"]))
+    return Workflow(
+        store_id=row["store_id"],
+        id=row["id"],
+        display_name=row["display_name"],
+        state=WorkflowState(row["state"]),
+        trigger=trigger,
+        nodes=nodes,
+        start_node=start,
+        create_time=from_micros(row["create_time"]),
+        update_time=from_micros(row["update_time"]),
+        version=row["version"],
+    )
+
+
+def _run_from_row(row: Row) -> Run:
+    return Run(
+        store_id=row["store_id"],
+        workflow_id=row["workflow_id"],
+        id=row["id"],
+        contact_id=row["contact_id"],
+        state=RunState(row["state"]),
+        current_node=row["current_node"],
+        wake_time=from_micros(row["wake_time"]),
+        create_time=from_micros(row["create_time"]),
+        update_time=from_micros(row["update_time"]),
+        event=json.loads(row["event"]),
+        request_id=row["request_id"],
+        step_count=row["step_count"],
+    )
+
+
+def _graph(wf: Workflow) -> str:
+    return json.dumps(graph_to_json(wf), separators=(",", ":"))
+
+
+_INSERT_RUN = (
+    "INSERT OR IGNORE INTO workflow_runs (store_id, workflow_id, id, contact_id, state, current_node, wake_time,"
+    " event, request_id, step_count, create_time, update_time) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+
+def _run_params(r: Run) -> tuple[Any, ...]:
+    return (
+        r.store_id,
+        r.workflow_id,
+        r.id,
+        r.contact_id,
+        int(r.state),
+        r.current_node,
+        to_micros(r.wake_time),
+        json.dumps(dict(r.event)),
+        r.request_id,
+        r.step_count,
+        to_micros(r.create_time),
+        to_micros(r.update_time),
+    )
+
+
+class SqliteWorkflows:
+    """WorkflowRepository on SQLite."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def create(self, wf: Workflow) -> None:
+        """Store a new workflow; AlreadyExists if the id is taken."""
+        try:
+            async with self._db.transaction() as tx:
+                await tx.execute(
+                    "INSERT INTO workflows (store_id, id, display_name, state, trigger_kind, event_name, graph,"
+                    " create_time, update_time, version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        wf.store_id,
+                        wf.id,
+                        wf.display_name,
+                        int(wf.state),
+                        wf.trigger.kind,
+                        wf.trigger.event_name,
+                        _graph(wf),
+                        to_micros(wf.create_time),
+                        to_micros(wf.update_time),
+                        wf.version,
+                    ),
+                )
+        except sqlite3.IntegrityError as e:
+            raise AlreadyExists(f"stores/{wf.store_id}/workflows/{wf.id}") from e
+
+    async def get(self, store_id: str, workflow_id: str) -> Workflow | None:
+        """The workflow, or None."""
+        row = await self._db.fetch_one("SELECT * FROM workflows WHERE store_id = ? AND id = ?", (store_id, workflow_id))
+        return None if row is None else _workflow_from_row(row)
+
+    async def page(
+        self, store_id: str, state: WorkflowState | None, after: int, limit: int
+    ) -> list[tuple[int, Workflow]]:
+        """Workflows after position `after`, oldest first."""
+        sql = "SELECT * FROM workflows WHERE store_id = ? AND seq > ?"
+        params: list[Any] = [store_id, after]
+        if state is not None:
+            sql += " AND state = ?"
+            params.append(int(state))
+        rows = await self._db.fetch_all(sql + " ORDER BY seq LIMIT ?", (*params, limit))
+        return [(row["seq"], _workflow_from_row(row)) for row in rows]
+
+    async def update(self, wf: Workflow, expected_version: int, now: datetime) -> None:
+        """Replace a workflow still at `expected_version` (else Aborted). Runs follow its state: paused
+        with it, resumed (waiting again when their timer is still ahead) on activation."""
+        async with self._db.transaction() as tx:
+            cur = await tx.execute(
+                "UPDATE workflows SET display_name = ?, state = ?, trigger_kind = ?, event_name = ?, graph = ?,"
+                " update_time = ?, version = ? WHERE store_id = ? AND id = ? AND version = ?",
+                (
+                    wf.display_name,
+                    int(wf.state),
+                    wf.trigger.kind,
+                    wf.trigger.event_name,
+                    _graph(wf),
+                    to_micros(wf.update_time),
+                    wf.version,
+                    wf.store_id,
+                    wf.id,
+                    expected_version,
+                ),
+            )
+            if cur.rowcount == 0:
+                raise Aborted(f"stores/{wf.store_id}/workflows/{wf.id} changed meanwhile; get it again")
+            if wf.state is WorkflowState.PAUSED:
+                await tx.execute(
+                    "UPDATE workflow_runs SET state = 3 WHERE store_id = ? AND workflow_id = ? AND state IN (1, 2)",
+                    (wf.store_id, wf.id),
+                )
+            elif wf.state is WorkflowState.ACTIVE:
+                await tx.execute(
+                    "UPDATE workflow_runs SET state = CASE WHEN wake_time > ? THEN 2 ELSE 1 END"
+                    " WHERE store_id = ? AND workflow_id = ? AND state = 3",
+                    (to_micros(now), wf.store_id, wf.id),
+                )
+
+    async def delete(self, store_id: str, workflow_id: str, etag: str) -> None:
+        """Delete a workflow with its runs (messages stay in the log)."""
+        name = f"stores/{store_id}/workflows/{workflow_id}"
+        async with self._db.transaction() as tx:
+            async with tx.execute(
+                "SELECT version FROM workflows WHERE store_id = ? AND id = ?", (store_id, workflow_id)
+            ) as cur:
+                row = await cur.fetchone()
+            if row is None:
+                raise NotFound(name)
+            if etag and etag != f'W/"{row["version"]}"':
+                raise Aborted(f"{name} changed since etag {etag}; get it again")
+            for table in ("workflow_run_steps", "workflow_runs"):
+                await tx.execute(f"DELETE FROM {table} WHERE store_id = ? AND workflow_id = ?", (store_id, workflow_id))
+            await tx.execute("DELETE FROM workflows WHERE store_id = ? AND id = ?", (store_id, workflow_id))
+
+    async def active_for(self, store_id: str, trigger_kind: str, event_name: str = "") -> list[Workflow]:
+        """ACTIVE workflows of a store with this trigger."""
+        rows = await self._db.fetch_all(
+            "SELECT * FROM workflows WHERE store_id = ? AND state = 2 AND trigger_kind = ? AND event_name = ?",
+            (store_id, trigger_kind, event_name),
+        )
+        return [_workflow_from_row(r) for r in rows]
+
+    async def broadcasts_due(self) -> list[tuple[Workflow, int]]:
+        """ACTIVE broadcast workflows not yet through their contacts, with their cursor."""
+        rows = await self._db.fetch_all(
+            "SELECT * FROM workflows WHERE state = 2 AND trigger_kind = 'broadcast' AND broadcast_done = 0"
+        )
+        return [(_workflow_from_row(r), r["broadcast_after"]) for r in rows]
+
+    async def add_runs(self, runs: Sequence[Run], broadcast: tuple[str, str, int, bool] | None = None) -> list[Run]:
+        """Store new runs (ids and request ids already used are skipped); returns the runs stored.
+        With `broadcast` = (store, workflow, cursor, done), advance that broadcast in the same transaction."""
+        created = []
+        async with self._db.transaction() as tx:
+            for run in runs:
+                cur = await tx.execute(_INSERT_RUN, _run_params(run))
+                if cur.rowcount:
+                    created.append(run)
+            if broadcast is not None:
+                store_id, workflow_id, after, done = broadcast
+                await tx.execute(
+                    "UPDATE workflows SET broadcast_after = ?, broadcast_done = ? WHERE store_id = ? AND id = ?",
+                    (after, int(done), store_id, workflow_id),
+                )
+        return created
+
+    async def find_run_by_request(self, store_id: str, workflow_id: str, request_id: str) -> Run | None:
+        """The run started by this request id."""
+        row = await self._db.fetch_one(
+            "SELECT * FROM workflow_runs WHERE store_id = ? AND workflow_id = ? AND request_id = ?",
+            (store_id, workflow_id, request_id),
+        )
+        return None if row is None else _run_from_row(row)
+
+    async def get_run(self, store_id: str, workflow_id: str, run_id: str) -> tuple[Run, list[RunStep]] | None:
+        """A run with its steps."""
+        row = await self._db.fetch_one(
+            "SELECT * FROM workflow_runs WHERE store_id = ? AND workflow_id = ? AND id = ?",
+            (store_id, workflow_id, run_id),
+        )
+        if row is None:
+            return None
+        steps = await self._db.fetch_all(
+            "SELECT * FROM workflow_run_steps WHERE store_id = ? AND workflow_id = ? AND run_id = ? ORDER BY seq",
+            (store_id, workflow_id, run_id),
+        )
+        return _run_from_row(row), [
+            RunStep(s["node"], from_micros(s["time"]), s["outcome"], s["message_id"]) for s in steps
+        ]
+
+    async def page_runs(
+        self, store_id: str, workflow_id: str, state: RunState | None, contact_id: str | None, after: int, limit: int
+    ) -> list[tuple[int, Run]]:
+        """Runs of a workflow after position `after`, oldest first."""
+        sql = "SELECT * FROM workflow_runs WHERE store_id = ? AND workflow_id = ? AND seq > ?"
+        params: list[Any] = [store_id, workflow_id, after]
+        if state is not None:
+            sql += " AND state = ?"
+            params.append(int(state))
+        if contact_id is not None:
+            sql += " AND contact_id = ?"
+            params.append(contact_id)
+        rows = await self._db.fetch_all(sql + " ORDER BY seq LIMIT ?", (*params, limit))
+        return [(row["seq"], _run_from_row(row)) for row in rows]
+
+    async def due_runs(self, now: datetime, limit: int) -> list[Run]:
+        """Runs ready to step: running or woken, of ACTIVE workflows, oldest wake first."""
+        rows = await self._db.fetch_all(
+            "SELECT r.* FROM workflow_runs r JOIN workflows w ON w.store_id = r.store_id AND w.id = r.workflow_id"
+            " WHERE r.state IN (1, 2) AND r.wake_time <= ? AND w.state = 2 ORDER BY r.wake_time LIMIT ?",
+            (to_micros(now), limit),
+        )
+        return [_run_from_row(r) for r in rows]
+
+    async def next_wake(self) -> datetime | None:
+        """The earliest timer of a running or waiting run."""
+        row = await self._db.fetch_one("SELECT MIN(wake_time) AS t FROM workflow_runs WHERE state IN (1, 2)")
+        return None if row is None or row["t"] is None else from_micros(row["t"])
+
+    async def save_round(self, updates: Sequence[RunUpdate]) -> None:
+        """Each run's new position and the steps it took, in one transaction. A run paused meanwhile
+        keeps its old position: it takes the step again on re-activation (sends are idempotent)."""
+        async with self._db.transaction() as tx:
+            for u in updates:
+                cur = await tx.execute(
+                    "UPDATE workflow_runs SET state = ?, current_node = ?, wake_time = ?, step_count = ?,"
+                    " update_time = ? WHERE store_id = ? AND workflow_id = ? AND id = ? AND state IN (1, 2)",
+                    (
+                        int(u.run.state),
+                        u.run.current_node,
+                        to_micros(u.run.wake_time),
+                        u.run.step_count,
+                        to_micros(u.run.update_time),
+                        u.run.store_id,
+                        u.run.workflow_id,
+                        u.run.id,
+                    ),
+                )
+                if cur.rowcount and u.steps:
+                    await tx.executemany(
+                        "INSERT INTO workflow_run_steps (store_id, workflow_id, run_id, node, time, outcome,"
+                        " message_id) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        [
+                            (
+                                u.run.store_id,
+                                u.run.workflow_id,
+                                u.run.id,
+                                s.node,
+                                to_micros(s.time),
+                                s.outcome,
+                                s.message_id,
+                            )
+                            for s in u.steps
+                        ],
+                    )
