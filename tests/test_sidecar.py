@@ -46,9 +46,7 @@ async def callback_url(stubs: Stubs, store: StoreCtx, sidecar: str) -> str:
 
 
 @pytest.fixture
-async def wired(
-    stubs: Stubs, sending_store: StoreCtx, sidecar: str, fake: FakeInstasent
-) -> tuple[StoreCtx, str]:
+async def wired(stubs: Stubs, sending_store: StoreCtx, sidecar: str, fake: FakeInstasent) -> tuple[StoreCtx, str]:
     """A sending store whose Instasent token calls back the sidecar (as pasted in the dashboard)."""
     url = await callback_url(stubs, sending_store, sidecar)
     token = f"token-{uuid.uuid4().hex[:8]}"

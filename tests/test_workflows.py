@@ -1,0 +1,342 @@
+"""WorkflowService: validation, triggers, the Send SMS / Received SMS / Wait / Update contact nodes, runs."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import grpc
+import pytest
+from google.protobuf import duration_pb2, struct_pb2
+from google.rpc import error_details_pb2
+
+from smschannel.domain.workflows import Comparison, ReceivedSmsStep, compare_count, received_window
+from smschannel.instasent.fake import FakeInstasent
+from smschannel.v1 import common_pb2 as common
+from smschannel.v1 import contacts_service_pb2 as cpb
+from smschannel.v1 import sms_channel_service_pb2 as pb
+from smschannel.v1 import workflow_service_pb2 as wpb
+
+from .conftest import StoreCtx, Stubs, eventually
+from .rpc_errors import status_of
+from .test_sending import content, literal, send, until_status
+
+SUBSCRIBED = common.SMS_SUBSCRIPTION_STATUS_SUBSCRIBED
+
+
+def send_node(node_id: str, sms_content: str, nxt: str = "", **fields: object) -> wpb.Node:
+    fields.setdefault("recipient_mode", common.RECIPIENT_MODE_CONTACT)
+    fields.setdefault("type", common.SMS_TYPE_TRANSACTIONAL)
+    return wpb.Node(id=node_id, send_sms=wpb.SendSmsNode(sms_content=sms_content, next=nxt, **fields))  # type: ignore[arg-type]
+
+
+def end(node_id: str = "end") -> wpb.Node:
+    return wpb.Node(id=node_id, end=wpb.EndNode())
+
+
+async def create_workflow(
+    stubs: Stubs, store: StoreCtx, trigger: wpb.Trigger, nodes: list[wpb.Node], start: str = ""
+) -> wpb.Workflow:
+    return await stubs.workflows.CreateWorkflow(
+        wpb.CreateWorkflowRequest(
+            parent=store.name,
+            workflow=wpb.Workflow(display_name="Flow", trigger=trigger, nodes=nodes, start_node=start or nodes[0].id),
+        ),
+        metadata=store.md,
+    )
+
+
+async def activate(stubs: Stubs, store: StoreCtx, wf: wpb.Workflow) -> wpb.Workflow:
+    return await stubs.workflows.ActivateWorkflow(wpb.ActivateWorkflowRequest(name=wf.name), metadata=store.md)
+
+
+async def contact(stubs: Stubs, store: StoreCtx, phone: str, **fields: object) -> cpb.Contact:
+    return await stubs.contacts.CreateContact(
+        cpb.CreateContactRequest(parent=store.name, contact=cpb.Contact(mobile_phone=phone, **fields)),  # type: ignore[arg-type]
+        metadata=store.md,
+    )
+
+
+async def trigger(stubs: Stubs, store: StoreCtx, event: str, c: cpb.Contact, **props: object) -> list[str]:
+    properties = struct_pb2.Struct()
+    properties.update(props)
+    resp = await stubs.workflows.TriggerEvent(
+        wpb.TriggerEventRequest(
+            parent=store.name, event_name=event, contact=c.name, properties=properties, request_id=uuid.uuid4().hex
+        ),
+        metadata=store.md,
+    )
+    return list(resp.workflow_runs)
+
+
+async def run_state(stubs: Stubs, store: StoreCtx, name: str, state: int) -> wpb.WorkflowRun:
+    async def reached() -> bool:
+        return (
+            await stubs.workflows.GetWorkflowRun(wpb.GetWorkflowRunRequest(name=name), metadata=store.md)
+        ).state == state
+
+    await eventually(reached, f"{name} to be {wpb.WorkflowRunState.Name(state)}")
+    return await stubs.workflows.GetWorkflowRun(wpb.GetWorkflowRunRequest(name=name), metadata=store.md)
+
+
+def violations(err: grpc.aio.AioRpcError) -> list[tuple[str, str]]:
+    for detail in status_of(err).details:
+        if detail.Is(error_details_pb2.PreconditionFailure.DESCRIPTOR):
+            pf = error_details_pb2.PreconditionFailure()
+            detail.Unpack(pf)
+            return [(v.type, v.subject) for v in pf.violations]
+    raise AssertionError("no PreconditionFailure")
+
+
+async def test_activation_reports_every_violation_at_once(stubs: Stubs, sending_store: StoreCtx) -> None:
+    plain = await content(stubs, sending_store, "Hola {{name}}")
+    nodes = [
+        send_node("a", plain.name, "b", type=common.SMS_TYPE_NEWSLETTER, sender="WayTooLongSender"),  # 3 problems
+        wpb.Node(id="b", received_sms=wpb.ReceivedSmsNode(yes_next="c", no_next="ghost")),  # dangling
+        wpb.Node(id="c", update_contact=wpb.UpdateContactNode(contact=cpb.Contact(first_name="X"), next="b")),
+        send_node(
+            "alert",
+            plain.name,
+            recipient_mode=common.RECIPIENT_MODE_ALERT,
+            alert_phone="12",
+            variables={"name": literal("x")},
+        ),  # unreachable, bad phone
+    ]
+    wf = await create_workflow(stubs, sending_store, wpb.Trigger(event=wpb.EventTrigger(event_name="order")), nodes)
+    assert wf.state == wpb.WORKFLOW_STATE_DRAFT
+    with pytest.raises(grpc.aio.AioRpcError) as e:
+        await activate(stubs, sending_store, wf)
+    assert e.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    found = set(violations(e.value))
+    assert {
+        ("BAD_VARIABLES", "nodes/a"),  # {{name}} unmapped, and the newsletter has no marker
+        ("BAD_SENDER", "nodes/a"),
+        ("DANGLING_EDGE", "nodes/b"),
+        ("CYCLE_WITHOUT_WAIT", "nodes/b"),
+        ("UNREACHABLE_NODE", "nodes/alert"),
+        ("BAD_ALERT_PHONE", "nodes/alert"),
+    } <= found
+    assert len([v for v in found if v == ("BAD_VARIABLES", "nodes/a")]) == 1
+    assert sum(1 for t, s in violations(e.value) if (t, s) == ("BAD_VARIABLES", "nodes/a")) == 2
+
+
+async def test_a_loop_with_a_wait_is_fine_and_an_empty_graph_is_not(stubs: Stubs, sending_store: StoreCtx) -> None:
+    nodes = [
+        wpb.Node(id="w", wait=wpb.WaitNode(duration=duration_pb2.Duration(seconds=3600), next="r")),
+        wpb.Node(id="r", received_sms=wpb.ReceivedSmsNode(yes_next="end", no_next="w")),
+        end(),
+    ]
+    wf = await create_workflow(stubs, sending_store, wpb.Trigger(event=wpb.EventTrigger(event_name="loop")), nodes)
+    assert (await activate(stubs, sending_store, wf)).state == wpb.WORKFLOW_STATE_ACTIVE
+    empty = await stubs.workflows.CreateWorkflow(
+        wpb.CreateWorkflowRequest(parent=sending_store.name, workflow=wpb.Workflow(display_name="Empty")),
+        metadata=sending_store.md,
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as e:
+        await activate(stubs, sending_store, empty)
+    assert {"MISSING_TRIGGER", "NO_NODES"} <= {t for t, _ in violations(e.value)}
+
+
+async def test_an_event_runs_send_sms_with_event_properties(
+    stubs: Stubs, sending_store: StoreCtx, fake: FakeInstasent
+) -> None:
+    c = await contact(stubs, sending_store, "612 500 001", first_name="Ana")
+    txt = await content(stubs, sending_store, "{{n}}, pedido {{order}} confirmado")
+    wf = await create_workflow(
+        stubs,
+        sending_store,
+        wpb.Trigger(event=wpb.EventTrigger(event_name="order_placed")),
+        [
+            send_node(
+                "send",
+                txt.name,
+                "end",
+                variables={
+                    "n": common.VariableValue(contact_field="first_name"),
+                    "order": common.VariableValue(event_property="order_id", fallback="?"),
+                },
+            ),
+            end(),
+        ],
+    )
+    await activate(stubs, sending_store, wf)
+    (run_name,) = await trigger(stubs, sending_store, "order_placed", c, order_id="A-77")
+    run = await run_state(stubs, sending_store, run_name, wpb.WORKFLOW_RUN_STATE_COMPLETED)
+    assert [s.node for s in run.steps] == ["send", "end"]
+    assert run.steps[0].message
+    m = await until_status(stubs, sending_store, run.steps[0].message, common.MESSAGE_STATUS_SENT)
+    assert m.text == "Ana, pedido A-77 confirmado"
+    assert m.workflow == wf.name
+    assert await trigger(stubs, sending_store, "other_event", c) == []
+
+
+async def test_received_sms_routes_on_what_was_received(stubs: Stubs, sending_store: StoreCtx) -> None:
+    c = await contact(stubs, sending_store, "612 500 002")
+    promo = await content(stubs, sending_store, "Promo")
+    other = await content(stubs, sending_store, "Otro")
+    for _ in range(2):
+        m = await send(stubs, sending_store, sms_content=promo.name, contact=c.name)
+        await until_status(stubs, sending_store, m.name, common.MESSAGE_STATUS_SENT)
+    yes_no = {"yes_next": "yes", "no_next": "no"}
+    cases = {
+        "at-least-2": wpb.ReceivedSmsNode(
+            sms_content=promo.name, comparison=wpb.COUNT_COMPARISON_AT_LEAST, count=2, **yes_no
+        ),
+        "exactly-1": wpb.ReceivedSmsNode(
+            sms_content=promo.name, comparison=wpb.COUNT_COMPARISON_EXACTLY, count=1, **yes_no
+        ),
+        "other": wpb.ReceivedSmsNode(sms_content=other.name, **yes_no),
+        "newsletter": wpb.ReceivedSmsNode(type=common.SMS_TYPE_NEWSLETTER, **yes_no),
+        "last-hour": wpb.ReceivedSmsNode(relative_window=duration_pb2.Duration(seconds=3600), count=2, **yes_no),
+        "at-most-0": wpb.ReceivedSmsNode(comparison=wpb.COUNT_COMPARISON_AT_MOST, count=0, **yes_no),
+    }
+    expected = {
+        "at-least-2": "yes",
+        "exactly-1": "no",
+        "other": "no",
+        "newsletter": "no",
+        "last-hour": "yes",
+        "at-most-0": "no",
+    }
+    for label, node in cases.items():
+        wf = await create_workflow(
+            stubs,
+            sending_store,
+            wpb.Trigger(event=wpb.EventTrigger(event_name=f"check-{label}")),
+            [wpb.Node(id="cond", received_sms=node), end("yes"), end("no")],
+        )
+        await activate(stubs, sending_store, wf)
+        (run_name,) = await trigger(stubs, sending_store, f"check-{label}", c)
+        run = await run_state(stubs, sending_store, run_name, wpb.WORKFLOW_RUN_STATE_COMPLETED)
+        assert run.steps[-1].node == expected[label], label
+
+
+NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("comparison", "n", "count", "answer"),
+    [
+        (Comparison.AT_LEAST, 1, 0, False),
+        (Comparison.AT_LEAST, 1, 1, True),
+        (Comparison.AT_LEAST, 2, 3, True),
+        (Comparison.AT_MOST, 1, 1, True),
+        (Comparison.AT_MOST, 1, 2, False),
+        (Comparison.AT_MOST, 0, 0, True),
+        (Comparison.EXACTLY, 2, 2, True),
+        (Comparison.EXACTLY, 2, 1, False),
+        (Comparison.EXACTLY, 0, 0, True),
+    ],
+)
+def test_count_comparisons(comparison: Comparison, n: int, count: int, answer: bool) -> None:
+    assert compare_count(ReceivedSmsStep("y", "n", comparison=comparison, count=n), count) is answer
+
+
+def test_windows() -> None:
+    relative = ReceivedSmsStep("y", "n", window=timedelta(days=7))
+    assert received_window(relative, NOW) == (NOW - timedelta(days=7), None)
+    day = ReceivedSmsStep("y", "n", start_time=NOW, end_time=NOW + timedelta(days=1))
+    assert received_window(day, NOW) == (NOW, NOW + timedelta(days=1))
+    assert received_window(ReceivedSmsStep("y", "n"), NOW) == (None, None)
+
+
+async def test_wait_pause_and_resume(stubs: Stubs, sending_store: StoreCtx) -> None:
+    c = await contact(stubs, sending_store, "612 500 003")
+    wf = await create_workflow(
+        stubs,
+        sending_store,
+        wpb.Trigger(event=wpb.EventTrigger(event_name="wait")),
+        [wpb.Node(id="w", wait=wpb.WaitNode(duration=duration_pb2.Duration(nanos=400_000_000), next="end")), end()],
+    )
+    await activate(stubs, sending_store, wf)
+    (run_name,) = await trigger(stubs, sending_store, "wait", c)
+    await run_state(stubs, sending_store, run_name, wpb.WORKFLOW_RUN_STATE_WAITING)
+    await stubs.workflows.PauseWorkflow(wpb.PauseWorkflowRequest(name=wf.name), metadata=sending_store.md)
+    paused = await run_state(stubs, sending_store, run_name, wpb.WORKFLOW_RUN_STATE_PAUSED)
+    assert paused.current_node == "w"
+    await activate(stubs, sending_store, wf)
+    done = await run_state(stubs, sending_store, run_name, wpb.WORKFLOW_RUN_STATE_COMPLETED)
+    assert [s.outcome.split(" ")[0] for s in done.steps] == ["waiting", "waited", "ended"]
+
+
+async def test_update_contact_node_sets_phone_and_statuses(stubs: Stubs, sending_store: StoreCtx) -> None:
+    c = await contact(stubs, sending_store, "612 500 004")
+    wf = await create_workflow(
+        stubs,
+        sending_store,
+        wpb.Trigger(event=wpb.EventTrigger(event_name="update")),
+        [
+            wpb.Node(
+                id="u",
+                update_contact=wpb.UpdateContactNode(
+                    contact=cpb.Contact(mobile_phone="699 500 004", sms_subscription_status=SUBSCRIBED),
+                    update_mask={"paths": ["mobile_phone", "sms_subscription_status"]},
+                    next="end",
+                ),
+            ),
+            end(),
+        ],
+    )
+    await activate(stubs, sending_store, wf)
+    (run_name,) = await trigger(stubs, sending_store, "update", c)
+    await run_state(stubs, sending_store, run_name, wpb.WORKFLOW_RUN_STATE_COMPLETED)
+    got = await stubs.contacts.GetContact(cpb.GetContactRequest(name=c.name), metadata=sending_store.md)
+    assert (got.mobile_phone, got.sms_subscription_status) == ("+34699500004", SUBSCRIBED)
+    acts = await stubs.contacts.ListActivities(
+        cpb.ListActivitiesRequest(parent=c.name, filter="type = SMS_SUBSCRIBE"), metadata=sending_store.md
+    )
+    assert acts.activities[0].source == common.ACTIVITY_SOURCE_WORKFLOW
+
+
+async def test_contact_created_trigger(stubs: Stubs, sending_store: StoreCtx) -> None:
+    txt = await content(stubs, sending_store, "Bienvenido")
+    wf = await create_workflow(
+        stubs, sending_store, wpb.Trigger(contact_created=wpb.ContactCreatedTrigger()), [send_node("s", txt.name)]
+    )
+    await activate(stubs, sending_store, wf)
+    c = await contact(stubs, sending_store, "612 500 005")
+
+    async def welcomed() -> bool:
+        runs = await stubs.workflows.ListWorkflowRuns(
+            wpb.ListWorkflowRunsRequest(parent=wf.name, filter=f'contact = "{c.name}" AND state = COMPLETED'),
+            metadata=sending_store.md,
+        )
+        return len(runs.workflow_runs) == 1
+
+    await eventually(welcomed, "the welcome run")
+
+
+async def test_broadcast_sends_only_to_eligible_contacts(
+    stubs: Stubs, sending_store: StoreCtx, fake: FakeInstasent
+) -> None:
+    subscribed = [
+        await contact(stubs, sending_store, f"6125006{i:02d}", sms_subscription_status=SUBSCRIBED) for i in range(5)
+    ]
+    others = [await contact(stubs, sending_store, f"6125007{i:02d}") for i in range(3)]
+    txt = await content(stubs, sending_store, "Rebajas {{unsubscribe}}")
+    wf = await create_workflow(
+        stubs,
+        sending_store,
+        wpb.Trigger(broadcast=wpb.BroadcastTrigger()),
+        [send_node("s", txt.name, type=common.SMS_TYPE_NEWSLETTER)],
+    )
+    await activate(stubs, sending_store, wf)
+
+    async def all_done() -> bool:
+        runs = await stubs.workflows.ListWorkflowRuns(
+            wpb.ListWorkflowRunsRequest(parent=wf.name, filter="state = COMPLETED"), metadata=sending_store.md
+        )
+        return len(runs.workflow_runs) == 8
+
+    await eventually(all_done, "every broadcast run")
+    log = await stubs.sms.ListMessages(
+        pb.ListMessagesRequest(parent=sending_store.name, filter=f'workflow = "{wf.name}"', page_size=100),
+        metadata=sending_store.md,
+    )
+    by_status = {}
+    for m in log.messages:
+        by_status.setdefault(m.status, set()).add(m.contact)
+    assert by_status[common.MESSAGE_STATUS_SKIPPED] == {c.name for c in others}
+    assert by_status.get(common.MESSAGE_STATUS_QUEUED, set()) | by_status.get(common.MESSAGE_STATUS_SENT, set()) == {
+        c.name for c in subscribed
+    }
