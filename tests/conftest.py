@@ -5,15 +5,17 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import grpc
 import pytest
 
+from smschannel.asgi import serve_in_loop
 from smschannel.config import Config
 from smschannel.instasent.fake import FakeInstasent
 from smschannel.server import App
+from smschannel.sidecar.app import create_app
 from smschannel.v1 import (
     contacts_service_pb2_grpc,
     sms_channel_service_pb2,
@@ -83,6 +85,14 @@ async def app(tmp_path_factory: pytest.TempPathFactory, fake: FakeInstasent) -> 
     started = await App.start(make_config(tmp_path_factory.mktemp("server"), instasent_base_url=fake.base_url))
     yield started
     await started.stop(grace=1)
+
+
+@pytest.fixture(scope="session")
+async def sidecar(app: App) -> AsyncIterator[str]:
+    """The sidecar app on a free port, calling the session's server; yields its base URL."""
+    config = replace(app.config, grpc_addr=f"127.0.0.1:{app.port}")
+    async with serve_in_loop(create_app(config)) as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

@@ -23,14 +23,6 @@ from .conftest import StoreCtx, Stubs, eventually
 from .test_sending import content, send, until_status
 
 
-@pytest.fixture(scope="session")
-async def sidecar(app: App) -> AsyncIterator[str]:
-    """The sidecar app on a free port, calling the session's server."""
-    config = replace(app.config, grpc_addr=f"127.0.0.1:{app.port}")
-    async with serve_in_loop(create_app(config)) as url:
-        yield url
-
-
 @pytest.fixture
 async def http() -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(timeout=10) as client:
