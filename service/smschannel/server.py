@@ -24,6 +24,7 @@ from .auth import derive_provider_events_key, hash_key
 from .config import Config
 from .crypto import TokenCipher, load_or_create_secret_key
 from .instasent.client import InstasentClient
+from .metrics import Metrics
 from .operations.channel import ChannelOps
 from .operations.contacts import ContactOps
 from .operations.dispatcher import Dispatcher
@@ -99,11 +100,14 @@ class App:
         instasent = InstasentClient(http, config.instasent_base_url)
         channel = ChannelOps(storage.channel_configs, TokenCipher(secret_key), instasent, config.public_url)
         server = grpc.aio.server()
-        api = ApiInterceptor(authenticator)
+        metrics = Metrics(config.db)
+        api = ApiInterceptor(authenticator, observe=metrics.observe_rpc)
         sender = Sender(storage, channel)
-        dispatcher = Dispatcher(storage, channel, instasent, sender.wakeup, retry_base=config.retry_base, observe=None)
+        dispatcher = Dispatcher(
+            storage, channel, instasent, sender.wakeup, retry_base=config.retry_base, observe=metrics.observe_provider
+        )
         contact_ops = ContactOps(storage)
-        events = ProviderEvents(storage, channel, contact_ops)
+        events = ProviderEvents(storage, channel, contact_ops, observe=metrics.observe_callback)
         sms_channel = SmsChannelServicer(storage, channel, sender, events, tokens)
         phones = PhonePool(config.import_workers)
         contacts = ContactsServicer(contact_ops, tokens, phones)
@@ -129,6 +133,8 @@ class App:
         await server.start()
         dispatcher.start()
         engine.start()
+        if config.metrics_addr:
+            metrics.serve(config.metrics_addr)
         for name in ("", *SERVICE_NAMES):
             await health.set(name, health_pb2.HealthCheckResponse.SERVING)
         log.info("serving", extra={"grpc_addr": config.grpc_addr, "port": port})

@@ -1,0 +1,89 @@
+"""Prometheus metrics of the server: RPCs, messages, provider calls, callbacks, the outbox."""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from collections.abc import Iterator
+
+import grpc
+from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+__all__ = ["Metrics"]
+
+log = logging.getLogger("smschannel.metrics")
+
+
+class _MessageGauges(Collector):
+    """Messages by status and the outbox depth, read from the database at scrape time."""
+
+    def __init__(self, db_path: str) -> None:
+        self._db_path = db_path
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        by_status = GaugeMetricFamily("smschannel_messages", "Messages in the log by status", labels=["status"])
+        depth = GaugeMetricFamily("smschannel_outbox_depth", "QUEUED messages waiting for the provider")
+        names = {1: "QUEUED", 2: "SENT", 3: "DELIVERED", 4: "FAILED", 5: "REJECTED", 6: "SKIPPED"}
+        try:
+            with sqlite3.connect(f"file:{self._db_path}?mode=ro", uri=True, timeout=1) as conn:
+                rows = dict(conn.execute("SELECT status, COUNT(*) FROM messages GROUP BY status").fetchall())
+        except sqlite3.Error:
+            rows = {}
+        for code, name in names.items():
+            by_status.add_metric([name], rows.get(code, 0))
+        depth.add_metric([], rows.get(1, 0))
+        yield by_status
+        yield depth
+
+
+class Metrics:
+    """The counters, and the HTTP endpoint that exposes them."""
+
+    def __init__(self, db_path: str) -> None:
+        self.registry = CollectorRegistry()
+        self.rpcs = Counter("smschannel_rpcs", "RPCs by method and code", ["method", "code"], registry=self.registry)
+        self.rpc_seconds = Histogram(
+            "smschannel_rpc_seconds",
+            "RPC latency by method",
+            ["method"],
+            registry=self.registry,
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+        )
+        self.provider = Counter(
+            "smschannel_provider_messages",
+            "Messages handed to the provider by outcome (sent, refused, failed, retried)",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.callbacks = Counter(
+            "smschannel_callbacks",
+            "Provider callbacks by status and outcome",
+            ["status", "outcome"],
+            registry=self.registry,
+        )
+        if db_path != ":memory:":
+            self.registry.register(_MessageGauges(db_path))
+
+    def observe_rpc(self, method: str, code: grpc.StatusCode, seconds: float) -> None:
+        """Count one RPC."""
+        self.rpcs.labels(method, code.name).inc()
+        self.rpc_seconds.labels(method).observe(seconds)
+
+    def observe_provider(self, outcome: str, count: int) -> None:
+        """Count messages by what the provider did with them."""
+        self.provider.labels(outcome).inc(count)
+
+    def observe_callback(self, status: str, outcome: str) -> None:
+        """Count one callback."""
+        self.callbacks.labels(status[:20], outcome).inc()
+
+    def serve(self, addr: str) -> None:
+        """Expose /metrics on `addr` (a failure to bind is logged, never fatal)."""
+        host, _, port = addr.rpartition(":")
+        try:
+            start_http_server(int(port), addr=host or "127.0.0.1", registry=self.registry)
+            log.info("metrics", extra={"addr": addr})
+        except OSError as e:
+            log.warning("metrics endpoint not started", extra={"addr": addr, "error": str(e)})
