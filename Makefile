@@ -17,8 +17,8 @@ test: lint $(GENERATED)
 	$(BIN)/python -m pytest
 
 lint: $(GENERATED) $(TOOLS)/.buf
-	$(BIN)/ruff check service tests bench scripts
-	$(BIN)/ruff format --check service tests bench scripts
+	$(BIN)/ruff check service tests bench scripts clients/python
+	$(BIN)/ruff format --check service tests bench scripts clients/python
 	$(BIN)/mypy
 	$(TOOLS)/node_modules/.bin/buf lint
 
@@ -30,6 +30,7 @@ $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --disable-pip-version-check --upgrade "pip>=25.1"
 	$(BIN)/python -m pip install -q --disable-pip-version-check -e . --group dev
+	$(BIN)/python -m pip install -q --disable-pip-version-check --no-deps -e clients/python
 	touch $@
 
 $(GENERATED): $(INSTALLED) $(PROTOS) scripts/gen_protos.py

@@ -16,10 +16,14 @@ from grpc_tools import protoc
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def generate(out: Path) -> None:
-    """Compile every proto of smschannel/v1 into `out` (the package root)."""
+def generate(out: Path, package: str = "smschannel") -> None:
+    """Compile every proto of smschannel/v1 into `out`/`package`/v1.
+
+    For another package than `smschannel` (the client library), the generated imports are rewritten
+    from `smschannel.v1` to `package.v1`: one deterministic step, no sys.path tricks."""
     protos = sorted((ROOT / "protos").glob("smschannel/v1/*.proto"))
-    target = out / "smschannel" / "v1"
+    build = out / "_build" if package != "smschannel" else out
+    target = out / package / "v1"
     shutil.rmtree(target, ignore_errors=True)
     target.mkdir(parents=True)
     # The mypy-protobuf plugins live beside this interpreter (the venv), which need not be on PATH.
@@ -31,17 +35,25 @@ def generate(out: Path) -> None:
         f"-I{well_known}",
         f"--plugin=protoc-gen-mypy={bindir / 'protoc-gen-mypy'}",
         f"--plugin=protoc-gen-mypy_grpc={bindir / 'protoc-gen-mypy_grpc'}",
-        f"--python_out={out}",
-        f"--grpc_python_out={out}",
-        f"--mypy_out={out}",
-        f"--mypy_grpc_out={out}",
+        f"--python_out={build}",
+        f"--grpc_python_out={build}",
+        f"--mypy_out={build}",
+        f"--mypy_grpc_out={build}",
         *(str(p.relative_to(ROOT / "protos")) for p in protos),
     ]
+    build.mkdir(parents=True, exist_ok=True)
     code = protoc.main(args)
     if code != 0:
         sys.exit(f"protoc failed with {code}")
+    if package != "smschannel":
+        for src in sorted((build / "smschannel" / "v1").iterdir()):
+            text = src.read_text().replace("from smschannel.v1 import", f"from {package}.v1 import")
+            text = text.replace("import smschannel.v1.", f"import {package}.v1.")
+            (target / src.name).write_text(text)
+        shutil.rmtree(build)
     (target / "__init__.py").write_text('"""Generated from protos/smschannel/v1 by scripts/gen_protos.py."""\n')
 
 
 if __name__ == "__main__":
-    generate(Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT / "service")
+    generate(ROOT / "service")
+    generate(ROOT / "clients" / "python" / "src", "smschannel_client")
