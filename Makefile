@@ -8,13 +8,21 @@ PROTOS := $(wildcard protos/smschannel/v1/*.proto)
 INSTALLED := $(VENV)/.installed
 GENERATED := service/smschannel/v1/__init__.py
 
-.PHONY: run test lint check gen venv bench demo clean
+.PHONY: run test test-node lint gen venv bench demo clean
 
 run: $(GENERATED)
 	$(BIN)/python -m smschannel run
 
 test: lint $(GENERATED)
 	$(BIN)/python -m pytest
+	$(MAKE) test-node
+
+test-node: $(GENERATED) clients/node/node_modules/.installed
+	cd clients/node && SMSCHANNEL_PYTHON=$(CURDIR)/$(BIN)/python npm test
+
+clients/node/node_modules/.installed: clients/node/package.json
+	cd clients/node && npm ci --silent --no-audit --no-fund
+	touch $@
 
 lint: $(GENERATED) $(TOOLS)/.buf
 	$(BIN)/ruff check service tests bench scripts clients/python
@@ -45,4 +53,5 @@ bench: $(GENERATED)
 	@for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
 
 clean:
-	rm -rf $(VENV) $(TOOLS) service/smschannel/v1 .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) $(TOOLS) service/smschannel/v1 clients/python/src/smschannel_client/v1 clients/node/node_modules \
+		.mypy_cache .ruff_cache .pytest_cache
