@@ -38,6 +38,30 @@ def run_sidecar(config: Config) -> None:
     uvicorn.run(create_app(config), host=host, port=port, log_config=None, access_log=False)
 
 
+def healthcheck(config: Config, role: str) -> int:
+    """0 when the server answers SERVING (or the sidecar's /healthz answers), else 1: for HEALTHCHECK."""
+    if role == "sidecar":
+        import httpx
+
+        host, port = _split_addr(config.http_addr)
+        host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+        try:
+            return 0 if httpx.get(f"http://{host}:{port}/healthz", timeout=3).status_code == 200 else 1
+        except httpx.HTTPError:
+            return 1
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    host, port = _split_addr(config.grpc_addr)
+    host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+    try:
+        with grpc.insecure_channel(f"{host}:{port}") as channel:
+            answer = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=3)
+    except grpc.RpcError:
+        return 1
+    return 0 if answer.status == health_pb2.HealthCheckResponse.SERVING else 1
+
+
 async def _run_both() -> int:
     """Server and sidecar as two child processes; a signal to us is passed to both."""
     children = [
@@ -62,7 +86,8 @@ async def _run_both() -> int:
 def main(argv: list[str] | None = None) -> None:
     """Entry point."""
     parser = argparse.ArgumentParser(prog="smschannel", description=__doc__)
-    parser.add_argument("command", choices=["server", "sidecar", "run"], help="what to run")
+    parser.add_argument("command", choices=["server", "sidecar", "run", "healthcheck"], help="what to run")
+    parser.add_argument("role", nargs="?", choices=["server", "sidecar"], default="server", help="for healthcheck")
     args = parser.parse_args(argv)
     config = Config.from_env()
     configure(config.log_level)
@@ -70,6 +95,8 @@ def main(argv: list[str] | None = None) -> None:
         run_server(config)
     elif args.command == "sidecar":
         run_sidecar(config)
+    elif args.command == "healthcheck":
+        sys.exit(healthcheck(config, args.role))
     else:
         sys.exit(asyncio.run(_run_both()))
 
