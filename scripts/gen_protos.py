@@ -37,8 +37,8 @@ def generate(out: Path, package: str = "smschannel") -> None:
         f"--plugin=protoc-gen-mypy_grpc={bindir / 'protoc-gen-mypy_grpc'}",
         f"--python_out={build}",
         f"--grpc_python_out={build}",
-        f"--mypy_out={build}",
-        f"--mypy_grpc_out={build}",
+        f"--mypy_out=quiet:{build}",
+        f"--mypy_grpc_out=quiet:{build}",
         *(str(p.relative_to(ROOT / "protos")) for p in protos),
     ]
     build.mkdir(parents=True, exist_ok=True)
