@@ -10,6 +10,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -90,3 +91,34 @@ def server(**env: str) -> Iterator[Server]:
 def report(figures: dict[str, object]) -> None:
     """The bench's last line: one JSON object."""
     print(json.dumps(figures), flush=True)
+
+
+@contextmanager
+def fake_instasent(*tokens: str) -> Iterator[str]:
+    """The fake Instasent as its own process (no callbacks); yields its base URL."""
+    port = free_port()
+    args = [sys.executable, "-m", "smschannel.instasent.fake", "--port", str(port)]
+    for token in tokens:
+        args += ["--token", token]
+    proc = subprocess.Popen(args)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"{url}/_fake/stats", timeout=1):
+                    break
+            except OSError:
+                time.sleep(0.1)
+        yield url
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+
+
+def fake_stats(url: str, token: str, recipients: bool = False) -> dict[str, object]:
+    """The fake's counts for a token."""
+    query = f"?token={token}" + ("&recipients=1" if recipients else "")
+    with urllib.request.urlopen(f"{url}/_fake/stats{query}", timeout=60) as resp:
+        stats: dict[str, object] = json.loads(resp.read())
+    return stats

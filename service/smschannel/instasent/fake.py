@@ -100,6 +100,8 @@ class FakeInstasent:
     by_client_id: dict[tuple[str, str], str] = field(default_factory=dict)
     requests: int = 0
     duplicate_attempts: int = 0  # SMS refused because their clientId was already used
+    first_receive: dict[str, float] = field(default_factory=dict)  # token → time of its first SMS
+    last_receive: dict[str, float] = field(default_factory=dict)
     callbacks_sent: int = 0
     callback_failures: int = 0
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
@@ -133,6 +135,7 @@ class FakeInstasent:
             Route("/_fake/tokens", self._ctl_token, methods=["POST"]),
             Route("/_fake/faults", self._ctl_faults, methods=["POST"]),
             Route("/_fake/messages", self._ctl_messages, methods=["GET"]),
+            Route("/_fake/stats", self._ctl_stats, methods=["GET"]),
             Route("/_fake/stop", self._ctl_stop, methods=["POST"]),
         ]
         return Starlette(routes=routes)
@@ -209,6 +212,9 @@ class FakeInstasent:
             f"fake{next(self._ids):09d}", account.token, client_id, item["from"], item["to"], text, raw, country
         )
         self.messages[sms.id] = sms
+        now = time.time()
+        self.first_receive.setdefault(account.token, now)
+        self.last_receive[account.token] = now
         if client_id:
             self.by_client_id[(account.token, client_id)] = sms.id
         if self.send_callbacks and account.callback_url:
@@ -371,6 +377,22 @@ class FakeInstasent:
 
     async def _ctl_messages(self, request: Request) -> Response:
         return JSONResponse({"messages": [vars(m) for m in self.messages.values()], "requests": self.requests})
+
+    async def _ctl_stats(self, request: Request) -> Response:
+        """Counts for one token (`?token=`), and its recipients with `&recipients=1`."""
+        token = request.query_params.get("token", "")
+        mine = self.received(token or None)
+        body: dict[str, Any] = {
+            "received": len(mine),
+            "unique_client_ids": len({m.client_id for m in mine}),
+            "duplicate_attempts": self.duplicate_attempts,
+            "requests": self.requests,
+            "first_time": self.first_receive.get(token),
+            "last_time": self.last_receive.get(token),
+        }
+        if request.query_params.get("recipients"):
+            body["recipients"] = [m.to for m in mine]
+        return JSONResponse(body)
 
     async def _ctl_stop(self, request: Request) -> Response:
         body = await request.json()

@@ -142,7 +142,9 @@ async def _fetch_by(tx: aiosqlite.Connection, store_id: str, column: str, values
     ordered = sorted(values)
     for i in range(0, len(ordered), _IN_CHUNK):
         chunk = ordered[i : i + _IN_CHUNK]
-        sql = f"SELECT * FROM contacts WHERE store_id = ? AND {column} IN ({','.join('?' * len(chunk))})"
+        # `!= ''` lets SQLite use the partial indexes on email and phone (which leave out empty values).
+        marks = ",".join("?" * len(chunk))
+        sql = f"SELECT * FROM contacts WHERE store_id = ? AND {column} != '' AND {column} IN ({marks})"
         async with tx.execute(sql, (store_id, *chunk)) as cur:
             found.extend(contact_from_row(r) for r in await cur.fetchall())
     return found

@@ -70,7 +70,8 @@ class SqliteMessages:
             for m in messages:
                 if m.request_id:
                     async with tx.execute(
-                        "SELECT * FROM messages WHERE store_id = ? AND request_id = ?", (m.store_id, m.request_id)
+                        "SELECT * FROM messages WHERE store_id = ? AND request_id != '' AND request_id = ?",
+                        (m.store_id, m.request_id),
                     ) as cur:
                         row = await cur.fetchone()
                     if row is not None:
@@ -90,14 +91,15 @@ class SqliteMessages:
     async def find_by_provider_id(self, store_id: str, provider_id: str) -> Message | None:
         """The message Instasent knows by this id, or None."""
         row = await self._db.fetch_one(
-            "SELECT * FROM messages WHERE store_id = ? AND provider_id = ?", (store_id, provider_id)
+            "SELECT * FROM messages WHERE store_id = ? AND provider_id != '' AND provider_id = ?",
+            (store_id, provider_id),
         )
         return None if row is None else message_from_row(row)
 
     async def find_by_request(self, store_id: str, request_id: str) -> Message | None:
         """The message created by this request id, or None."""
         row = await self._db.fetch_one(
-            "SELECT * FROM messages WHERE store_id = ? AND request_id = ?", (store_id, request_id)
+            "SELECT * FROM messages WHERE store_id = ? AND request_id != '' AND request_id = ?", (store_id, request_id)
         )
         return None if row is None else message_from_row(row)
 
@@ -117,6 +119,8 @@ class SqliteMessages:
             if value is not None:
                 where.append(f"{column} = ?")
                 params.append(int(value) if isinstance(value, int) else value)
+        if query.contact_id:
+            where.append("contact_id != ''")  # lets the partial (store, contact) index serve the filter
         if query.since is not None:
             where.append("create_time >= ?")
             params.append(to_micros(query.since))
@@ -184,7 +188,10 @@ class SqliteMessages:
         until: datetime | None,
     ) -> int:
         """SENT or DELIVERED messages of a contact, through the (store, contact, status, time) index."""
-        sql = "SELECT COUNT(*) AS n FROM messages WHERE store_id = ? AND contact_id = ? AND status IN (2, 3)"
+        sql = (
+            "SELECT COUNT(*) AS n FROM messages"
+            " WHERE store_id = ? AND contact_id != '' AND contact_id = ? AND status IN (2, 3)"
+        )
         params: list[Any] = [store_id, contact_id]
         if since is not None:
             sql += " AND create_time >= ?"

@@ -207,7 +207,8 @@ class SqliteWorkflows:
     async def find_run_by_request(self, store_id: str, workflow_id: str, request_id: str) -> Run | None:
         """The run started by this request id."""
         row = await self._db.fetch_one(
-            "SELECT * FROM workflow_runs WHERE store_id = ? AND workflow_id = ? AND request_id = ?",
+            "SELECT * FROM workflow_runs WHERE store_id = ? AND workflow_id = ?"
+            " AND request_id != '' AND request_id = ?",
             (store_id, workflow_id, request_id),
         )
         return None if row is None else _run_from_row(row)

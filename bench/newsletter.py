@@ -1,0 +1,169 @@
+"""A newsletter to N contacts (half SUBSCRIBED) through the real API — an import, then a broadcast
+Send SMS workflow — to the fake Instasent; against a bare httpx blast of the same number of bulk
+requests to the same fake, in the same run.
+
+Goal (issue 5): ≥ 0.7 × the blast rate, exactly N/2 SMS received, zero duplicates, zero to ineligible.
+Usage: python -m bench.newsletter [N]   (default 200,000)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from collections.abc import AsyncIterator
+
+import grpc
+import httpx
+
+from bench._common import fake_instasent, fake_stats, report, server
+from smschannel.v1 import common_pb2 as common
+from smschannel.v1 import contacts_service_pb2 as cpb
+from smschannel.v1 import contacts_service_pb2_grpc as cpb_grpc
+from smschannel.v1 import sms_channel_service_pb2 as pb
+from smschannel.v1 import sms_channel_service_pb2_grpc as pb_grpc
+from smschannel.v1 import workflow_service_pb2 as wpb
+from smschannel.v1 import workflow_service_pb2_grpc as wpb_grpc
+
+TOKEN, BLAST_TOKEN = "bench-token", "blast-token"
+GOAL = 0.7
+CONCURRENCY = 8
+
+
+def phone(i: int) -> str:
+    return f"+346{i:08d}"
+
+
+async def setup(addr: str, key: str, count: int) -> tuple[str, str]:
+    """Import the contacts, create the content; returns (store key metadata ready) content name."""
+    md = (("authorization", f"Bearer {key}"),)
+    async with grpc.aio.insecure_channel(addr) as ch:
+        sms, contacts = pb_grpc.SmsChannelServiceStub(ch), cpb_grpc.ContactsServiceStub(ch)
+        await sms.UpdateSmsChannelConfig(
+            pb.UpdateSmsChannelConfigRequest(
+                sms_channel_config=pb.SmsChannelConfig(
+                    name="stores/bench/smsChannelConfig", api_token=TOKEN, default_country="ES", default_sender="Bench"
+                )
+            ),
+            metadata=md,
+        )
+
+        async def rows() -> AsyncIterator[cpb.ImportContactsRequest]:
+            for start in range(0, count, 1000):
+                batch = [
+                    cpb.Contact(
+                        email=f"c{i}@x.co",
+                        mobile_phone=phone(i),
+                        sms_subscription_status=common.SMS_SUBSCRIPTION_STATUS_SUBSCRIBED if i % 2 == 0 else 0,
+                    )
+                    for i in range(start, min(start + 1000, count))
+                ]
+                yield cpb.ImportContactsRequest(parent="stores/bench" if start == 0 else "", contacts=batch)
+
+        imported = await contacts.ImportContacts(rows(), metadata=md, timeout=3600)
+        assert imported.created_count == count, imported
+        text = await sms.CreateSmsContent(
+            pb.CreateSmsContentRequest(
+                parent="stores/bench",
+                sms_content=pb.SmsContent(display_name="News", text="Novedades de la semana {{unsubscribe}}"),
+            ),
+            metadata=md,
+        )
+        return text.name, key
+
+
+async def newsletter(addr: str, key: str, content: str, fake: str, expected: int) -> float:
+    """Activate the broadcast; SMS/s from activation to the last SMS at the fake."""
+    md = (("authorization", f"Bearer {key}"),)
+    async with grpc.aio.insecure_channel(addr) as ch:
+        workflows = wpb_grpc.WorkflowServiceStub(ch)
+        wf = await workflows.CreateWorkflow(
+            wpb.CreateWorkflowRequest(
+                parent="stores/bench",
+                workflow=wpb.Workflow(
+                    display_name="Newsletter",
+                    trigger=wpb.Trigger(broadcast=wpb.BroadcastTrigger()),
+                    nodes=[
+                        wpb.Node(
+                            id="send",
+                            send_sms=wpb.SendSmsNode(
+                                sms_content=content,
+                                recipient_mode=common.RECIPIENT_MODE_CONTACT,
+                                type=common.SMS_TYPE_NEWSLETTER,
+                            ),
+                        )
+                    ],
+                    start_node="send",
+                ),
+            ),
+            metadata=md,
+        )
+        start = time.time()
+        await workflows.ActivateWorkflow(wpb.ActivateWorkflowRequest(name=wf.name), metadata=md)
+    while True:
+        stats = await asyncio.to_thread(fake_stats, fake, TOKEN)
+        if stats["received"] >= expected or time.time() - start > 3600:
+            break
+        await asyncio.sleep(0.5)
+    await asyncio.sleep(2)  # anything extra (a duplicate) would arrive now
+    last = float(fake_stats(fake, TOKEN)["last_time"] or time.time())  # type: ignore[arg-type]
+    return expected / (last - start)
+
+
+async def blast(fake: str, count: int) -> float:
+    """SMS/s of `count` SMS in bulk requests of 100 straight to the fake, CONCURRENCY at a time."""
+    items = [
+        {"from": "Bench", "to": phone(i), "text": "Novedades {{unsubscribe}}", "clientId": f"b{i}"}
+        for i in range(count)
+    ]
+    chunks = [items[i : i + 100] for i in range(0, count, 100)]
+    limiter = asyncio.Semaphore(CONCURRENCY)
+    async with httpx.AsyncClient(timeout=30, headers={"Authorization": f"Bearer {BLAST_TOKEN}"}) as http:
+
+        async def post(chunk: list[dict[str, str]]) -> None:
+            async with limiter:
+                (await http.post(f"{fake}/sms/bulk", json=chunk)).raise_for_status()
+
+        start = time.perf_counter()
+        await asyncio.gather(*(post(c) for c in chunks))
+        return count / (time.perf_counter() - start)
+
+
+def main() -> None:
+    count = int(sys.argv[1]) if len(sys.argv) > 1 else 200_000
+    expected = (count + 1) // 2
+    with fake_instasent(TOKEN, BLAST_TOKEN) as fake, server(INSTASENT_BASE_URL=fake) as srv:
+        key = srv.create_store()
+        content, key = asyncio.run(setup(srv.addr, key, count))
+        rate = asyncio.run(newsletter(srv.addr, key, content, fake, expected))
+        baseline = asyncio.run(blast(fake, expected))
+        stats = fake_stats(fake, TOKEN, recipients=True)
+        rss = srv.peak_rss_mb()
+    recipients = stats["recipients"]
+    assert isinstance(recipients, list)
+    eligible = {phone(i) for i in range(0, count, 2)}
+    ineligible = sum(1 for r in recipients if r not in eligible)
+    duplicates = len(recipients) - len(set(recipients))
+    print(
+        f"newsletter to {count} contacts: {stats['received']} SMS at Instasent, {duplicates} duplicates,"
+        f" {ineligible} to ineligible contacts; {rate:,.0f} SMS/s vs bare bulk blast {baseline:,.0f} SMS/s"
+    )
+    report(
+        {
+            "bench": "newsletter",
+            "contacts": count,
+            "received": stats["received"],
+            "expected": expected,
+            "duplicates": duplicates,
+            "ineligible": ineligible,
+            "rate": round(rate),
+            "baseline": round(baseline),
+            "ratio": round(rate / baseline, 3),
+            "goal": GOAL,
+            "rss_mb": rss,
+        }
+    )
+
+
+if __name__ == "__main__":
+    main()
