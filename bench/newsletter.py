@@ -106,7 +106,10 @@ async def newsletter(addr: str, key: str, content: str, fake: str, expected: int
             break
         await asyncio.sleep(0.5)
     await asyncio.sleep(2)  # anything extra (a duplicate) would arrive now
-    last = float(fake_stats(fake, TOKEN)["last_time"] or time.time())  # type: ignore[arg-type]
+    stats = fake_stats(fake, TOKEN)
+    last = float(stats["last_time"] or time.time())  # type: ignore[arg-type]
+    first = float(stats["first_time"] or last)  # type: ignore[arg-type]
+    print(f"first SMS at Instasent {first - start:.2f}s after activation, last {last - start:.2f}s")
     return expected / (last - start)
 
 

@@ -75,13 +75,21 @@ class Dispatcher:
         limiter = asyncio.Semaphore(self.concurrency)
         pending: set[asyncio.Task[None]] = set()
         while not self._stopping:
+            room = (self.concurrency - len(pending)) * MAX_BULK
             try:
-                due = [m for m in await self.storage.messages.due(self.clock(), 2000) if m.id not in self._in_flight]
+                due = await self.storage.messages.due(self.clock(), room + len(self._in_flight))
             except Exception:
                 log.exception("outbox: cannot read due messages")
                 due = []
+            due = [m for m in due if m.id not in self._in_flight]
             if not due:
-                await self._sleep_until_due()
+                if pending:  # what is due is already in flight: wait for a request to finish, or new work
+                    self.wakeup.clear()
+                    woken = asyncio.ensure_future(self.wakeup.wait())
+                    await asyncio.wait({*pending, woken}, return_when=asyncio.FIRST_COMPLETED)
+                    woken.cancel()
+                else:
+                    await self._sleep_until_due()
                 continue
             by_store: dict[str, list[Message]] = defaultdict(list)
             for m in due:

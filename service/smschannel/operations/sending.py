@@ -7,10 +7,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from ..domain.channel import validate_sender
+from ..domain.channel import ChannelConfig, validate_sender
 from ..domain.contacts import Contact
 from ..domain.enums import MessageStatus, RecipientMode, SmsType
-from ..domain.messages import Message
+from ..domain.messages import Message, SmsContent
 from ..domain.phones import normalize_phone
 from ..domain.sending import VariableSource, check_mappings, render_for, skip_reason
 from ..errors import DomainError, FailedPrecondition, InvalidArgument, NotFound, Violation
@@ -47,6 +47,15 @@ class SendRequest:
 
 
 @dataclass
+class _Lookups:
+    """What a batch of sends reads once: contents, channel configs, mappings already checked."""
+
+    contents: dict[tuple[str, str], SmsContent | None] = field(default_factory=dict)
+    configs: dict[str, ChannelConfig] = field(default_factory=dict)
+    checked: set[tuple[object, ...]] = field(default_factory=set)
+
+
+@dataclass
 class Sender:
     """Turns send requests into logged messages; QUEUED ones wake the dispatcher."""
 
@@ -70,9 +79,10 @@ class Sender:
     async def send_many(self, requests: list[SendRequest]) -> list[Message | DomainError]:
         """Many sends in one transaction (workflow rounds): each its message, or why it was refused."""
         prepared: list[Message | DomainError] = []
+        lookups = _Lookups()
         for req in requests:
             try:
-                prepared.append(await self.prepare(req))
+                prepared.append(await self.prepare(req, lookups))
             except DomainError as e:
                 prepared.append(e)
         stored = iter(await self._store([m for m in prepared if isinstance(m, Message)]))
@@ -84,25 +94,37 @@ class Sender:
             self.wakeup.set()
         return stored
 
-    async def prepare(self, req: SendRequest) -> Message:
+    async def prepare(self, req: SendRequest, lookups: _Lookups | None = None) -> Message:
         """The message a request makes, not yet stored: validated, eligibility decided, rendered."""
-        content = await self.storage.sms_contents.get(req.store_id, req.content_id)
+        lookups = lookups or _Lookups()
+        key = (req.store_id, req.content_id)
+        if key not in lookups.contents:
+            lookups.contents[key] = await self.storage.sms_contents.get(*key)
+        content = lookups.contents[key]
         if content is None:
             raise NotFound(f"stores/{req.store_id}/smsContents/{req.content_id}")
         if req.type is SmsType.UNSPECIFIED:
             raise InvalidArgument("type", "required: TRANSACTIONAL or NEWSLETTER")
         mode = RecipientMode.CONTACT if req.contact_id else RecipientMode.ALERT
-        violations = check_mappings(
-            "variables",
-            content.text,
-            req.mappings,
-            req.type,
-            events=req.event is not None,
-            contact=mode is RecipientMode.CONTACT or req.contact is not None,
+        checked = (req.store_id, req.content_id, req.type, id(req.mappings), mode, req.event is not None)
+        violations = (
+            []
+            if checked in lookups.checked
+            else check_mappings(
+                "variables",
+                content.text,
+                req.mappings,
+                req.type,
+                events=req.event is not None,
+                contact=mode is RecipientMode.CONTACT or req.contact is not None,
+            )
         )
         if violations:
             raise InvalidArgument.of(violations)
-        config = await self.channel.get(req.store_id)
+        lookups.checked.add(checked)
+        if req.store_id not in lookups.configs:
+            lookups.configs[req.store_id] = await self.channel.get(req.store_id)
+        config = lookups.configs[req.store_id]
         sender = req.sender.strip() or config.default_sender
         if not sender:
             raise InvalidArgument("sender", "required: name a sender or set smsChannelConfig.default_sender")

@@ -65,20 +65,34 @@ class SqliteMessages:
     async def add(self, messages: Sequence[Message]) -> list[Message]:
         """Store new messages; a message whose request id is known is not stored and the first one
         with that id is returned in its place."""
-        stored: list[Message] = []
         async with self._db.transaction() as tx:
+            first: dict[tuple[str, str], Message] = {}
+            by_store: dict[str, list[str]] = {}
             for m in messages:
                 if m.request_id:
-                    async with tx.execute(
-                        "SELECT * FROM messages WHERE store_id = ? AND request_id != '' AND request_id = ?",
-                        (m.store_id, m.request_id),
-                    ) as cur:
-                        row = await cur.fetchone()
-                    if row is not None:
-                        stored.append(message_from_row(row))
-                        continue
+                    by_store.setdefault(m.store_id, []).append(m.request_id)
+            for store_id, request_ids in by_store.items():
+                for i in range(0, len(request_ids), 500):
+                    chunk = request_ids[i : i + 500]
+                    sql = (
+                        "SELECT * FROM messages WHERE store_id = ? AND request_id != ''"
+                        f" AND request_id IN ({','.join('?' * len(chunk))})"
+                    )
+                    async with tx.execute(sql, (store_id, *chunk)) as cur:
+                        for row in await cur.fetchall():
+                            found = message_from_row(row)
+                            first[(found.store_id, found.request_id)] = found
+            stored: list[Message] = []
+            new: list[Message] = []
+            for m in messages:
+                key = (m.store_id, m.request_id)
+                if m.request_id and key in first:
+                    stored.append(first[key])
+                    continue
+                if m.request_id:
+                    first[key] = m  # the same id twice in one batch: the second is the first
                 stored.append(m)
-            new = [m for m, s in zip(messages, stored, strict=True) if m is s]
+                new.append(m)
             if new:
                 await tx.executemany(_INSERT_MESSAGE, [_message_params(m) for m in new])
         return stored
@@ -149,15 +163,30 @@ class SqliteMessages:
     async def update(self, updates: Sequence[MessageUpdate]) -> list[bool]:
         """Apply status changes, each only from a status it expects, with the activities of those that
         changed, atomically. Returns which changed: an update whose message moved on is dropped."""
-        changed: list[bool] = []
-        activities: list[Activity] = []
+        if not updates:
+            return []
         async with self._db.transaction() as tx:
+            # Read the current statuses once (the write lock holds them still), then write in bulk.
+            current: dict[tuple[str, str], int] = {}
+            keys = sorted({(u.store_id, u.message_id) for u in updates})
+            for i in range(0, len(keys), 400):
+                chunk = keys[i : i + 400]
+                terms = " OR ".join("(store_id = ? AND id = ?)" for _ in chunk)
+                async with tx.execute(
+                    f"SELECT store_id, id, status FROM messages WHERE {terms}", [v for k in chunk for v in k]
+                ) as cur:
+                    current.update(((r[0], r[1]), r[2]) for r in await cur.fetchall())
+            changed: list[bool] = []
+            rows: list[tuple[Any, ...]] = []
+            activities: list[Activity] = []
             for u in updates:
-                cur = await tx.execute(
-                    "UPDATE messages SET status = ?, status_reason = ?, provider_id = COALESCE(?, provider_id),"
-                    " send_time = COALESCE(?, send_time), delivery_time = COALESCE(?, delivery_time),"
-                    " attempts = attempts + ?, next_attempt_time = ?, update_time = ?"
-                    f" WHERE store_id = ? AND id = ? AND status IN ({','.join('?' * len(u.expect))})",
+                key = (u.store_id, u.message_id)
+                ok = key in current and current[key] in {int(s) for s in u.expect}
+                changed.append(ok)
+                if not ok:
+                    continue
+                current[key] = int(u.status)  # a later update of the same message sees this one
+                rows.append(
                     (
                         int(u.status),
                         u.reason,
@@ -169,12 +198,16 @@ class SqliteMessages:
                         to_micros(u.time),
                         u.store_id,
                         u.message_id,
-                        *(int(s) for s in u.expect),
-                    ),
+                    )
                 )
-                changed.append(cur.rowcount == 1)
-                if cur.rowcount == 1 and u.activity is not None:
+                if u.activity is not None:
                     activities.append(u.activity)
+            await tx.executemany(
+                "UPDATE messages SET status = ?, status_reason = ?, provider_id = COALESCE(?, provider_id),"
+                " send_time = COALESCE(?, send_time), delivery_time = COALESCE(?, delivery_time),"
+                " attempts = attempts + ?, next_attempt_time = ?, update_time = ? WHERE store_id = ? AND id = ?",
+                rows,
+            )
             await insert_activities(tx, activities)
         return changed
 

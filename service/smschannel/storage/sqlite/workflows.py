@@ -261,11 +261,22 @@ class SqliteWorkflows:
     async def save_round(self, updates: Sequence[RunUpdate]) -> None:
         """Each run's new position and the steps it took, in one transaction. A run paused meanwhile
         keeps its old position: it takes the step again on re-activation (sends are idempotent)."""
+        if not updates:
+            return
         async with self._db.transaction() as tx:
-            for u in updates:
-                cur = await tx.execute(
-                    "UPDATE workflow_runs SET state = ?, current_node = ?, wake_time = ?, step_count = ?,"
-                    " update_time = ? WHERE store_id = ? AND workflow_id = ? AND id = ? AND state IN (1, 2)",
+            paused: set[tuple[str, str, str]] = set()
+            keys = [(u.run.store_id, u.run.workflow_id, u.run.id) for u in updates]
+            for i in range(0, len(keys), 300):
+                chunk = keys[i : i + 300]
+                terms = " OR ".join("(store_id = ? AND workflow_id = ? AND id = ?)" for _ in chunk)
+                sql = f"SELECT store_id, workflow_id, id FROM workflow_runs WHERE state NOT IN (1, 2) AND ({terms})"
+                async with tx.execute(sql, [v for key in chunk for v in key]) as cur:
+                    paused.update((r[0], r[1], r[2]) for r in await cur.fetchall())
+            moving = [u for u, key in zip(updates, keys, strict=True) if key not in paused]
+            await tx.executemany(
+                "UPDATE workflow_runs SET state = ?, current_node = ?, wake_time = ?, step_count = ?, update_time = ?"
+                " WHERE store_id = ? AND workflow_id = ? AND id = ?",
+                [
                     (
                         int(u.run.state),
                         u.run.current_node,
@@ -275,22 +286,16 @@ class SqliteWorkflows:
                         u.run.store_id,
                         u.run.workflow_id,
                         u.run.id,
-                    ),
-                )
-                if cur.rowcount and u.steps:
-                    await tx.executemany(
-                        "INSERT INTO workflow_run_steps (store_id, workflow_id, run_id, node, time, outcome,"
-                        " message_id) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                        [
-                            (
-                                u.run.store_id,
-                                u.run.workflow_id,
-                                u.run.id,
-                                s.node,
-                                to_micros(s.time),
-                                s.outcome,
-                                s.message_id,
-                            )
-                            for s in u.steps
-                        ],
                     )
+                    for u in moving
+                ],
+            )
+            await tx.executemany(
+                "INSERT INTO workflow_run_steps (store_id, workflow_id, run_id, node, time, outcome, message_id)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (u.run.store_id, u.run.workflow_id, u.run.id, s.node, to_micros(s.time), s.outcome, s.message_id)
+                    for u in moving
+                    for s in u.steps
+                ],
+            )
