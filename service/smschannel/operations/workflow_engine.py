@@ -42,7 +42,7 @@ __all__ = ["WorkflowEngine"]
 
 log = logging.getLogger("smschannel.workflows")
 
-ROUND = 500  # runs per round
+ROUND = 300  # runs per round
 BROADCAST_BATCH = 1000  # contacts turned into runs per transaction
 MAX_STEPS = 1000  # a run that takes more steps than this is failed (a runaway loop)
 
@@ -154,7 +154,9 @@ class WorkflowEngine:
                 workflows[key] = await self.storage.workflows.get(*key)
         updates: list[RunUpdate] = []
         sends: list[tuple[Run, SendSmsStep, SendRequest]] = []
-        for run in runs:
+        for n, run in enumerate(runs):
+            if n % 50 == 49:
+                await asyncio.sleep(0)  # keep the loop responsive to other RPCs during big rounds
             wf = workflows[(run.store_id, run.workflow_id)]
             node = wf.node(run.current_node) if wf else None
             if wf is None or node is None or run.step_count >= MAX_STEPS:
