@@ -58,7 +58,7 @@ class Server:
 
 
 @contextmanager
-def server(**env: str) -> Iterator[Server]:
+def server(command: str = "server", **env: str) -> Iterator[Server]:
     """Start a server on a fresh SQLite file; stop it (SIGTERM) at the end."""
     with tempfile.TemporaryDirectory() as tmp:
         addr = f"127.0.0.1:{free_port()}"
@@ -72,7 +72,7 @@ def server(**env: str) -> Iterator[Server]:
             "SMSCHANNEL_LOG_LEVEL": "WARNING",
             **env,
         }
-        proc = subprocess.Popen([sys.executable, "-m", "smschannel", "server"], env=full)
+        proc = subprocess.Popen([sys.executable, "-m", "smschannel", command], env=full)
         try:
             deadline = time.monotonic() + 30
             while time.monotonic() < deadline:
@@ -116,9 +116,9 @@ def fake_instasent(*tokens: str) -> Iterator[str]:
         proc.wait(timeout=30)
 
 
-def fake_stats(url: str, token: str, recipients: bool = False) -> dict[str, object]:
-    """The fake's counts for a token."""
-    query = f"?token={token}" + ("&recipients=1" if recipients else "")
+def fake_stats(url: str, token: str, recipients: bool = False, ids: bool = False) -> dict[str, object]:
+    """The fake's counts for a token (with its recipients, or its SMS ids and clientIds)."""
+    query = f"?token={token}" + ("&recipients=1" if recipients else "") + ("&ids=1" if ids else "")
     with urllib.request.urlopen(f"{url}/_fake/stats{query}", timeout=60) as resp:
         stats: dict[str, object] = json.loads(resp.read())
     return stats

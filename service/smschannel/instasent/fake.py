@@ -392,6 +392,8 @@ class FakeInstasent:
         }
         if request.query_params.get("recipients"):
             body["recipients"] = [m.to for m in mine]
+        if request.query_params.get("ids"):
+            body["ids"] = [[m.id, m.client_id] for m in mine]
         return JSONResponse(body)
 
     async def _ctl_stop(self, request: Request) -> Response:
