@@ -11,7 +11,6 @@ also flags the channel's token as invalid.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 from collections import defaultdict
@@ -23,6 +22,7 @@ from ..domain.enums import ActivityType, MessageStatus, SmsEncoding
 from ..domain.messages import Message, message_activity
 from ..instasent.client import MAX_BULK, Accepted, InstasentClient, ProviderError, Refused, SmsItem
 from ..storage import MessageUpdate, Storage
+from .background import nap, stop_task
 from .channel import ChannelOps
 from .sending import NO_TOKEN
 
@@ -63,13 +63,7 @@ class Dispatcher:
         """Let the requests in flight finish (within `grace`), then stop. Unsent messages stay QUEUED."""
         self._stopping = True
         self.wakeup.set()
-        if self._task is not None:
-            try:
-                await asyncio.wait_for(asyncio.shield(self._task), grace)
-            except TimeoutError:
-                self._task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await self._task
+        await stop_task(self._task, grace)
 
     async def _run(self) -> None:
         limiter = asyncio.Semaphore(self.concurrency)
@@ -109,13 +103,7 @@ class Dispatcher:
             await asyncio.wait(pending)
 
     async def _sleep_until_due(self) -> None:
-        self.wakeup.clear()
-        next_due = await self.storage.messages.next_due()
-        timeout = 5.0
-        if next_due is not None:
-            timeout = min(timeout, max(0.01, (next_due - self.clock()).total_seconds()))
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.wakeup.wait(), timeout)
+        await nap(self.wakeup, await self.storage.messages.next_due(), self.clock(), 5.0)
 
     async def _send(self, store_id: str, chunk: list[Message], limiter: asyncio.Semaphore) -> None:
         try:

@@ -11,7 +11,6 @@ their cursor saved alongside, so they run in bounded memory and survive restarts
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -35,6 +34,7 @@ from ..domain.workflows import (
 )
 from ..errors import DomainError
 from ..storage import RunUpdate, Storage
+from .background import nap, stop_task
 from .contacts import ContactOps, contact_query
 from .sending import Sender, SendRequest
 
@@ -71,13 +71,7 @@ class WorkflowEngine:
         """Finish the round in progress (within `grace`); runs resume from the database."""
         self._stopping = True
         self.wakeup.set()
-        if self._task is not None:
-            try:
-                await asyncio.wait_for(asyncio.shield(self._task), grace)
-            except TimeoutError:
-                self._task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await self._task
+        await stop_task(self._task, grace)
 
     async def _loop(self) -> None:
         while not self._stopping:
@@ -93,13 +87,7 @@ class WorkflowEngine:
                 await asyncio.sleep(0)  # let RPCs in between rounds
 
     async def _sleep(self) -> None:
-        self.wakeup.clear()
-        wake = await self.storage.workflows.next_wake()
-        timeout = 1.0
-        if wake is not None:
-            timeout = min(timeout, max(0.01, (wake - self.clock()).total_seconds()))
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.wakeup.wait(), timeout)
+        await nap(self.wakeup, await self.storage.workflows.next_wake(), self.clock(), 1.0)
 
     # -- starting runs -----------------------------------------------------------------------
 

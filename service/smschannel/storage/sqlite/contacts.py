@@ -12,7 +12,7 @@ import aiosqlite
 
 from ...domain.contacts import Activity, Contact, CustomValue
 from ...domain.enums import ActivitySource, ActivityType, MobilePhoneStatus, SmsSubscriptionStatus
-from ...errors import Aborted, AlreadyExists, DomainError, NotFound
+from ...errors import AlreadyExists, DomainError
 from .. import Applied, ContactKey, ContactQuery, Mutation, Outcome
 from .db import Database, Row, from_micros, to_micros
 
@@ -262,17 +262,7 @@ class SqliteContacts:
     async def delete(self, store_id: str, contact_id: str, etag: str) -> None:
         """Delete a contact and its activities."""
         name = f"stores/{store_id}/contacts/{contact_id}"
-        async with self._db.transaction() as tx:
-            async with tx.execute(
-                "SELECT version FROM contacts WHERE store_id = ? AND id = ?", (store_id, contact_id)
-            ) as cur:
-                row = await cur.fetchone()
-            if row is None:
-                raise NotFound(name)
-            if etag and etag != f'W/"{row["version"]}"':
-                raise Aborted(f"{name} changed since etag {etag}; get it again")
-            await tx.execute("DELETE FROM activities WHERE store_id = ? AND contact_id = ?", (store_id, contact_id))
-            await tx.execute("DELETE FROM contacts WHERE store_id = ? AND id = ?", (store_id, contact_id))
+        await self._db.delete_checked("contacts", store_id, contact_id, etag, name, "activities.contact_id")
 
     async def list_activities(
         self, store_id: str, contact_id: str, types: set[ActivityType] | None, before: int | None, limit: int

@@ -20,6 +20,8 @@ from typing import Any
 
 import aiosqlite
 
+from ...errors import Aborted, AlreadyExists, NotFound
+
 __all__ = ["Database", "from_micros", "to_micros"]
 
 log = logging.getLogger(__name__)
@@ -82,6 +84,33 @@ class Database:
                 raise
             else:
                 await self._writer.commit()
+
+    async def insert_new(self, sql: str, params: Iterable[Any], resource: str) -> None:
+        """One INSERT in its own transaction; AlreadyExists(resource) when a unique key is taken."""
+        try:
+            async with self.transaction() as tx:
+                await tx.execute(sql, tuple(params))
+        except sqlite3.IntegrityError as e:
+            raise AlreadyExists(resource) from e
+
+    async def delete_checked(
+        self, table: str, store_id: str, row_id: str, etag: str, resource: str, *children: str
+    ) -> None:
+        """Delete a versioned row, and the rows of `children` ("table.column" naming its id), if it
+        exists (else NotFound) and `etag`, when set, is current (else Aborted)."""
+        async with self.transaction() as tx:
+            async with tx.execute(
+                f"SELECT version FROM {table} WHERE store_id = ? AND id = ?", (store_id, row_id)
+            ) as cur:
+                row = await cur.fetchone()
+            if row is None:
+                raise NotFound(resource)
+            if etag and etag != f'W/"{row["version"]}"':
+                raise Aborted(f"{resource} changed since etag {etag}; get it again")
+            for child in children:
+                child_table, column = child.split(".")
+                await tx.execute(f"DELETE FROM {child_table} WHERE store_id = ? AND {column} = ?", (store_id, row_id))
+            await tx.execute(f"DELETE FROM {table} WHERE store_id = ? AND id = ?", (store_id, row_id))
 
     async def fetch_one(self, sql: str, params: Iterable[Any] = ()) -> Row | None:
         """One row by key, read inline on the event loop.

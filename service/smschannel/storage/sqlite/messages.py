@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Sequence
 from dataclasses import fields
 from datetime import datetime
@@ -11,7 +10,7 @@ from typing import Any
 from ...domain.contacts import Activity
 from ...domain.enums import MessageStatus, RecipientMode, SmsEncoding, SmsType
 from ...domain.messages import Message, SmsContent
-from ...errors import Aborted, AlreadyExists, NotFound
+from ...errors import Aborted
 from .. import MessageQuery, MessageUpdate
 from .contacts import insert_activities
 from .db import Database, Row, from_micros, to_micros
@@ -280,23 +279,20 @@ class SqliteSmsContents:
 
     async def create(self, content: SmsContent) -> None:
         """Store a new content; AlreadyExists if the id is taken."""
-        try:
-            async with self._db.transaction() as tx:
-                await tx.execute(
-                    "INSERT INTO sms_contents (store_id, id, display_name, text, create_time, update_time, version)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        content.store_id,
-                        content.id,
-                        content.display_name,
-                        content.text,
-                        to_micros(content.create_time),
-                        to_micros(content.update_time),
-                        content.version,
-                    ),
-                )
-        except sqlite3.IntegrityError as e:
-            raise AlreadyExists(f"stores/{content.store_id}/smsContents/{content.id}") from e
+        await self._db.insert_new(
+            "INSERT INTO sms_contents (store_id, id, display_name, text, create_time, update_time, version)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (
+                content.store_id,
+                content.id,
+                content.display_name,
+                content.text,
+                to_micros(content.create_time),
+                to_micros(content.update_time),
+                content.version,
+            ),
+            f"stores/{content.store_id}/smsContents/{content.id}",
+        )
 
     async def get(self, store_id: str, content_id: str) -> SmsContent | None:
         """The content, or None."""
@@ -334,13 +330,4 @@ class SqliteSmsContents:
     async def delete(self, store_id: str, content_id: str, etag: str) -> None:
         """Delete a content (messages keep their copy of the text)."""
         name = f"stores/{store_id}/smsContents/{content_id}"
-        async with self._db.transaction() as tx:
-            async with tx.execute(
-                "SELECT version FROM sms_contents WHERE store_id = ? AND id = ?", (store_id, content_id)
-            ) as cur:
-                row = await cur.fetchone()
-            if row is None:
-                raise NotFound(name)
-            if etag and etag != f'W/"{row["version"]}"':
-                raise Aborted(f"{name} changed since etag {etag}; get it again")
-            await tx.execute("DELETE FROM sms_contents WHERE store_id = ? AND id = ?", (store_id, content_id))
+        await self._db.delete_checked("sms_contents", store_id, content_id, etag, name)

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
 from ...domain.workflows import Run, RunState, RunStep, Workflow, WorkflowState, graph_from_json, graph_to_json
-from ...errors import Aborted, AlreadyExists, NotFound
+from ...errors import Aborted
 from .. import RunUpdate
 from .db import Database, Row, from_micros, to_micros
 
@@ -84,26 +83,23 @@ class SqliteWorkflows:
 
     async def create(self, wf: Workflow) -> None:
         """Store a new workflow; AlreadyExists if the id is taken."""
-        try:
-            async with self._db.transaction() as tx:
-                await tx.execute(
-                    "INSERT INTO workflows (store_id, id, display_name, state, trigger_kind, event_name, graph,"
-                    " create_time, update_time, version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        wf.store_id,
-                        wf.id,
-                        wf.display_name,
-                        int(wf.state),
-                        wf.trigger.kind,
-                        wf.trigger.event_name,
-                        _graph(wf),
-                        to_micros(wf.create_time),
-                        to_micros(wf.update_time),
-                        wf.version,
-                    ),
-                )
-        except sqlite3.IntegrityError as e:
-            raise AlreadyExists(f"stores/{wf.store_id}/workflows/{wf.id}") from e
+        await self._db.insert_new(
+            "INSERT INTO workflows (store_id, id, display_name, state, trigger_kind, event_name, graph,"
+            " create_time, update_time, version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                wf.store_id,
+                wf.id,
+                wf.display_name,
+                int(wf.state),
+                wf.trigger.kind,
+                wf.trigger.event_name,
+                _graph(wf),
+                to_micros(wf.create_time),
+                to_micros(wf.update_time),
+                wf.version,
+            ),
+            f"stores/{wf.store_id}/workflows/{wf.id}",
+        )
 
     async def get(self, store_id: str, workflow_id: str) -> Workflow | None:
         """The workflow, or None."""
@@ -159,18 +155,8 @@ class SqliteWorkflows:
     async def delete(self, store_id: str, workflow_id: str, etag: str) -> None:
         """Delete a workflow with its runs (messages stay in the log)."""
         name = f"stores/{store_id}/workflows/{workflow_id}"
-        async with self._db.transaction() as tx:
-            async with tx.execute(
-                "SELECT version FROM workflows WHERE store_id = ? AND id = ?", (store_id, workflow_id)
-            ) as cur:
-                row = await cur.fetchone()
-            if row is None:
-                raise NotFound(name)
-            if etag and etag != f'W/"{row["version"]}"':
-                raise Aborted(f"{name} changed since etag {etag}; get it again")
-            for table in ("workflow_run_steps", "workflow_runs"):
-                await tx.execute(f"DELETE FROM {table} WHERE store_id = ? AND workflow_id = ?", (store_id, workflow_id))
-            await tx.execute("DELETE FROM workflows WHERE store_id = ? AND id = ?", (store_id, workflow_id))
+        children = ("workflow_run_steps.workflow_id", "workflow_runs.workflow_id")
+        await self._db.delete_checked("workflows", store_id, workflow_id, etag, name, *children)
 
     async def active_for(self, store_id: str, trigger_kind: str, event_name: str = "") -> list[Workflow]:
         """ACTIVE workflows of a store with this trigger."""
