@@ -15,8 +15,7 @@ import time
 import grpc
 
 from bench._common import fake_instasent, fake_stats, report, server
-from bench.newsletter import TOKEN, setup
-from smschannel.v1 import common_pb2 as common
+from bench.newsletter import TOKEN, create_broadcast, setup
 from smschannel.v1 import contacts_service_pb2 as cpb
 from smschannel.v1 import contacts_service_pb2_grpc as cpb_grpc
 from smschannel.v1 import workflow_service_pb2 as wpb
@@ -61,27 +60,7 @@ async def measure(addr: str, key: str, content: str, count: int, fake: str) -> d
         stop.set()
         idle = await idle_task
 
-        wf = await workflows.CreateWorkflow(
-            wpb.CreateWorkflowRequest(
-                parent="stores/bench",
-                workflow=wpb.Workflow(
-                    display_name="Broadcast",
-                    trigger=wpb.Trigger(broadcast=wpb.BroadcastTrigger()),
-                    nodes=[
-                        wpb.Node(
-                            id="send",
-                            send_sms=wpb.SendSmsNode(
-                                sms_content=content,
-                                recipient_mode=common.RECIPIENT_MODE_CONTACT,
-                                type=common.SMS_TYPE_NEWSLETTER,
-                            ),
-                        )
-                    ],
-                    start_node="send",
-                ),
-            ),
-            metadata=md,
-        )
+        wf = await create_broadcast(workflows, md, content)
         stop = asyncio.Event()
         busy_task = asyncio.ensure_future(latencies(contacts, md, names, stop))
         start = time.perf_counter()

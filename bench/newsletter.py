@@ -72,32 +72,31 @@ async def setup(addr: str, key: str, count: int) -> tuple[str, str]:
         return text.name, key
 
 
+async def create_broadcast(workflows: wpb_grpc.WorkflowServiceStub, md: tuple, content: str) -> wpb.Workflow:
+    """A broadcast newsletter workflow over every contact (DRAFT, not yet activated)."""
+    send = wpb.SendSmsNode(
+        sms_content=content, recipient_mode=common.RECIPIENT_MODE_CONTACT, type=common.SMS_TYPE_NEWSLETTER
+    )
+    return await workflows.CreateWorkflow(
+        wpb.CreateWorkflowRequest(
+            parent="stores/bench",
+            workflow=wpb.Workflow(
+                display_name="Newsletter",
+                trigger=wpb.Trigger(broadcast=wpb.BroadcastTrigger()),
+                nodes=[wpb.Node(id="send", send_sms=send)],
+                start_node="send",
+            ),
+        ),
+        metadata=md,
+    )
+
+
 async def newsletter(addr: str, key: str, content: str, fake: str, expected: int) -> float:
     """Activate the broadcast; SMS/s from activation to the last SMS at the fake."""
     md = (("authorization", f"Bearer {key}"),)
     async with grpc.aio.insecure_channel(addr) as ch:
         workflows = wpb_grpc.WorkflowServiceStub(ch)
-        wf = await workflows.CreateWorkflow(
-            wpb.CreateWorkflowRequest(
-                parent="stores/bench",
-                workflow=wpb.Workflow(
-                    display_name="Newsletter",
-                    trigger=wpb.Trigger(broadcast=wpb.BroadcastTrigger()),
-                    nodes=[
-                        wpb.Node(
-                            id="send",
-                            send_sms=wpb.SendSmsNode(
-                                sms_content=content,
-                                recipient_mode=common.RECIPIENT_MODE_CONTACT,
-                                type=common.SMS_TYPE_NEWSLETTER,
-                            ),
-                        )
-                    ],
-                    start_node="send",
-                ),
-            ),
-            metadata=md,
-        )
+        wf = await create_broadcast(workflows, md, content)
         start = time.time()
         await workflows.ActivateWorkflow(wpb.ActivateWorkflowRequest(name=wf.name), metadata=md)
     while True:
