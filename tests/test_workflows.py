@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import grpc
 import pytest
@@ -12,12 +14,18 @@ from google.rpc import error_details_pb2
 
 from smschannel.domain.workflows import Comparison, ReceivedSmsStep, compare_count, received_window
 from smschannel.instasent.fake import FakeInstasent
+from smschannel.server import App
 from smschannel.v1 import common_pb2 as common
 from smschannel.v1 import contacts_service_pb2 as cpb
+from smschannel.v1 import (
+    contacts_service_pb2_grpc,
+    sms_channel_service_pb2_grpc,
+    workflow_service_pb2_grpc,
+)
 from smschannel.v1 import sms_channel_service_pb2 as pb
 from smschannel.v1 import workflow_service_pb2 as wpb
 
-from .conftest import StoreCtx, Stubs, eventually
+from .conftest import StoreCtx, Stubs, create_store, eventually, make_config
 from .rpc_errors import status_of
 from .test_sending import content, literal, send, until_status
 
@@ -178,6 +186,12 @@ async def test_received_sms_routes_on_what_was_received(stubs: Stubs, sending_st
         m = await send(stubs, sending_store, sms_content=promo.name, contact=c.name)
         await until_status(stubs, sending_store, m.name, common.MESSAGE_STATUS_SENT)
     yes_no = {"yes_next": "yes", "no_next": "no"}
+    now = datetime.now(UTC)
+    around_now, before_now = wpb.TimeRange(), wpb.TimeRange()
+    around_now.start_time.FromDatetime(now - timedelta(hours=1))
+    around_now.end_time.FromDatetime(now + timedelta(hours=1))
+    before_now.start_time.FromDatetime(now - timedelta(days=2))
+    before_now.end_time.FromDatetime(now - timedelta(minutes=1))  # ends before the sends: they do not count
     cases = {
         "at-least-2": wpb.ReceivedSmsNode(
             sms_content=promo.name, comparison=wpb.COUNT_COMPARISON_AT_LEAST, count=2, **yes_no
@@ -189,6 +203,8 @@ async def test_received_sms_routes_on_what_was_received(stubs: Stubs, sending_st
         "newsletter": wpb.ReceivedSmsNode(type=common.SMS_TYPE_NEWSLETTER, **yes_no),
         "last-hour": wpb.ReceivedSmsNode(relative_window=duration_pb2.Duration(seconds=3600), count=2, **yes_no),
         "at-most-0": wpb.ReceivedSmsNode(comparison=wpb.COUNT_COMPARISON_AT_MOST, count=0, **yes_no),
+        "in-range": wpb.ReceivedSmsNode(absolute_range=around_now, count=2, **yes_no),
+        "range-ended": wpb.ReceivedSmsNode(absolute_range=before_now, **yes_no),
     }
     expected = {
         "at-least-2": "yes",
@@ -197,6 +213,8 @@ async def test_received_sms_routes_on_what_was_received(stubs: Stubs, sending_st
         "newsletter": "no",
         "last-hour": "yes",
         "at-most-0": "no",
+        "in-range": "yes",
+        "range-ended": "no",
     }
     for label, node in cases.items():
         wf = await create_workflow(
@@ -209,6 +227,25 @@ async def test_received_sms_routes_on_what_was_received(stubs: Stubs, sending_st
         (run_name,) = await trigger(stubs, sending_store, f"check-{label}", c)
         run = await run_state(stubs, sending_store, run_name, wpb.WORKFLOW_RUN_STATE_COMPLETED)
         assert run.steps[-1].node == expected[label], label
+
+
+async def test_skipped_and_failed_messages_do_not_count_as_received(stubs: Stubs, sending_store: StoreCtx) -> None:
+    c = await contact(stubs, sending_store, "612 500 009")  # NONE: a newsletter to her is SKIPPED
+    promo = await content(stubs, sending_store, "Promo {{unsubscribe}}")
+    for _ in range(2):
+        m = await send(stubs, sending_store, sms_content=promo.name, contact=c.name, type=common.SMS_TYPE_NEWSLETTER)
+        assert m.status == common.MESSAGE_STATUS_SKIPPED
+    wf = await create_workflow(
+        stubs,
+        sending_store,
+        wpb.Trigger(event=wpb.EventTrigger(event_name="skipped-count")),
+        [wpb.Node(id="cond", received_sms=wpb.ReceivedSmsNode(yes_next="yes", no_next="no")), end("yes"), end("no")],
+    )
+    await activate(stubs, sending_store, wf)
+    (run_name,) = await trigger(stubs, sending_store, "skipped-count", c)
+    run = await run_state(stubs, sending_store, run_name, wpb.WORKFLOW_RUN_STATE_COMPLETED)
+    assert run.steps[-1].node == "no"
+    assert run.steps[0].outcome == "no (0)"
 
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
@@ -340,3 +377,38 @@ async def test_broadcast_sends_only_to_eligible_contacts(
     assert by_status.get(common.MESSAGE_STATUS_QUEUED, set()) | by_status.get(common.MESSAGE_STATUS_SENT, set()) == {
         c.name for c in subscribed
     }
+
+
+async def test_a_wait_survives_a_restart(tmp_path: Path, fake: FakeInstasent) -> None:
+    config = make_config(tmp_path, instasent_base_url=fake.base_url)
+    first = await App.start(config)
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{first.port}") as ch:
+        stubs = Stubs(
+            sms_channel_service_pb2_grpc.SmsChannelServiceStub(ch),
+            contacts_service_pb2_grpc.ContactsServiceStub(ch),
+            workflow_service_pb2_grpc.WorkflowServiceStub(ch),
+        )
+        store = await create_store(stubs)
+        c = await contact(stubs, store, "+34612500010")
+        wf = await create_workflow(
+            stubs,
+            store,
+            wpb.Trigger(event=wpb.EventTrigger(event_name="nap")),
+            [wpb.Node(id="w", wait=wpb.WaitNode(duration=duration_pb2.Duration(seconds=1), next="end")), end()],
+        )
+        await activate(stubs, store, wf)
+        (run_name,) = await trigger(stubs, store, "nap", c)
+        await run_state(stubs, store, run_name, wpb.WORKFLOW_RUN_STATE_WAITING)
+    await first.stop(grace=1)  # the timer is in the database, not in this process
+    second = await App.start(replace(config, grpc_addr=f"127.0.0.1:{first.port}"))
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{second.port}") as ch:
+            stubs = Stubs(
+                sms_channel_service_pb2_grpc.SmsChannelServiceStub(ch),
+                contacts_service_pb2_grpc.ContactsServiceStub(ch),
+                workflow_service_pb2_grpc.WorkflowServiceStub(ch),
+            )
+            done = await run_state(stubs, store, run_name, wpb.WORKFLOW_RUN_STATE_COMPLETED)
+            assert [s.node for s in done.steps] == ["w", "w", "end"]
+    finally:
+        await second.stop(grace=1)
