@@ -106,12 +106,16 @@ class ProviderEvents:
             new_status = provider_status(status)
             if new_status is None:
                 log.warning("unknown callback status", extra={"store": event.store_id, "status": status})
+            elif new_status is not MessageStatus.REJECTED:
+                # The common case: the status change and the event's record in one transaction.
+                update = self._update(message, new_status, event, now)
+                (applied,) = await self.storage.messages.apply_event([update], event.store_id, key, status, now)
+                return self._done(status, EventOutcome("applied" if applied else "duplicate", message))
             else:
-                applied = await self._move(message, new_status, event, now)
-                if new_status is MessageStatus.REJECTED:
-                    results = await self.contacts.reject_phone(store, message.recipient, ActivitySource.PROVIDER)
-                    changed_contacts = [str(ContactName(c.store_id, c.id)) for c, changed in results if changed]
-                    applied = applied or bool(changed_contacts)
+                (applied,) = await self.storage.messages.update([self._update(message, new_status, event, now)])
+                results = await self.contacts.reject_phone(store, message.recipient, ActivitySource.PROVIDER)
+                changed_contacts = [str(ContactName(c.store_id, c.id)) for c, changed in results if changed]
+                applied = applied or bool(changed_contacts)
         await self.storage.messages.record_provider_event(event.store_id, key, status, now)
         outcome = EventOutcome("applied" if applied else "duplicate", message, tuple(changed_contacts))
         return self._done(status, outcome)
@@ -125,10 +129,11 @@ class ProviderEvents:
             return await self.storage.messages.find_by_provider_id(event.store_id, event.provider_id)
         return None
 
-    async def _move(self, message: Message, new: MessageStatus, event: ProviderEvent, now: datetime) -> bool:
+    @staticmethod
+    def _update(message: Message, new: MessageStatus, event: ProviderEvent, now: datetime) -> MessageUpdate:
         kind = _ACTIVITY.get(new)
         reason = f"Instasent: {event.status}" + (f" (code {event.code})" if event.code else "")
-        update = MessageUpdate(
+        return MessageUpdate(
             message.store_id,
             message.id,
             new,
@@ -139,8 +144,6 @@ class ProviderEvents:
             delivery_time=(event.event_time or now) if new is MessageStatus.DELIVERED else None,
             activity=message_activity(message, kind, now, reason) if kind else None,
         )
-        (changed,) = await self.storage.messages.update([update])
-        return changed
 
     def _done(self, status: str, outcome: EventOutcome) -> EventOutcome:
         if self.observe is not None:

@@ -257,6 +257,12 @@ class MessageRepository(Protocol):
         """How many SMS the contact received (SENT or DELIVERED) matching, by an indexed query."""
         ...
 
+    async def apply_event(
+        self, updates: Sequence[MessageUpdate], store_id: str, provider_id: str, status: str, now: datetime
+    ) -> list[bool]:
+        """A callback's status changes and its record, in one transaction."""
+        ...
+
     async def seen_provider_event(self, store_id: str, provider_id: str, status: str) -> bool:
         """True when this (provider id, status) was recorded before."""
         ...

@@ -16,7 +16,7 @@ from ...errors import AlreadyExists, DomainError
 from .. import Applied, ContactKey, ContactQuery, Mutation, Outcome
 from .db import Database, Row, from_micros, to_micros
 
-__all__ = ["SqliteContacts", "insert_activities"]
+__all__ = ["INSERT_ACTIVITY", "SqliteContacts", "activity_params", "insert_activities"]
 
 _COLUMNS = (
     "store_id, id, email, first_name, last_name, mobile_phone, mobile_phone_status,"
@@ -27,7 +27,7 @@ _UPDATE = (
     "UPDATE contacts SET email = ?, first_name = ?, last_name = ?, mobile_phone = ?, mobile_phone_status = ?,"
     " sms_subscription_status = ?, custom_fields = ?, update_time = ?, version = ? WHERE store_id = ? AND id = ?"
 )
-_INSERT_ACTIVITY = (
+INSERT_ACTIVITY = (
     "INSERT INTO activities (store_id, contact_id, id, type, source, details, create_time) VALUES (?, ?, ?, ?, ?, ?, ?)"
 )
 _IN_CHUNK = 500  # bound parameters per IN (...) lookup
@@ -113,7 +113,8 @@ def _update_params(c: Contact) -> tuple[Any, ...]:
     )
 
 
-def _activity_params(a: Activity) -> tuple[Any, ...]:
+def activity_params(a: Activity) -> tuple[Any, ...]:
+    """The activities row of an activity."""
     details = json.dumps(a.details, separators=(",", ":"), ensure_ascii=False, default=str)
     return (a.store_id, a.contact_id, a.id, int(a.type), int(a.source), details, to_micros(a.create_time))
 
@@ -134,7 +135,7 @@ def activity_from_row(row: Row) -> Activity:
 async def insert_activities(tx: aiosqlite.Connection, activities: Sequence[Activity]) -> None:
     """Record activities inside the caller's transaction."""
     if activities:
-        await tx.executemany(_INSERT_ACTIVITY, [_activity_params(a) for a in activities])
+        await tx.executemany(INSERT_ACTIVITY, [activity_params(a) for a in activities])
 
 
 async def _fetch_by(tx: aiosqlite.Connection, store_id: str, column: str, values: set[str]) -> list[Contact]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Sequence
 from dataclasses import fields
 from datetime import datetime
@@ -12,7 +13,7 @@ from ...domain.enums import MessageStatus, RecipientMode, SmsEncoding, SmsType
 from ...domain.messages import Message, SmsContent
 from ...errors import Aborted
 from .. import MessageQuery, MessageUpdate
-from .contacts import insert_activities
+from .contacts import INSERT_ACTIVITY, activity_params
 from .db import Database, Row, from_micros, to_micros
 
 __all__ = ["SqliteMessages", "SqliteSmsContents"]
@@ -164,51 +165,19 @@ class SqliteMessages:
         changed, atomically. Returns which changed: an update whose message moved on is dropped."""
         if not updates:
             return []
-        async with self._db.transaction() as tx:
-            # Read the current statuses once (the write lock holds them still), then write in bulk.
-            current: dict[tuple[str, str], int] = {}
-            keys = sorted({(u.store_id, u.message_id) for u in updates})
-            for i in range(0, len(keys), 400):
-                chunk = keys[i : i + 400]
-                terms = " OR ".join("(store_id = ? AND id = ?)" for _ in chunk)
-                async with tx.execute(
-                    f"SELECT store_id, id, status FROM messages WHERE {terms}", [v for k in chunk for v in k]
-                ) as cur:
-                    current.update(((r[0], r[1]), r[2]) for r in await cur.fetchall())
-            changed: list[bool] = []
-            rows: list[tuple[Any, ...]] = []
-            activities: list[Activity] = []
-            for u in updates:
-                key = (u.store_id, u.message_id)
-                ok = key in current and current[key] in {int(s) for s in u.expect}
-                changed.append(ok)
-                if not ok:
-                    continue
-                current[key] = int(u.status)  # a later update of the same message sees this one
-                rows.append(
-                    (
-                        int(u.status),
-                        u.reason,
-                        u.provider_id,
-                        None if u.send_time is None else to_micros(u.send_time),
-                        None if u.delivery_time is None else to_micros(u.delivery_time),
-                        1 if u.attempted else 0,
-                        None if u.next_attempt_time is None else to_micros(u.next_attempt_time),
-                        to_micros(u.time),
-                        u.store_id,
-                        u.message_id,
-                    )
-                )
-                if u.activity is not None:
-                    activities.append(u.activity)
-            await tx.executemany(
-                "UPDATE messages SET status = ?, status_reason = ?, provider_id = COALESCE(?, provider_id),"
-                " send_time = COALESCE(?, send_time), delivery_time = COALESCE(?, delivery_time),"
-                " attempts = attempts + ?, next_attempt_time = ?, update_time = ? WHERE store_id = ? AND id = ?",
-                rows,
-            )
-            await insert_activities(tx, activities)
-        return changed
+        return await self._db.write(lambda conn: _apply_updates(conn, updates))
+
+    async def apply_event(
+        self, updates: Sequence[MessageUpdate], store_id: str, provider_id: str, status: str, now: datetime
+    ) -> list[bool]:
+        """A callback's status changes and its record, in one transaction: applied once or not at all."""
+
+        def run(conn: sqlite3.Connection) -> list[bool]:
+            changed = _apply_updates(conn, updates)
+            conn.execute(_RECORD_EVENT, (store_id, provider_id, status, to_micros(now)))
+            return changed
+
+        return await self._db.write(run)
 
     async def count_received(
         self,
@@ -250,13 +219,58 @@ class SqliteMessages:
 
     async def record_provider_event(self, store_id: str, provider_id: str, status: str, now: datetime) -> bool:
         """Remember a callback; False when this (provider id, status) was seen before."""
-        async with self._db.transaction() as tx:
-            cur = await tx.execute(
-                "INSERT OR IGNORE INTO provider_events (store_id, provider_id, status, create_time)"
-                " VALUES (?, ?, ?, ?)",
-                (store_id, provider_id, status, to_micros(now)),
+        return await self._db.write(
+            lambda conn: bool(conn.execute(_RECORD_EVENT, (store_id, provider_id, status, to_micros(now))).rowcount)
+        )
+
+
+_RECORD_EVENT = "INSERT OR IGNORE INTO provider_events (store_id, provider_id, status, create_time) VALUES (?, ?, ?, ?)"
+_UPDATE_MESSAGE = (
+    "UPDATE messages SET status = ?, status_reason = ?, provider_id = COALESCE(?, provider_id),"
+    " send_time = COALESCE(?, send_time), delivery_time = COALESCE(?, delivery_time),"
+    " attempts = attempts + ?, next_attempt_time = ?, update_time = ? WHERE store_id = ? AND id = ?"
+)
+
+
+def _apply_updates(conn: sqlite3.Connection, updates: Sequence[MessageUpdate]) -> list[bool]:
+    """Inside a write transaction: read the current statuses once, then write in bulk."""
+    current: dict[tuple[str, str], int] = {}
+    keys = sorted({(u.store_id, u.message_id) for u in updates})
+    for i in range(0, len(keys), 400):
+        chunk = keys[i : i + 400]
+        terms = " OR ".join("(store_id = ? AND id = ?)" for _ in chunk)
+        rows = conn.execute(f"SELECT store_id, id, status FROM messages WHERE {terms}", [v for k in chunk for v in k])
+        current.update(((r[0], r[1]), r[2]) for r in rows)
+    changed: list[bool] = []
+    params: list[tuple[Any, ...]] = []
+    activities: list[Activity] = []
+    for u in updates:
+        key = (u.store_id, u.message_id)
+        ok = key in current and current[key] in {int(s) for s in u.expect}
+        changed.append(ok)
+        if not ok:
+            continue
+        current[key] = int(u.status)  # a later update of the same message sees this one
+        params.append(
+            (
+                int(u.status),
+                u.reason,
+                u.provider_id,
+                None if u.send_time is None else to_micros(u.send_time),
+                None if u.delivery_time is None else to_micros(u.delivery_time),
+                1 if u.attempted else 0,
+                None if u.next_attempt_time is None else to_micros(u.next_attempt_time),
+                to_micros(u.time),
+                u.store_id,
+                u.message_id,
             )
-            return bool(cur.rowcount)
+        )
+        if u.activity is not None:
+            activities.append(u.activity)
+    conn.executemany(_UPDATE_MESSAGE, params)
+    if activities:
+        conn.executemany(INSERT_ACTIVITY, [activity_params(a) for a in activities])
+    return changed
 
 
 def _content_from_row(row: Row) -> SmsContent:
