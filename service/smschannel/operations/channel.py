@@ -39,6 +39,9 @@ class ChannelOps:
     instasent: InstasentClient
     public_url: str
     clock: Callable[[], datetime] = field(default=_utcnow)
+    # Every change of a config goes through this object (one server process), so a cache of the
+    # last stored version is coherent; callbacks read the config on every event.
+    _cache: dict[str, ChannelConfig] = field(default_factory=dict)
 
     def callback_url(self, config: ChannelConfig) -> str:
         """What the admin pastes into Instasent's dashboard."""
@@ -51,10 +54,17 @@ class ChannelOps:
 
     async def get(self, store_id: str) -> ChannelConfig:
         """The config; a store that never saved one gets its callback secret now."""
-        config = await self.configs.get(store_id)
-        if config is not None:
-            return config
-        return await self.configs.update(store_id, lambda current: current or self._fresh(store_id))
+        config = self._cache.get(store_id) or await self.configs.get(store_id)
+        if config is None:
+            config = await self._save(store_id, lambda current: current or self._fresh(store_id))
+        self._cache[store_id] = config
+        return config
+
+    async def _save(self, store_id: str, change: Callable[[ChannelConfig | None], ChannelConfig]) -> ChannelConfig:
+        self._cache.pop(store_id, None)
+        config = await self.configs.update(store_id, change)
+        self._cache[store_id] = config
+        return config
 
     async def update(self, store_id: str, changes: ChannelChanges) -> ChannelConfig:
         """Apply the changes; a new token is checked with Instasent first (outside any transaction)."""
@@ -92,7 +102,7 @@ class ChannelOps:
                 return current
             return replace(new, update_time=self.clock(), version=base.version + 1)
 
-        return await self.configs.update(store_id, change)
+        return await self._save(store_id, change)
 
     async def _check_token(self, token: str) -> tuple[TokenStatus, str, float]:
         try:
@@ -113,7 +123,7 @@ class ChannelOps:
                 base, callback_secret=new_callback_secret(), update_time=self.clock(), version=base.version + 1
             )
 
-        return await self.configs.update(store_id, change)
+        return await self._save(store_id, change)
 
     async def mark_token_invalid(self, store_id: str, message: str) -> None:
         """Instasent answered 401 while sending: the admin must see it on the config."""
@@ -129,7 +139,7 @@ class ChannelOps:
                 version=current.version + 1,
             )
 
-        await self.configs.update(store_id, change)
+        await self._save(store_id, change)
 
     def token(self, config: ChannelConfig) -> str | None:
         """The clear token, for a provider call only."""
