@@ -62,7 +62,8 @@ class Database:
             db._reader = await _connect(path)
             db._inline = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
             db._inline.row_factory = sqlite3.Row
-            db._inline.execute("PRAGMA busy_timeout = 1000")
+            for pragma in _PRAGMAS:
+                db._inline.execute(f"PRAGMA {pragma}")
         return db
 
     async def close(self) -> None:
@@ -87,14 +88,17 @@ class Database:
                 await self._writer.commit()
 
     async def write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """Run `fn` as one write transaction in a single hop to the database thread.
+        """Run `fn` as one short write transaction, inline on the event loop.
 
-        For short hot paths (callbacks, outbox updates): the statements run back to back on the
-        writer's own thread instead of one event-loop round trip each, so the write lock is held for
-        microseconds. `fn` must be plain synchronous sqlite3 code."""
-        # aiosqlite's own hop to its thread (a private method, pinned with aiosqlite==0.22.1).
-        execute: Callable[..., Awaitable[T]] = self._writer._execute
+        For hot paths of a few statements (a callback, an outbox chunk): with WAL and
+        synchronous=NORMAL a commit does not wait for the disk, so the whole transaction costs less
+        than a single hop to the database thread. It holds the same lock as every other writer.
+        `fn` must be plain synchronous sqlite3 code; big batches go through `transaction()`."""
         async with self._write_lock:
+            if self._inline is not None:
+                return _in_transaction(self._inline, fn)
+            # In-memory databases have no second connection: hop to aiosqlite's thread (pinned 0.22.1).
+            execute: Callable[..., Awaitable[T]] = self._writer._execute
             return await execute(_in_transaction, self._writer._conn, fn)
 
     async def insert_new(self, sql: str, params: Iterable[Any], resource: str) -> None:
@@ -160,6 +164,11 @@ class Database:
             log.info("migration applied", extra={"version": version, "file": entry.name})
 
 
+# synchronous=NORMAL in WAL mode survives a process crash (kill -9); a power loss may lose the last
+# commits. The larger page cache keeps index inserts of big imports in memory.
+_PRAGMAS = ("busy_timeout = 10000", "foreign_keys = ON", "synchronous = NORMAL", "cache_size = -65536")
+
+
 def _in_transaction(conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T]) -> T:
     conn.execute("BEGIN IMMEDIATE")
     try:
@@ -174,8 +183,6 @@ def _in_transaction(conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection],
 async def _connect(path: str) -> aiosqlite.Connection:
     conn = await aiosqlite.connect(path, isolation_level=None)
     conn.row_factory = sqlite3.Row
-    # synchronous=NORMAL in WAL mode survives a process crash (kill -9); a power loss may lose the
-    # last commits. The larger page cache keeps index inserts of big imports in memory.
-    for pragma in ("busy_timeout = 10000", "foreign_keys = ON", "synchronous = NORMAL", "cache_size = -65536"):
+    for pragma in _PRAGMAS:
         await conn.execute(f"PRAGMA {pragma}")
     return conn
