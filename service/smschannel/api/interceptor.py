@@ -120,9 +120,6 @@ class ApiInterceptor:
                 status = to_status(e)
                 code = status.code
                 await context.abort_with_status(status)
-            except NotImplementedError:
-                code = grpc.StatusCode.UNIMPLEMENTED
-                await context.abort(code, f"{method} is not implemented yet")
             except grpc.aio.AbortError:
                 code = context.code() or grpc.StatusCode.UNKNOWN
                 raise
