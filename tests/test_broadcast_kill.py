@@ -108,10 +108,15 @@ async def test_kill_during_a_broadcast_never_sends_twice_nor_skips(tmp_path: Pat
             if len(slow_fake.received()) >= 150:
                 break
             await asyncio.sleep(0.01)
+        # Hold the requests now in flight at the fake, so the kill lands while they are unanswered.
+        slow_fake.faults.latency = 2.0
+        await asyncio.sleep(0.3)
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=10)
         at_kill = len(slow_fake.received())
+        slow_fake.faults.latency = 0.0
         assert 0 < at_kill < len(eligible), "the kill must land mid-broadcast"
+        print(f"at kill: {at_kill} of {len(eligible)} received")
 
         proc = start_server(tmp_path, addr, slow_fake)
         await serving(addr)

@@ -101,14 +101,16 @@ async def test_kill_during_dispatch_then_restart_sends_each_message_exactly_once
                     metadata=md,
                 )
                 ids.add(m.name.rsplit("/", 1)[1])
-        # Kill while the outbox is part-way through (some accepted, some not).
-        for _ in range(500):
-            if len(kill_fake.received()) >= 50:
-                break
-            await asyncio.sleep(0.01)
+                if i == COUNT // 4:
+                    while not kill_fake.received():  # some sent already...
+                        await asyncio.sleep(0.01)
+                    kill_fake.faults.latency = 2.0  # ...and from now on requests hang at Instasent
+        # Kill while the outbox is part-way through: some accepted, some in flight, some still queued.
+        await asyncio.sleep(0.3)
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=10)
         at_kill = len(kill_fake.received())
+        kill_fake.faults.latency = 0.0
         assert 0 < at_kill < COUNT, "the kill must land mid-dispatch"
 
         proc = start_server(tmp_path, addr, kill_fake)
