@@ -102,7 +102,7 @@ async def test_kill_during_dispatch_then_restart_sends_each_message_exactly_once
                 )
                 ids.add(m.name.rsplit("/", 1)[1])
                 if i == COUNT // 4:
-                    while not kill_fake.received():  # some sent already...
+                    while not kill_fake.received():  # noqa: ASYNC110 - some sent already...
                         await asyncio.sleep(0.01)
                     kill_fake.faults.latency = 2.0  # ...and from now on requests hang at Instasent
         # Kill while the outbox is part-way through: some accepted, some in flight, some still queued.
