@@ -14,14 +14,12 @@ from smschannel.instasent.fake import FakeInstasent
 from smschannel.v1 import common_pb2 as common
 from smschannel.v1 import contacts_service_pb2 as cpb
 from smschannel.v1 import contacts_service_pb2_grpc as cpb_grpc
-from smschannel.v1 import sms_channel_service_pb2 as pb
 from smschannel.v1 import sms_channel_service_pb2_grpc as pb_grpc
 from smschannel.v1 import workflow_service_pb2 as wpb
 from smschannel.v1 import workflow_service_pb2_grpc as wpb_grpc
 
-from .conftest import ADMIN
 from .procs import free_port
-from .test_outbox_kill import TOKEN, serving, start_server
+from .test_outbox_kill import TOKEN, sending_store, serving, start_server
 
 CONTACTS = 1500  # two broadcast batches and many rounds
 
@@ -47,20 +45,7 @@ async def test_kill_during_a_broadcast_never_sends_twice_nor_skips(tmp_path: Pat
                 cpb_grpc.ContactsServiceStub(ch),
                 wpb_grpc.WorkflowServiceStub(ch),
             )
-            key = (
-                await sms.CreateStore(
-                    pb.CreateStoreRequest(store_id="b", store=pb.Store(display_name="B")), metadata=ADMIN
-                )
-            ).api_key
-            md = (("authorization", f"Bearer {key}"),)
-            await sms.UpdateSmsChannelConfig(
-                pb.UpdateSmsChannelConfigRequest(
-                    sms_channel_config=pb.SmsChannelConfig(
-                        name="stores/b/smsChannelConfig", api_token=TOKEN, default_sender="Acme", default_country="ES"
-                    )
-                ),
-                metadata=md,
-            )
+            md, _, text = await sending_store(sms, "b", "Promo {{unsubscribe}}")
             subscribed = common.SMS_SUBSCRIPTION_STATUS_SUBSCRIBED
 
             async def rows() -> AsyncIterator[cpb.ImportContactsRequest]:
@@ -75,12 +60,6 @@ async def test_kill_during_a_broadcast_never_sends_twice_nor_skips(tmp_path: Pat
                 yield cpb.ImportContactsRequest(parent="stores/b", contacts=batch)
 
             await contacts.ImportContacts(rows(), metadata=md)
-            text = await sms.CreateSmsContent(
-                pb.CreateSmsContentRequest(
-                    parent="stores/b", sms_content=pb.SmsContent(display_name="x", text="Promo {{unsubscribe}}")
-                ),
-                metadata=md,
-            )
             wf = await workflows.CreateWorkflow(
                 wpb.CreateWorkflowRequest(
                     parent="stores/b",

@@ -60,6 +60,29 @@ async def serving(addr: str) -> None:
     raise AssertionError("server never came up")
 
 
+async def sending_store(
+    sms: pb_grpc.SmsChannelServiceStub, store_id: str, text: str = "Hi"
+) -> tuple[tuple[tuple[str, str]], pb.SmsChannelConfig, pb.SmsContent]:
+    """A store ready to send through the fake's TOKEN: its key metadata, channel config and a content."""
+    created = await sms.CreateStore(
+        pb.CreateStoreRequest(store_id=store_id, store=pb.Store(display_name=store_id)), metadata=ADMIN
+    )
+    md = (("authorization", f"Bearer {created.api_key}"),)
+    config = await sms.UpdateSmsChannelConfig(
+        pb.UpdateSmsChannelConfigRequest(
+            sms_channel_config=pb.SmsChannelConfig(
+                name=f"stores/{store_id}/smsChannelConfig", api_token=TOKEN, default_sender="Acme", default_country="ES"
+            )
+        ),
+        metadata=md,
+    )
+    content = await sms.CreateSmsContent(
+        pb.CreateSmsContentRequest(parent=f"stores/{store_id}", sms_content=pb.SmsContent(display_name="x", text=text)),
+        metadata=md,
+    )
+    return md, config, content
+
+
 @pytest.mark.slow
 async def test_kill_during_dispatch_then_restart_sends_each_message_exactly_once(
     tmp_path: Path, kill_fake: FakeInstasent
@@ -70,24 +93,7 @@ async def test_kill_during_dispatch_then_restart_sends_each_message_exactly_once
         await serving(addr)
         async with grpc.aio.insecure_channel(addr) as ch:
             sms = pb_grpc.SmsChannelServiceStub(ch)
-            key = (
-                await sms.CreateStore(
-                    pb.CreateStoreRequest(store_id="k", store=pb.Store(display_name="K")), metadata=ADMIN
-                )
-            ).api_key
-            md = (("authorization", f"Bearer {key}"),)
-            await sms.UpdateSmsChannelConfig(
-                pb.UpdateSmsChannelConfigRequest(
-                    sms_channel_config=pb.SmsChannelConfig(
-                        name="stores/k/smsChannelConfig", api_token=TOKEN, default_sender="Acme", default_country="ES"
-                    )
-                ),
-                metadata=md,
-            )
-            text = await sms.CreateSmsContent(
-                pb.CreateSmsContentRequest(parent="stores/k", sms_content=pb.SmsContent(display_name="x", text="Hi")),
-                metadata=md,
-            )
+            md, _, text = await sending_store(sms, "k")
             ids = set()
             for i in range(COUNT):
                 m = await sms.SendSms(

@@ -22,9 +22,8 @@ from smschannel.v1 import contacts_service_pb2_grpc as cpb_grpc
 from smschannel.v1 import sms_channel_service_pb2 as pb
 from smschannel.v1 import sms_channel_service_pb2_grpc as pb_grpc
 
-from .conftest import ADMIN
 from .procs import free_port
-from .test_outbox_kill import serving, start_server
+from .test_outbox_kill import sending_store, serving, start_server
 
 TOKEN = "kill-test-token"  # what start_server's environment expects the fake to know
 N = 40
@@ -48,24 +47,7 @@ async def test_callbacks_during_a_server_outage_are_applied_exactly_once(
         await serving(addr)
         async with grpc.aio.insecure_channel(addr) as ch:
             sms, contacts = pb_grpc.SmsChannelServiceStub(ch), cpb_grpc.ContactsServiceStub(ch)
-            key = (
-                await sms.CreateStore(
-                    pb.CreateStoreRequest(store_id="k", store=pb.Store(display_name="K")), metadata=ADMIN
-                )
-            ).api_key
-            md = (("authorization", f"Bearer {key}"),)
-            config = await sms.UpdateSmsChannelConfig(
-                pb.UpdateSmsChannelConfigRequest(
-                    sms_channel_config=pb.SmsChannelConfig(
-                        name="stores/k/smsChannelConfig", api_token=TOKEN, default_sender="Acme", default_country="ES"
-                    )
-                ),
-                metadata=md,
-            )
-            text = await sms.CreateSmsContent(
-                pb.CreateSmsContentRequest(parent="stores/k", sms_content=pb.SmsContent(display_name="x", text="Hi")),
-                metadata=md,
-            )
+            md, config, text = await sending_store(sms, "k")
             names, client_ids = [], []
             for i in range(N):
                 c = await contacts.CreateContact(
