@@ -45,6 +45,15 @@ class Stubs:
     contacts: contacts_service_pb2_grpc.ContactsServiceStub
     workflows: workflow_service_pb2_grpc.WorkflowServiceStub
 
+    @classmethod
+    def on(cls, channel: grpc.aio.Channel) -> Stubs:
+        """The three stubs on `channel`."""
+        return cls(
+            sms_channel_service_pb2_grpc.SmsChannelServiceStub(channel),
+            contacts_service_pb2_grpc.ContactsServiceStub(channel),
+            workflow_service_pb2_grpc.WorkflowServiceStub(channel),
+        )
+
 
 @dataclass
 class StoreCtx:
@@ -105,11 +114,7 @@ async def channel(app: App) -> AsyncIterator[grpc.aio.Channel]:
 @pytest.fixture(scope="session")
 def stubs(channel: grpc.aio.Channel) -> Stubs:
     """Stubs of the three services."""
-    return Stubs(
-        sms_channel_service_pb2_grpc.SmsChannelServiceStub(channel),
-        contacts_service_pb2_grpc.ContactsServiceStub(channel),
-        workflow_service_pb2_grpc.WorkflowServiceStub(channel),
-    )
+    return Stubs.on(channel)
 
 
 async def create_store(stubs: Stubs) -> StoreCtx:

@@ -17,11 +17,6 @@ from smschannel.instasent.fake import FakeInstasent
 from smschannel.server import App
 from smschannel.v1 import common_pb2 as common
 from smschannel.v1 import contacts_service_pb2 as cpb
-from smschannel.v1 import (
-    contacts_service_pb2_grpc,
-    sms_channel_service_pb2_grpc,
-    workflow_service_pb2_grpc,
-)
 from smschannel.v1 import sms_channel_service_pb2 as pb
 from smschannel.v1 import workflow_service_pb2 as wpb
 
@@ -383,11 +378,7 @@ async def test_a_wait_survives_a_restart(tmp_path: Path, fake: FakeInstasent) ->
     config = make_config(tmp_path, instasent_base_url=fake.base_url)
     first = await App.start(config)
     async with grpc.aio.insecure_channel(f"127.0.0.1:{first.port}") as ch:
-        stubs = Stubs(
-            sms_channel_service_pb2_grpc.SmsChannelServiceStub(ch),
-            contacts_service_pb2_grpc.ContactsServiceStub(ch),
-            workflow_service_pb2_grpc.WorkflowServiceStub(ch),
-        )
+        stubs = Stubs.on(ch)
         store = await create_store(stubs)
         c = await contact(stubs, store, "+34612500010")
         wf = await create_workflow(
@@ -403,11 +394,7 @@ async def test_a_wait_survives_a_restart(tmp_path: Path, fake: FakeInstasent) ->
     second = await App.start(replace(config, grpc_addr=f"127.0.0.1:{first.port}"))
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{second.port}") as ch:
-            stubs = Stubs(
-                sms_channel_service_pb2_grpc.SmsChannelServiceStub(ch),
-                contacts_service_pb2_grpc.ContactsServiceStub(ch),
-                workflow_service_pb2_grpc.WorkflowServiceStub(ch),
-            )
+            stubs = Stubs.on(ch)
             done = await run_state(stubs, store, run_name, wpb.WORKFLOW_RUN_STATE_COMPLETED)
             assert [s.node for s in done.steps] == ["w", "w", "end"]
     finally:
