@@ -28,13 +28,15 @@ class Principal:
     role: Role
     store: str | None = None
 
-    def check_store(self, store: str, resource: str) -> None:
-        """A store key sees only its own store: anything else does not exist for it (NOT_FOUND)."""
+    def check_store(self, store: str, resource: object) -> None:
+        """A store key sees only its own store: anything else does not exist for it (NOT_FOUND).
+
+        `resource` (a name object or string) is formatted only for the error."""
         if self.role is Role.ADMIN:
             return
         if self.role is Role.STORE and self.store == store:
             return
-        raise NotFound(resource)
+        raise NotFound(str(resource))
 
     def require(self, role: Role, what: str) -> None:
         """Only `role` (or the admin) may do `what`."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 from collections.abc import Iterator
+from typing import Any
 
 import grpc
 from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
@@ -43,6 +44,7 @@ class Metrics:
 
     def __init__(self, db_path: str) -> None:
         self.registry = CollectorRegistry()
+        self._rpc_children: dict[tuple[str, grpc.StatusCode], tuple[Any, Any]] = {}
         self.rpcs = Counter("smschannel_rpcs", "RPCs by method and code", ["method", "code"], registry=self.registry)
         self.rpc_seconds = Histogram(
             "smschannel_rpc_seconds",
@@ -68,8 +70,14 @@ class Metrics:
 
     def observe_rpc(self, method: str, code: grpc.StatusCode, seconds: float) -> None:
         """Count one RPC."""
-        self.rpcs.labels(method, code.name).inc()
-        self.rpc_seconds.labels(method).observe(seconds)
+        children = self._rpc_children.get((method, code))
+        if children is None:  # labels() hashes and locks on every call: resolve each pair once
+            children = self._rpc_children[(method, code)] = (
+                self.rpcs.labels(method, code.name),
+                self.rpc_seconds.labels(method),
+            )
+        children[0].inc()
+        children[1].observe(seconds)
 
     def observe_provider(self, outcome: str, count: int) -> None:
         """Count messages by what the provider did with them."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import re
 import secrets
 import time
@@ -66,7 +65,8 @@ class _Name:
         return cls(*m.groups())
 
     def __str__(self) -> str:
-        return self.template.format(**{f.name: getattr(self, f.name) for f in dataclasses.fields(self)})  # type: ignore[arg-type]
+        # The fields are the template's placeholders; names are formatted on every answer, keep it cheap.
+        return self.template.format_map(vars(self))
 
 
 @dataclass(frozen=True)

@@ -45,7 +45,7 @@ class ContactsServicer(pb_grpc.ContactsServiceServicer):
         self._phones = phones
 
     async def _store(self, name: StoreName | ContactName) -> Store:
-        current_principal().check_store(name.store, str(name))
+        current_principal().check_store(name.store, name)
         return await self._ops.store(name.store)
 
     async def CreateContact(self, request: pb.CreateContactRequest, context: grpc.aio.ServicerContext) -> pb.Contact:
@@ -59,7 +59,7 @@ class ContactsServicer(pb_grpc.ContactsServiceServicer):
     async def GetContact(self, request: pb.GetContactRequest, context: grpc.aio.ServicerContext) -> pb.Contact:
         """Get a contact."""
         name = ContactName.parse("name", request.name)
-        current_principal().check_store(name.store, str(name))
+        current_principal().check_store(name.store, name)
         contact = await self._storage.contacts.get(name.store, name.contact)
         if contact is None:
             raise NotFound(str(name))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 
 from google.protobuf import timestamp_pb2
 
@@ -13,6 +13,10 @@ def timestamp(t: datetime | None) -> timestamp_pb2.Timestamp | None:
     """A proto Timestamp, or None to leave the field unset."""
     if t is None:
         return None
-    ts = timestamp_pb2.Timestamp()
-    ts.FromDatetime(t)
-    return ts
+    # Integer arithmetic on the timedelta: exact to the microsecond, and several times cheaper than
+    # Timestamp.FromDatetime (a timetuple and calendar.timegm) on every resource we answer with.
+    delta = (t if t.tzinfo else t.replace(tzinfo=UTC)) - _EPOCH
+    return timestamp_pb2.Timestamp(seconds=delta.days * 86_400 + delta.seconds, nanos=delta.microseconds * 1000)
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

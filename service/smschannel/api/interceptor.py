@@ -131,10 +131,8 @@ class ApiInterceptor:
                 elapsed = time.perf_counter() - start
                 if self._observe is not None:
                     self._observe(method, code, elapsed)
-                log.info(
-                    "rpc",
-                    extra={"method": method, "code": code.name, "ms": round(elapsed * 1000, 3)},
-                )
+                if log.isEnabledFor(logging.INFO):
+                    log.info("rpc", extra={"method": method, "code": code.name, "ms": round(elapsed * 1000, 3)})
 
         return wrapped
 

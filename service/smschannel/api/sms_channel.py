@@ -328,7 +328,7 @@ class SmsChannelServicer(pb_grpc.SmsChannelServiceServicer):
     async def GetMessage(self, request: pb.GetMessageRequest, context: grpc.aio.ServicerContext) -> pb.Message:
         """Get a message of the log."""
         name = MessageName.parse("name", request.name)
-        current_principal().check_store(name.store, str(name))
+        current_principal().check_store(name.store, name)
         message = await self._storage.messages.get(name.store, name.message)
         if message is None:
             raise NotFound(str(name))
@@ -424,7 +424,7 @@ class SmsChannelServicer(pb_grpc.SmsChannelServiceServicer):
         return config_to_proto(config, self._channel.callback_url(config))
 
     async def _get_store(self, name: StoreName) -> Store:
-        current_principal().check_store(name.store, str(name))
+        current_principal().check_store(name.store, name)
         store = await self._storage.stores.get(name.store)
         if store is None:
             raise NotFound(str(name))
