@@ -8,6 +8,7 @@ cost two). One part holds 160 GSM-7 units or 70 UCS-2 units; a split message hol
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 from .enums import SmsEncoding
@@ -39,6 +40,7 @@ def _widths(text: str) -> tuple[SmsEncoding, list[int]]:
     return SmsEncoding.UCS2, [2 if ord(c) > 0xFFFF else 1 for c in text]
 
 
+@functools.lru_cache(maxsize=4096)  # a newsletter measures the same few texts for every recipient
 def measure(text: str) -> TextSize:
     """Encoding, length in units and segments of `text` as it will be delivered."""
     encoding, widths = _widths(text)

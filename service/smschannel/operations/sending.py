@@ -43,7 +43,9 @@ class SendRequest:
     workflow_node: str = ""
     workflow_run: str = ""
     event: Mapping[str, str] | None = None
-    contact: Contact | None = None  # the workflow's contact, for contact fields in ALERT mode
+    # The contact when the caller has just read it (a broadcast page), else read here; in ALERT mode
+    # the workflow's contact, for contact fields in the text.
+    contact: Contact | None = None
 
 
 @dataclass
@@ -135,7 +137,8 @@ class Sender:
         contact = req.contact
         reason = None
         if mode is RecipientMode.CONTACT:
-            contact = await self.storage.contacts.get(req.store_id, req.contact_id)
+            if contact is None or contact.id != req.contact_id:
+                contact = await self.storage.contacts.get(req.store_id, req.contact_id)
             if contact is None:
                 raise NotFound(f"stores/{req.store_id}/contacts/{req.contact_id}")
             reason = skip_reason(contact, req.type)

@@ -100,7 +100,7 @@ class WorkflowEngine:
 
     async def start_runs(self, runs: list[Run]) -> list[Run]:
         """Store runs and wake the loop."""
-        created = await self.storage.workflows.add_runs(runs)
+        created = await self.storage.workflows.add_runs([RunUpdate(run) for run in runs])
         if created:
             self.wakeup.set()
         return created
@@ -113,7 +113,11 @@ class WorkflowEngine:
             await self.start_runs(runs)
 
     async def broadcast_batch(self) -> bool:
-        """Turn the next contacts of due broadcasts into runs; True if there was work."""
+        """Turn the next contacts of due broadcasts into runs; True if there was work.
+
+        Each new run takes its first step at once, with the contact already read: a newsletter's
+        messages are queued as the contacts are paged, and each run is written once, in the same
+        transaction as the broadcast's cursor."""
         did = False
         for wf, after in await self.storage.workflows.broadcasts_due():
             if wf.trigger.start_time is not None and wf.trigger.start_time > self.clock():
@@ -122,9 +126,12 @@ class WorkflowEngine:
             query = contact_query(wf.trigger.contact_filter, config.default_country if config else "")
             rows = await self.storage.contacts.page(wf.store_id, query, after, BROADCAST_BATCH)
             runs = [self.new_run(wf, c.id, f"b-{c.id}", {}) for _, c in rows]
+            updates = await self._advance(runs, self.clock(), {c.id: c for _, c in rows})
             cursor = rows[-1][0] if rows else after
-            await self.storage.workflows.add_runs(runs, (wf.store_id, wf.id, cursor, len(rows) < BROADCAST_BATCH))
+            await self.storage.workflows.add_runs(updates, (wf.store_id, wf.id, cursor, len(rows) < BROADCAST_BATCH))
             did = did or bool(rows)
+        if did:
+            self.wakeup.set()  # runs that moved on to a next node
         return did
 
     # -- stepping --------------------------------------------------------------------------------
@@ -135,6 +142,13 @@ class WorkflowEngine:
         runs = await self.storage.workflows.due_runs(now, ROUND)
         if not runs:
             return False
+        await self.storage.workflows.save_round(await self._advance(runs, now))
+        return True
+
+    async def _advance(
+        self, runs: list[Run], now: datetime, contacts: dict[str, Contact] | None = None
+    ) -> list[RunUpdate]:
+        """Each run's move by one node (not saved). `contacts` are the runs' contacts when already read."""
         workflows: dict[tuple[str, str], Workflow | None] = {}
         for run in runs:
             key = (run.store_id, run.workflow_id)
@@ -153,7 +167,8 @@ class WorkflowEngine:
                 continue
             step = node.step
             if isinstance(step, SendSmsStep):
-                sends.append((run, step, await self._send_request(wf, run, step)))
+                known = contacts.get(run.contact_id) if contacts else None
+                sends.append((run, step, await self._send_request(wf, run, step, known)))
             elif isinstance(step, ReceivedSmsStep):
                 since, until = received_window(step, now)
                 count = await self.storage.messages.count_received(
@@ -179,12 +194,10 @@ class WorkflowEngine:
             results = await self.sender.send_many([req for _, _, req in sends])
             for (run, step, _), result in zip(sends, results, strict=True):
                 updates.append(self._sent(run, step, result, now))
-        await self.storage.workflows.save_round(updates)
-        return True
+        return updates
 
-    async def _send_request(self, wf: Workflow, run: Run, step: SendSmsStep) -> SendRequest:
-        contact = None
-        if step.recipient_mode is RecipientMode.ALERT and run.contact_id:
+    async def _send_request(self, wf: Workflow, run: Run, step: SendSmsStep, contact: Contact | None) -> SendRequest:
+        if contact is None and step.recipient_mode is RecipientMode.ALERT and run.contact_id:
             contact = await self.storage.contacts.get(run.store_id, run.contact_id)  # for its fields in the text
         return SendRequest(
             store_id=run.store_id,

@@ -305,8 +305,11 @@ class WorkflowRepository(Protocol):
         """ACTIVE broadcasts not yet through their contacts, with their cursor."""
         ...
 
-    async def add_runs(self, runs: Sequence[Run], broadcast: tuple[str, str, int, bool] | None = None) -> list[Run]:
-        """Store new runs (duplicates skipped), optionally advancing a broadcast cursor atomically."""
+    async def add_runs(
+        self, runs: Sequence[RunUpdate], broadcast: tuple[str, str, int, bool] | None = None
+    ) -> list[Run]:
+        """Store new runs with the steps they already took (duplicates skipped), optionally advancing
+        a broadcast cursor atomically."""
         ...
 
     async def find_run_by_request(self, store_id: str, workflow_id: str, request_id: str) -> Run | None:

@@ -93,13 +93,24 @@ class Database:
         For hot paths of a few statements (a callback, an outbox chunk): with WAL and
         synchronous=NORMAL a commit does not wait for the disk, so the whole transaction costs less
         than a single hop to the database thread. It holds the same lock as every other writer.
-        `fn` must be plain synchronous sqlite3 code; big batches go through `transaction()`."""
+        `fn` must be plain synchronous sqlite3 code; big batches go through `write_batch`."""
         async with self._write_lock:
             if self._inline is not None:
                 return _in_transaction(self._inline, fn)
-            # In-memory databases have no second connection: hop to aiosqlite's thread (pinned 0.22.1).
-            execute: Callable[..., Awaitable[T]] = self._writer._execute
-            return await execute(_in_transaction, self._writer._conn, fn)
+            return await self._on_writer_thread(fn)
+
+    async def write_batch(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run `fn` as one write transaction on the database thread, in a single hop.
+
+        For batches of hundreds of rows (workflow rounds, broadcasts): the loop keeps serving while
+        SQLite works, and there is one hop per transaction instead of one per statement."""
+        async with self._write_lock:
+            return await self._on_writer_thread(fn)
+
+    async def _on_writer_thread(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        # aiosqlite's own queue to its thread (private API, aiosqlite pinned to 0.22.1).
+        execute: Callable[..., Awaitable[T]] = self._writer._execute
+        return await execute(_in_transaction, self._writer._conn, fn)
 
     async def insert_new(self, sql: str, params: Iterable[Any], resource: str) -> None:
         """One INSERT in its own transaction; AlreadyExists(resource) when a unique key is taken."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -72,6 +73,18 @@ def _run_params(r: Run) -> tuple[Any, ...]:
         r.step_count,
         to_micros(r.create_time),
         to_micros(r.update_time),
+    )
+
+
+def _insert_steps(conn: sqlite3.Connection, updates: Sequence[RunUpdate]) -> None:
+    conn.executemany(
+        "INSERT INTO workflow_run_steps (store_id, workflow_id, run_id, node, time, outcome, message_id)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?)",
+        [
+            (u.run.store_id, u.run.workflow_id, u.run.id, s.node, to_micros(s.time), s.outcome, s.message_id)
+            for u in updates
+            for s in u.steps
+        ],
     )
 
 
@@ -173,22 +186,25 @@ class SqliteWorkflows:
         )
         return [(_workflow_from_row(r), r["broadcast_after"]) for r in rows]
 
-    async def add_runs(self, runs: Sequence[Run], broadcast: tuple[str, str, int, bool] | None = None) -> list[Run]:
-        """Store new runs (ids and request ids already used are skipped); returns the runs stored.
-        With `broadcast` = (store, workflow, cursor, done), advance that broadcast in the same transaction."""
-        created = []
-        async with self._db.transaction() as tx:
-            for run in runs:
-                cur = await tx.execute(_INSERT_RUN, _run_params(run))
-                if cur.rowcount:
-                    created.append(run)
+    async def add_runs(
+        self, runs: Sequence[RunUpdate], broadcast: tuple[str, str, int, bool] | None = None
+    ) -> list[Run]:
+        """Store new runs, each with the steps it has already taken (ids and request ids already used
+        are skipped, with their steps); returns the runs stored. With `broadcast` = (store, workflow,
+        cursor, done), advance that broadcast in the same transaction."""
+
+        def insert(conn: sqlite3.Connection) -> list[Run]:
+            created = [u for u in runs if conn.execute(_INSERT_RUN, _run_params(u.run)).rowcount]
+            _insert_steps(conn, created)
             if broadcast is not None:
                 store_id, workflow_id, after, done = broadcast
-                await tx.execute(
+                conn.execute(
                     "UPDATE workflows SET broadcast_after = ?, broadcast_done = ? WHERE store_id = ? AND id = ?",
                     (after, int(done), store_id, workflow_id),
                 )
-        return created
+            return [u.run for u in created]
+
+        return await self._db.write_batch(insert)
 
     async def find_run_by_request(self, store_id: str, workflow_id: str, request_id: str) -> Run | None:
         """The run started by this request id."""
@@ -249,17 +265,17 @@ class SqliteWorkflows:
         keeps its old position: it takes the step again on re-activation (sends are idempotent)."""
         if not updates:
             return
-        async with self._db.transaction() as tx:
+
+        def save(conn: sqlite3.Connection) -> None:
             paused: set[tuple[str, str, str]] = set()
             keys = [(u.run.store_id, u.run.workflow_id, u.run.id) for u in updates]
             for i in range(0, len(keys), 300):
                 chunk = keys[i : i + 300]
                 terms = " OR ".join("(store_id = ? AND workflow_id = ? AND id = ?)" for _ in chunk)
                 sql = f"SELECT store_id, workflow_id, id FROM workflow_runs WHERE state NOT IN (1, 2) AND ({terms})"
-                async with tx.execute(sql, [v for key in chunk for v in key]) as cur:
-                    paused.update((r[0], r[1], r[2]) for r in await cur.fetchall())
+                paused.update((r[0], r[1], r[2]) for r in conn.execute(sql, [v for key in chunk for v in key]))
             moving = [u for u, key in zip(updates, keys, strict=True) if key not in paused]
-            await tx.executemany(
+            conn.executemany(
                 "UPDATE workflow_runs SET state = ?, current_node = ?, wake_time = ?, step_count = ?, update_time = ?"
                 " WHERE store_id = ? AND workflow_id = ? AND id = ?",
                 [
@@ -276,12 +292,6 @@ class SqliteWorkflows:
                     for u in moving
                 ],
             )
-            await tx.executemany(
-                "INSERT INTO workflow_run_steps (store_id, workflow_id, run_id, node, time, outcome, message_id)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                [
-                    (u.run.store_id, u.run.workflow_id, u.run.id, s.node, to_micros(s.time), s.outcome, s.message_id)
-                    for u in moving
-                    for s in u.steps
-                ],
-            )
+            _insert_steps(conn, moving)
+
+        await self._db.write_batch(save)
