@@ -106,6 +106,7 @@ class App:
         dispatcher = Dispatcher(
             storage, channel, instasent, sender.wakeup, retry_base=config.retry_base, observe=metrics.observe_provider
         )
+        sender.on_queued = dispatcher.offer
         contact_ops = ContactOps(storage)
         events = ProviderEvents(storage, channel, contact_ops, observe=metrics.observe_callback)
         sms_channel = SmsChannelServicer(storage, channel, sender, events, tokens)

@@ -3,7 +3,9 @@
 Every message is in the database before any call to Instasent, and its id is the `clientId`, which
 Instasent keeps unique: a message sent just before a crash is sent again after the restart, Instasent
 answers that the clientId exists, and the message is recorded SENT. So each message reaches Instasent
-exactly once whatever moment the process dies. 429, 5xx and timeouts are retried with exponential
+exactly once whatever moment the process dies. Messages queued by this process are handed over in
+memory (`offer`) so a newsletter is not read back from the outbox; the outbox is read for the rest
+(retries, restarts, more than the hand-over holds). 429, 5xx and timeouts are retried with exponential
 backoff honouring `X-RateLimit-Reset`; other 4xx fail the message with Instasent's message, and a 401
 also flags the channel's token as invalid.
 """
@@ -13,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -31,6 +33,7 @@ __all__ = ["Dispatcher"]
 log = logging.getLogger("smschannel.dispatcher")
 
 _QUEUED = frozenset({MessageStatus.QUEUED})
+READY_MAX = 10_000  # messages handed over in memory; beyond that they wait in the outbox only
 
 
 def _utcnow() -> datetime:
@@ -53,7 +56,17 @@ class Dispatcher:
     observe: Callable[[str, int], None] | None = None  # (outcome, count) for metrics
     _task: asyncio.Task[None] | None = None
     _in_flight: set[str] = field(default_factory=set)
+    _ready: deque[Message] = field(default_factory=deque)  # handed over, not yet taken
+    _ready_ids: set[str] = field(default_factory=set)
+    _finished: set[str] = field(default_factory=set)  # left _in_flight since the last outbox read
     _stopping: bool = False
+
+    def offer(self, messages: list[Message]) -> None:
+        """Newly committed QUEUED messages, to send without reading them back (up to READY_MAX)."""
+        for m in messages[: max(0, READY_MAX - len(self._ready))]:
+            self._ready.append(m)
+            self._ready_ids.add(m.id)
+        self.wakeup.set()
 
     def start(self) -> None:
         """Start the loop."""
@@ -70,12 +83,7 @@ class Dispatcher:
         pending: set[asyncio.Task[None]] = set()
         while not self._stopping:
             room = (self.concurrency - len(pending)) * MAX_BULK
-            try:
-                due = await self.storage.messages.due(self.clock(), room + len(self._in_flight))
-            except Exception:
-                log.exception("outbox: cannot read due messages")
-                due = []
-            due = [m for m in due if m.id not in self._in_flight]
+            due = self._take_ready(room) or await self._read_due(room)
             if not due:
                 if pending:  # what is due is already in flight: wait for a request to finish, or new work
                     self.wakeup.clear()
@@ -102,6 +110,26 @@ class Dispatcher:
         if pending:
             await asyncio.wait(pending)
 
+    def _take_ready(self, room: int) -> list[Message]:
+        taken: list[Message] = []
+        while self._ready and len(taken) < room:
+            m = self._ready.popleft()
+            self._ready_ids.discard(m.id)
+            taken.append(m)
+        return taken
+
+    async def _read_due(self, room: int) -> list[Message]:
+        """Due messages from the outbox that this process does not hold. The read is a snapshot: a
+        message whose request finished while it ran may still look QUEUED in it, hence `_finished`."""
+        self._finished.clear()
+        try:
+            due = await self.storage.messages.due(self.clock(), room + len(self._in_flight) + len(self._ready))
+        except Exception:
+            log.exception("outbox: cannot read due messages")
+            return []
+        held = self._in_flight | self._ready_ids | self._finished
+        return [m for m in due if m.id not in held]
+
     async def _sleep_until_due(self) -> None:
         await nap(self.wakeup, await self.storage.messages.next_due(), self.clock(), 5.0)
 
@@ -112,7 +140,9 @@ class Dispatcher:
             log.exception("outbox: unexpected error; the messages stay queued", extra={"store": store_id})
             await asyncio.sleep(self.retry_base)
         finally:
-            self._in_flight.difference_update(m.id for m in chunk)
+            ids = [m.id for m in chunk]
+            self._in_flight.difference_update(ids)
+            self._finished.update(ids)
             limiter.release()
 
     async def _deliver(self, store_id: str, chunk: list[Message]) -> None:

@@ -65,6 +65,8 @@ class Sender:
     channel: ChannelOps
     clock: Callable[[], datetime] = field(default=_utcnow)
     wakeup: asyncio.Event = field(default_factory=asyncio.Event)
+    # Told of each newly QUEUED message once it is committed (the dispatcher: no need to read it back).
+    on_queued: Callable[[list[Message]], None] | None = None
 
     async def send(self, req: SendRequest) -> Message:
         """Log the message (QUEUED, SKIPPED with its reason, or FAILED) and return it.
@@ -94,7 +96,12 @@ class Sender:
 
     async def _store(self, messages: list[Message]) -> list[Message]:
         stored = await self.storage.messages.add(messages) if messages else []
-        if any(m.status is MessageStatus.QUEUED for m in stored):
+        # `add` answers a known request id with the first message (maybe sent long ago): only the
+        # messages stored now, the very objects passed in, are new to the outbox.
+        queued = [s for s, m in zip(stored, messages, strict=True) if s is m and s.status is MessageStatus.QUEUED]
+        if queued:
+            if self.on_queued is not None:
+                self.on_queued(queued)
             self.wakeup.set()
         return stored
 
