@@ -106,8 +106,12 @@ async def test_a_rejection_rejects_the_phone(stubs: Stubs, wired: tuple[StoreCtx
     txt = await content(stubs, store, "Hola")
     m = await send(stubs, store, sms_content=txt.name, contact=c.name)
     await until_status(stubs, store, m.name, common.MESSAGE_STATUS_REJECTED)
-    got = await stubs.contacts.GetContact(cpb.GetContactRequest(name=c.name), metadata=store.md)
-    assert got.mobile_phone_status == common.MOBILE_PHONE_STATUS_REJECTED
+
+    async def phone_rejected() -> bool:  # the message's status is written just before the contact's
+        got = await stubs.contacts.GetContact(cpb.GetContactRequest(name=c.name), metadata=store.md)
+        return got.mobile_phone_status == common.MOBILE_PHONE_STATUS_REJECTED
+
+    await eventually(phone_rejected, "the contact's phone REJECTED")
     assert len(await activities(stubs, store, c.name, "PHONE_REJECTED")) == 1
 
 

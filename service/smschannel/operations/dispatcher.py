@@ -34,6 +34,8 @@ log = logging.getLogger("smschannel.dispatcher")
 
 _QUEUED = frozenset({MessageStatus.QUEUED})
 READY_MAX = 10_000  # messages handed over in memory; beyond that they wait in the outbox only
+OUTBOX_READ_EVERY = timedelta(seconds=1)  # outbox reads while requests are in flight, at most
+_NEVER = datetime.min.replace(tzinfo=UTC)
 
 
 def _utcnow() -> datetime:
@@ -59,6 +61,7 @@ class Dispatcher:
     _ready: deque[Message] = field(default_factory=deque)  # handed over, not yet taken
     _ready_ids: set[str] = field(default_factory=set)
     _finished: set[str] = field(default_factory=set)  # left _in_flight since the last outbox read
+    _last_read: datetime = _NEVER
     _stopping: bool = False
 
     def offer(self, messages: list[Message]) -> None:
@@ -83,7 +86,9 @@ class Dispatcher:
         pending: set[asyncio.Task[None]] = set()
         while not self._stopping:
             room = (self.concurrency - len(pending)) * MAX_BULK
-            due = self._take_ready(room) or await self._read_due(room)
+            due = self._take_ready(room)
+            if not due and (not pending or self.clock() - self._last_read > OUTBOX_READ_EVERY):
+                due = await self._read_due(room)  # while hand-overs are in flight, not on every turn
             if not due:
                 if pending:  # what is due is already in flight: wait for a request to finish, or new work
                     self.wakeup.clear()
@@ -122,6 +127,7 @@ class Dispatcher:
         """Due messages from the outbox that this process does not hold. The read is a snapshot: a
         message whose request finished while it ran may still look QUEUED in it, hence `_finished`."""
         self._finished.clear()
+        self._last_read = self.clock()
         try:
             due = await self.storage.messages.due(self.clock(), room + len(self._in_flight) + len(self._ready))
         except Exception:

@@ -76,6 +76,38 @@ def _run_params(r: Run) -> tuple[Any, ...]:
     )
 
 
+def _new_runs(conn: sqlite3.Connection, runs: Sequence[RunUpdate]) -> list[RunUpdate]:
+    """The runs whose id and request id are both unused (the first of any repeated in `runs`)."""
+    taken: set[tuple[str, str, str]] = set()
+    groups: dict[tuple[str, str], list[RunUpdate]] = {}
+    for u in runs:
+        groups.setdefault((u.run.store_id, u.run.workflow_id), []).append(u)
+    for (store_id, workflow_id), members in groups.items():
+        for column, values in (
+            ("id", [u.run.id for u in members]),
+            ("request_id", [u.run.request_id for u in members if u.run.request_id]),
+        ):
+            for i in range(0, len(values), 500):
+                chunk = values[i : i + 500]
+                sql = (
+                    f"SELECT {column} FROM workflow_runs WHERE store_id = ? AND workflow_id = ?"
+                    f" AND {column} != '' AND {column} IN ({','.join('?' * len(chunk))})"
+                )
+                taken.update(
+                    (column, store_id + "/" + workflow_id, r[0])
+                    for r in conn.execute(sql, (store_id, workflow_id, *chunk))
+                )
+    new = []
+    for u in runs:
+        scope = u.run.store_id + "/" + u.run.workflow_id
+        keys = [("id", scope, u.run.id)] + ([("request_id", scope, u.run.request_id)] if u.run.request_id else [])
+        if any(k in taken for k in keys):
+            continue
+        taken.update(keys)
+        new.append(u)
+    return new
+
+
 def _insert_steps(conn: sqlite3.Connection, updates: Sequence[RunUpdate]) -> None:
     conn.executemany(
         "INSERT INTO workflow_run_steps (store_id, workflow_id, run_id, node, time, outcome, message_id)"
@@ -194,7 +226,8 @@ class SqliteWorkflows:
         cursor, done), advance that broadcast in the same transaction."""
 
         def insert(conn: sqlite3.Connection) -> list[Run]:
-            created = [u for u in runs if conn.execute(_INSERT_RUN, _run_params(u.run)).rowcount]
+            created = _new_runs(conn, runs)
+            conn.executemany(_INSERT_RUN, [_run_params(u.run) for u in created])
             _insert_steps(conn, created)
             if broadcast is not None:
                 store_id, workflow_id, after, done = broadcast
