@@ -43,7 +43,7 @@ __all__ = ["WorkflowEngine"]
 log = logging.getLogger("smschannel.workflows")
 
 ROUND = 300  # runs per round
-BROADCAST_BATCH = 1000  # contacts turned into runs per transaction
+BROADCAST_BATCH = 150  # contacts turned into runs per transaction (its work blocks the loop in slices)
 MAX_STEPS = 1000  # a run that takes more steps than this is failed (a runaway loop)
 
 
