@@ -88,8 +88,9 @@ class ContactOps:
         patch: ContactPatch,
         source: ActivitySource,
         check: Callable[[Contact | None], None] | None = None,
+        now: datetime | None = None,
     ) -> Mutation:
-        now = self.clock()
+        now = now or self.clock()
 
         def mutate(current: Contact | None) -> tuple[Contact, list[Activity]]:
             if check is not None:
@@ -162,8 +163,9 @@ class ContactOps:
 
     async def import_rows(self, store: Store, rows: Sequence[ImportRow]) -> list[Outcome]:
         """Upsert a batch of rows in one transaction (by id, else email; created when missing)."""
+        now = self.clock()  # one time for the batch, as it is one transaction
         changes = [
-            (row.key, self._mutation(store, row.key.contact_id or new_id(), row.patch, ActivitySource.IMPORT))
+            (row.key, self._mutation(store, row.key.contact_id or new_id(), row.patch, ActivitySource.IMPORT, now=now))
             for row in rows
         ]
         return await self._apply(store.id, changes)

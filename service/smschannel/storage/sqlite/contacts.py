@@ -33,6 +33,10 @@ INSERT_ACTIVITY = (
 _IN_CHUNK = 500  # bound parameters per IN (...) lookup
 
 
+# One encoder for every row: json.dumps with options builds a new encoder per call.
+_compact_json = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, default=str).encode
+
+
 def _encode_custom(fields: dict[str, CustomValue]) -> str:
     if not fields:
         return "{}"
@@ -46,7 +50,7 @@ def _encode_custom(fields: dict[str, CustomValue]) -> str:
             out[key] = {"n": value}
         else:
             out[key] = {"s": value}
-    return json.dumps(out, separators=(",", ":"), ensure_ascii=False)
+    return _compact_json(out)
 
 
 def _decode_custom(text: str) -> dict[str, CustomValue]:
@@ -115,7 +119,7 @@ def _update_params(c: Contact) -> tuple[Any, ...]:
 
 def activity_params(a: Activity) -> tuple[Any, ...]:
     """The activities row of an activity."""
-    details = json.dumps(a.details, separators=(",", ":"), ensure_ascii=False, default=str)
+    details = _compact_json(a.details)
     return (a.store_id, a.contact_id, a.id, int(a.type), int(a.source), details, to_micros(a.create_time))
 
 
