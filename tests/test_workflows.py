@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import sqlite3
 import uuid
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -372,6 +374,50 @@ async def test_broadcast_sends_only_to_eligible_contacts(
     assert by_status.get(common.MESSAGE_STATUS_QUEUED, set()) | by_status.get(common.MESSAGE_STATUS_SENT, set()) == {
         c.name for c in subscribed
     }
+
+
+async def test_a_broadcast_page_retried_after_its_run_write_failed_sends_nothing_twice(
+    stubs: Stubs, sending_store: StoreCtx, app: App, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A page's messages are written to the outbox before its runs and cursor: a failure (or a crash)
+    # in between makes the engine take the same page again, and the messages' request ids (workflow
+    # + run + step) must make that second pass find them instead of queueing new ones.
+    people = [
+        await contact(stubs, sending_store, f"6125008{i:02d}", sms_subscription_status=SUBSCRIBED) for i in range(4)
+    ]
+    txt = await content(stubs, sending_store, "Novedades {{unsubscribe}}")
+    wf = await create_workflow(
+        stubs,
+        sending_store,
+        wpb.Trigger(broadcast=wpb.BroadcastTrigger()),
+        [send_node("s", txt.name, type=common.SMS_TYPE_NEWSLETTER)],
+    )
+    workflow_id = wf.name.rsplit("/", 1)[1]
+    real_add_runs = app.storage.workflows.add_runs
+    failures: list[int] = []
+
+    async def add_runs_failing_once(runs: Any, broadcast: Any = None) -> Any:
+        if broadcast is not None and broadcast[1] == workflow_id and not failures:
+            failures.append(len(runs))
+            raise sqlite3.OperationalError("disk I/O error (injected)")
+        return await real_add_runs(runs, broadcast)
+
+    monkeypatch.setattr(app.storage.workflows, "add_runs", add_runs_failing_once)
+    await activate(stubs, sending_store, wf)
+
+    async def all_done() -> bool:
+        runs = await stubs.workflows.ListWorkflowRuns(
+            wpb.ListWorkflowRunsRequest(parent=wf.name, filter="state = COMPLETED"), metadata=sending_store.md
+        )
+        return len(runs.workflow_runs) == len(people)
+
+    await eventually(all_done, "every broadcast run after the retry", within=20)
+    assert failures == [len(people)]
+    log = await stubs.sms.ListMessages(
+        pb.ListMessagesRequest(parent=sending_store.name, filter=f'workflow = "{wf.name}"', page_size=100),
+        metadata=sending_store.md,
+    )
+    assert sorted(m.contact for m in log.messages) == sorted(c.name for c in people)
 
 
 async def test_a_wait_survives_a_restart(tmp_path: Path, fake: FakeInstasent) -> None:
