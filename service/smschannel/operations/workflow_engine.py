@@ -4,8 +4,9 @@ Each round takes the runs that are ready, moves each one node, and saves every r
 step in one transaction. The Send SMS nodes of a round go to the outbox together (one transaction, then
 bulk requests), with an idempotency key of workflow + run + step number, so a crash before the round
 is saved makes the next round take the same step again and find the same message: never twice, never
-skipped. Waits are timers in the database. Broadcasts turn contacts into runs 1,000 at a time with
-their cursor saved alongside, so they run in bounded memory and survive restarts.
+skipped. Waits are timers in the database. Broadcasts turn contacts into runs a page at a time, each
+new run taking its first step at once; the runs are written with the broadcast's cursor, so a
+broadcast runs in bounded memory and survives restarts.
 """
 
 from __future__ import annotations
