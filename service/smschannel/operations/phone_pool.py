@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import multiprocessing
 import os
+import threading
+import time
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 
@@ -45,7 +47,12 @@ class PhonePool:
             done.set_result(NormalizedPhones(raws, normalize_many(raws, default_country)))
             return done
         if self._pool is None:
-            self._pool = ProcessPoolExecutor(self._workers, mp_context=multiprocessing.get_context("spawn"))
+            self._pool = ProcessPoolExecutor(
+                self._workers,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=exit_with_parent,
+                initargs=(os.getpid(),),
+            )
         work = loop.run_in_executor(self._pool, normalize_many, raws, default_country)
         return asyncio.ensure_future(_wrap(raws, work))
 
@@ -54,6 +61,18 @@ class PhonePool:
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
             self._pool = None
+
+
+def exit_with_parent(parent_pid: int, every: float = 1.0) -> None:
+    """In a worker: exit as soon as the server is gone. A worker's queues hold both ends of their
+    pipes, so a server killed with SIGKILL would otherwise leave its workers waiting forever."""
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(every)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
 async def _wrap(raws: Sequence[str], work: asyncio.Future[list[str | tuple[str]]]) -> NormalizedPhones:
