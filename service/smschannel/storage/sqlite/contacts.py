@@ -8,15 +8,13 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-import aiosqlite
-
 from ...domain.contacts import Activity, Contact, CustomValue
 from ...domain.enums import ActivitySource, ActivityType, MobilePhoneStatus, SmsSubscriptionStatus
 from ...errors import AlreadyExists, DomainError
 from .. import Applied, ContactKey, ContactQuery, Mutation, Outcome
 from .db import Database, Row, from_micros, to_micros
 
-__all__ = ["INSERT_ACTIVITY", "SqliteContacts", "activity_params", "insert_activities"]
+__all__ = ["INSERT_ACTIVITY", "SqliteContacts", "activity_params"]
 
 _COLUMNS = (
     "store_id, id, email, first_name, last_name, mobile_phone, mobile_phone_status,"
@@ -136,13 +134,13 @@ def activity_from_row(row: Row) -> Activity:
     )
 
 
-async def insert_activities(tx: aiosqlite.Connection, activities: Sequence[Activity]) -> None:
+def _insert_activities(conn: sqlite3.Connection, activities: Sequence[Activity]) -> None:
     """Record activities inside the caller's transaction."""
     if activities:
-        await tx.executemany(INSERT_ACTIVITY, [activity_params(a) for a in activities])
+        conn.executemany(INSERT_ACTIVITY, [activity_params(a) for a in activities])
 
 
-async def _fetch_by(tx: aiosqlite.Connection, store_id: str, column: str, values: set[str]) -> list[Contact]:
+def _fetch_by(conn: sqlite3.Connection, store_id: str, column: str, values: set[str]) -> list[Contact]:
     found: list[Contact] = []
     ordered = sorted(values)
     for i in range(0, len(ordered), _IN_CHUNK):
@@ -150,9 +148,73 @@ async def _fetch_by(tx: aiosqlite.Connection, store_id: str, column: str, values
         # `!= ''` lets SQLite use the partial indexes on email and phone (which leave out empty values).
         marks = ",".join("?" * len(chunk))
         sql = f"SELECT * FROM contacts WHERE store_id = ? AND {column} != '' AND {column} IN ({marks})"
-        async with tx.execute(sql, (store_id, *chunk)) as cur:
-            found.extend(contact_from_row(r) for r in await cur.fetchall())
+        found.extend(contact_from_row(r) for r in conn.execute(sql, (store_id, *chunk)))
     return found
+
+
+_INLINE_CHANGES = 10  # up to this many changes, a transaction runs inline on the loop
+
+
+def _apply(conn: sqlite3.Connection, store_id: str, changes: Sequence[tuple[ContactKey, Mutation]]) -> list[Outcome]:
+    """Inside a write transaction: look the contacts up once, apply the changes in order, write in bulk."""
+    by_id = {c.id: c for c in _fetch_by(conn, store_id, "id", {k.contact_id for k, _ in changes if k.contact_id})}
+    by_email = {c.email: c for c in _fetch_by(conn, store_id, "email", {k.email for k, _ in changes if k.email})}
+    by_email.update({c.email: c for c in by_id.values() if c.email})
+    looked_up = {k.email for k, _ in changes if k.email}
+    inserts: dict[str, Contact] = {}
+    updates: dict[str, Contact] = {}
+    activities: list[Activity] = []
+    outcomes: list[Outcome] = []
+    for key, mutation in changes:
+        current = by_id.get(key.contact_id) if key.contact_id else by_email.get(key.email) if key.email else None
+        try:
+            new, acts = mutation(current)
+            if new.email and new.email not in by_email and new.email not in looked_up:
+                looked_up.add(new.email)  # a new email for this contact: is it someone else's?
+                by_email.update({c.email: c for c in _fetch_by(conn, store_id, "email", {new.email})})
+            owner = by_email.get(new.email) if new.email else None
+            if owner is not None and owner.id != new.id:
+                raise AlreadyExists(
+                    f"stores/{store_id}/contacts/{owner.id}",
+                    f"email {new.email!r} belongs to another contact (stores/{store_id}/contacts/{owner.id})",
+                )
+        except DomainError as e:
+            outcomes.append(e)
+            continue
+        if current is not None and new is current:
+            outcomes.append(Applied("unchanged", current))
+            continue
+        if current is not None and current.email and current.email != new.email:
+            by_email.pop(current.email, None)
+        by_id[new.id] = new
+        if new.email:
+            by_email[new.email] = new
+        if current is None or new.id in inserts:
+            inserts[new.id] = new
+        else:
+            updates[new.id] = new
+        activities.extend(acts)
+        outcomes.append(Applied("created" if current is None else "updated", new))
+    _write(conn, store_id, inserts, updates, activities)
+    return outcomes
+
+
+def _write(
+    conn: sqlite3.Connection,
+    store_id: str,
+    inserts: dict[str, Contact],
+    updates: dict[str, Contact],
+    activities: list[Activity],
+) -> None:
+    try:
+        if inserts:
+            conn.executemany(_INSERT, [_insert_params(c) for c in inserts.values()])
+        if updates:
+            conn.executemany(_UPDATE, [_update_params(c) for c in updates.values()])
+    except sqlite3.IntegrityError as e:
+        # Only a contact id taken by a concurrent writer can get here: the lookups ran in this transaction.
+        raise AlreadyExists(f"stores/{store_id}/contacts", "a contact with that id already exists") from e
+    _insert_activities(conn, activities)
 
 
 class SqliteContacts:
@@ -185,84 +247,27 @@ class SqliteContacts:
         return [(row["seq"], contact_from_row(row)) for row in rows]
 
     async def apply(self, store_id: str, changes: Sequence[tuple[ContactKey, Mutation]]) -> list[Outcome]:
-        """Apply each change in order in one transaction; a refused change does not stop the others."""
-        async with self._db.transaction() as tx:
-            by_id = {
-                c.id: c for c in await _fetch_by(tx, store_id, "id", {k.contact_id for k, _ in changes if k.contact_id})
-            }
-            by_email = {
-                c.email: c for c in await _fetch_by(tx, store_id, "email", {k.email for k, _ in changes if k.email})
-            }
-            by_email.update({c.email: c for c in by_id.values() if c.email})
-            looked_up = {k.email for k, _ in changes if k.email}
-            inserts: dict[str, Contact] = {}
-            updates: dict[str, Contact] = {}
-            activities: list[Activity] = []
-            outcomes: list[Outcome] = []
-            for key, mutation in changes:
-                current = (
-                    by_id.get(key.contact_id) if key.contact_id else by_email.get(key.email) if key.email else None
-                )
-                try:
-                    new, acts = mutation(current)
-                    if new.email and new.email not in by_email and new.email not in looked_up:
-                        looked_up.add(new.email)  # a new email for this contact: is it someone else's?
-                        by_email.update({c.email: c for c in await _fetch_by(tx, store_id, "email", {new.email})})
-                    owner = by_email.get(new.email) if new.email else None
-                    if owner is not None and owner.id != new.id:
-                        raise AlreadyExists(
-                            f"stores/{store_id}/contacts/{owner.id}",
-                            f"email {new.email!r} belongs to another contact (stores/{store_id}/contacts/{owner.id})",
-                        )
-                except DomainError as e:
-                    outcomes.append(e)
-                    continue
-                if current is not None and new is current:
-                    outcomes.append(Applied("unchanged", current))
-                    continue
-                if current is not None and current.email and current.email != new.email:
-                    by_email.pop(current.email, None)
-                by_id[new.id] = new
-                if new.email:
-                    by_email[new.email] = new
-                if current is None or new.id in inserts:
-                    inserts[new.id] = new
-                else:
-                    updates[new.id] = new
-                activities.extend(acts)
-                outcomes.append(Applied("created" if current is None else "updated", new))
-            await self._write(tx, store_id, inserts, updates, activities)
-        return outcomes
+        """Apply each change in order in one transaction; a refused change does not stop the others.
 
-    async def _write(
-        self,
-        tx: aiosqlite.Connection,
-        store_id: str,
-        inserts: dict[str, Contact],
-        updates: dict[str, Contact],
-        activities: list[Activity],
-    ) -> None:
-        try:
-            if inserts:
-                await tx.executemany(_INSERT, [_insert_params(c) for c in inserts.values()])
-            if updates:
-                await tx.executemany(_UPDATE, [_update_params(c) for c in updates.values()])
-        except sqlite3.IntegrityError as e:
-            # Only a contact id taken by a concurrent writer can get here: the lookups ran in this transaction.
-            raise AlreadyExists(f"stores/{store_id}/contacts", "a contact with that id already exists") from e
-        await insert_activities(tx, activities)
+        One contact's change is a short transaction inline on the loop; an import batch runs on the
+        database thread in one hop."""
+        run = self._db.write if len(changes) <= _INLINE_CHANGES else self._db.write_batch
+        return await run(lambda conn: _apply(conn, store_id, changes))
 
     async def apply_by_phone(self, store_id: str, phone: str, mutation: Mutation) -> list[tuple[Contact, bool]]:
         """Apply `mutation` to every contact of the store with this phone."""
-        results: list[tuple[Contact, bool]] = []
-        async with self._db.transaction() as tx:
-            for current in await _fetch_by(tx, store_id, "mobile_phone", {phone}):
+
+        def run(conn: sqlite3.Connection) -> list[tuple[Contact, bool]]:
+            results: list[tuple[Contact, bool]] = []
+            for current in _fetch_by(conn, store_id, "mobile_phone", {phone}):
                 new, acts = mutation(current)
                 changed = new is not current
                 if changed:
-                    await self._write(tx, store_id, {}, {new.id: new}, acts)
+                    _write(conn, store_id, {}, {new.id: new}, acts)
                 results.append((new, changed))
-        return results
+            return results
+
+        return await self._db.write(run)
 
     async def delete(self, store_id: str, contact_id: str, etag: str) -> None:
         """Delete a contact and its activities."""
