@@ -2,7 +2,7 @@
 bare phonenumbers parse+validate+format of the same rows in the same run.
 
 Goal (issue 4): import rate ≥ 0.6 × the bare rate; peak RSS of the server ≤ 300 MB.
-Usage: python bench/import.py [N]   (default 1,000,000)
+Usage: python -m bench.import [N]   (default 1,000,000)
 """
 
 from __future__ import annotations
