@@ -152,9 +152,6 @@ def _fetch_by(conn: sqlite3.Connection, store_id: str, column: str, values: set[
     return found
 
 
-_INLINE_CHANGES = 10  # up to this many changes, a transaction runs inline on the loop
-
-
 def _apply(conn: sqlite3.Connection, store_id: str, changes: Sequence[tuple[ContactKey, Mutation]]) -> list[Outcome]:
     """Inside a write transaction: look the contacts up once, apply the changes in order, write in bulk."""
     by_id = {c.id: c for c in _fetch_by(conn, store_id, "id", {k.contact_id for k, _ in changes if k.contact_id})}
@@ -251,8 +248,7 @@ class SqliteContacts:
 
         One contact's change is a short transaction inline on the loop; an import batch runs on the
         database thread in one hop."""
-        run = self._db.write if len(changes) <= _INLINE_CHANGES else self._db.write_batch
-        return await run(lambda conn: _apply(conn, store_id, changes))
+        return await self._db.write_rows(len(changes), lambda conn: _apply(conn, store_id, changes))
 
     async def apply_by_phone(self, store_id: str, phone: str, mutation: Mutation) -> list[tuple[Contact, bool]]:
         """Apply `mutation` to every contact of the store with this phone."""

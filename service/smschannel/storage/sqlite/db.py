@@ -1,9 +1,12 @@
 """The SQLite database: connections, transactions, migrations (aiosqlite, WAL).
 
-Write strategy: one writer connection; every write runs inside `Database.transaction()`, which holds
-an asyncio lock and a `BEGIN IMMEDIATE` transaction, so read-modify-write sequences never interleave
-and SQLITE_BUSY cannot happen between our own writers. Reads use a separate connection and, thanks to
-WAL, see the last committed state without waiting for writers.
+Write strategy: one writer connection and one asyncio lock, so read-modify-write sequences never
+interleave and SQLITE_BUSY cannot happen between our own writers. Every write transaction is
+`BEGIN IMMEDIATE` under that lock, in one of three shapes: `write()` runs a short synchronous
+transaction inline on the loop (a callback, one contact); `write_batch()` runs a big one on the
+database thread in a single hop (an import batch, a workflow round); `transaction()` hands out the
+aiosqlite connection for the rest. Reads use a separate connection and, thanks to WAL, see the last
+committed state without waiting for writers.
 """
 
 from __future__ import annotations
@@ -38,6 +41,9 @@ def to_micros(t: datetime) -> int:
 def from_micros(us: int) -> datetime:
     """Inverse of to_micros."""
     return datetime.fromtimestamp(us / 1_000_000, tz=UTC)
+
+
+INLINE_ROWS = 10  # up to this many rows, a write transaction runs inline on the loop
 
 
 class Database:
@@ -106,6 +112,11 @@ class Database:
         SQLite works, and there is one hop per transaction instead of one per statement."""
         async with self._write_lock:
             return await self._on_writer_thread(fn)
+
+    async def write_rows(self, count: int, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """`write` for a transaction of a few rows (an API call), `write_batch` for `count` beyond
+        INLINE_ROWS (an import batch, a workflow round)."""
+        return await (self.write(fn) if count <= INLINE_ROWS else self.write_batch(fn))
 
     async def _on_writer_thread(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         # aiosqlite's own queue to its thread (private API, aiosqlite pinned to 0.22.1).

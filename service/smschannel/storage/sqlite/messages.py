@@ -56,6 +56,39 @@ def message_from_row(row: Row) -> Message:
     return Message(**values)
 
 
+def _add(conn: sqlite3.Connection, messages: Sequence[Message]) -> list[Message]:
+    """Inside a write transaction: look the request ids up once, insert the new messages in bulk."""
+    first: dict[tuple[str, str], Message] = {}
+    by_store: dict[str, list[str]] = {}
+    for m in messages:
+        if m.request_id:
+            by_store.setdefault(m.store_id, []).append(m.request_id)
+    for store_id, request_ids in by_store.items():
+        for i in range(0, len(request_ids), 500):
+            chunk = request_ids[i : i + 500]
+            sql = (
+                "SELECT * FROM messages WHERE store_id = ? AND request_id != ''"
+                f" AND request_id IN ({','.join('?' * len(chunk))})"
+            )
+            for row in conn.execute(sql, (store_id, *chunk)):
+                found = message_from_row(row)
+                first[(found.store_id, found.request_id)] = found
+    stored: list[Message] = []
+    new: list[Message] = []
+    for m in messages:
+        key = (m.store_id, m.request_id)
+        if m.request_id and key in first:
+            stored.append(first[key])
+            continue
+        if m.request_id:
+            first[key] = m  # the same id twice in one batch: the second is the first
+        stored.append(m)
+        new.append(m)
+    if new:
+        conn.executemany(_INSERT_MESSAGE, [_message_params(m) for m in new])
+    return stored
+
+
 class SqliteMessages:
     """MessageRepository on SQLite."""
 
@@ -65,37 +98,7 @@ class SqliteMessages:
     async def add(self, messages: Sequence[Message]) -> list[Message]:
         """Store new messages; a message whose request id is known is not stored and the first one
         with that id is returned in its place."""
-        async with self._db.transaction() as tx:
-            first: dict[tuple[str, str], Message] = {}
-            by_store: dict[str, list[str]] = {}
-            for m in messages:
-                if m.request_id:
-                    by_store.setdefault(m.store_id, []).append(m.request_id)
-            for store_id, request_ids in by_store.items():
-                for i in range(0, len(request_ids), 500):
-                    chunk = request_ids[i : i + 500]
-                    sql = (
-                        "SELECT * FROM messages WHERE store_id = ? AND request_id != ''"
-                        f" AND request_id IN ({','.join('?' * len(chunk))})"
-                    )
-                    async with tx.execute(sql, (store_id, *chunk)) as cur:
-                        for row in await cur.fetchall():
-                            found = message_from_row(row)
-                            first[(found.store_id, found.request_id)] = found
-            stored: list[Message] = []
-            new: list[Message] = []
-            for m in messages:
-                key = (m.store_id, m.request_id)
-                if m.request_id and key in first:
-                    stored.append(first[key])
-                    continue
-                if m.request_id:
-                    first[key] = m  # the same id twice in one batch: the second is the first
-                stored.append(m)
-                new.append(m)
-            if new:
-                await tx.executemany(_INSERT_MESSAGE, [_message_params(m) for m in new])
-        return stored
+        return await self._db.write_rows(len(messages), lambda conn: _add(conn, messages))
 
     async def get(self, store_id: str, message_id: str) -> Message | None:
         """The message, or None."""
