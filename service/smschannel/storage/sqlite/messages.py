@@ -249,7 +249,7 @@ def _apply_updates(conn: sqlite3.Connection, updates: Sequence[MessageUpdate]) -
     activities: list[Activity] = []
     for u in updates:
         key = (u.store_id, u.message_id)
-        ok = key in current and current[key] in {int(s) for s in u.expect}
+        ok = key in current and current[key] in u.expect  # IntEnum members equal and hash as their ints
         changed.append(ok)
         if not ok:
             continue
