@@ -12,9 +12,14 @@ import httpx
 import pytest
 
 from smschannel.asgi import serve_in_loop
+from smschannel.domain.contacts import Activity, Contact
+from smschannel.domain.enums import ActivitySource
+from smschannel.domain.stores import Store
 from smschannel.instasent.fake import FakeInstasent
+from smschannel.operations.contacts import ContactOps
 from smschannel.server import App
 from smschannel.sidecar.app import MAX_BODY, create_app
+from smschannel.storage import Mutation
 from smschannel.v1 import common_pb2 as common
 from smschannel.v1 import contacts_service_pb2 as cpb
 from smschannel.v1 import sms_channel_service_pb2 as pb
@@ -146,6 +151,46 @@ async def test_duplicates_and_late_reports_change_nothing_twice(
         stop = await http.post(url, json={"id": m.provider_id, "status": "stop"})  # by Instasent's id alone
         assert stop.status_code == 200
     assert len(await activities(stubs, sending_store, c.name, "SMS_UNSUBSCRIBE")) == 1
+
+
+async def test_a_callback_that_fails_midway_leaves_nothing_and_its_retry_applies_once(
+    stubs: Stubs, sending_store: StoreCtx, sidecar: str, http: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A rejection changes the message and the phone's contacts and records the event: one
+    # transaction. The contact change fails the first time: nothing may stay (not the message's
+    # REJECTED, not the record that would make Instasent's retry a duplicate).
+    url = await callback_url(stubs, sending_store, sidecar)
+    c, m = await sent_message(stubs, sending_store, "612 400 010")
+    real_change = ContactOps.reject_change
+    failures: list[str] = []
+
+    def reject_change_failing_once(self: ContactOps, store: Store, source: ActivitySource) -> Mutation:
+        change = real_change(self, store, source)
+
+        def mutate(current: Contact | None) -> tuple[Contact, list[Activity]]:
+            if not failures:
+                failures.append(current.id if current else "")
+                raise RuntimeError("disk full (injected)")
+            return change(current)
+
+        return mutate
+
+    monkeypatch.setattr(ContactOps, "reject_change", reject_change_failing_once)
+    body = {"id": m.provider_id, "clientId": m.name.rsplit("/", 1)[1], "status": "rejected"}
+    first = await http.post(url, json=body)
+    assert first.status_code == 503  # Instasent retries
+    assert failures == [c.name.rsplit("/", 1)[1]]
+    got = await stubs.sms.GetMessage(pb.GetMessageRequest(name=m.name), metadata=sending_store.md)
+    assert got.status == common.MESSAGE_STATUS_SENT
+    retry = await http.post(url, json=body)
+    assert (retry.status_code, retry.json()["outcome"]) == (200, "applied")
+    got = await stubs.sms.GetMessage(pb.GetMessageRequest(name=m.name), metadata=sending_store.md)
+    assert got.status == common.MESSAGE_STATUS_REJECTED
+    contact_now = await stubs.contacts.GetContact(cpb.GetContactRequest(name=c.name), metadata=sending_store.md)
+    assert contact_now.mobile_phone_status == common.MOBILE_PHONE_STATUS_REJECTED
+    assert len(await activities(stubs, sending_store, c.name, "PHONE_REJECTED")) == 1
+    again = await http.post(url, json=body)
+    assert again.json()["outcome"] == "duplicate"
 
 
 async def test_form_encoded_bodies_and_extra_fields_are_accepted(

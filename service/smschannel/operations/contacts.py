@@ -170,19 +170,24 @@ class ContactOps:
         ]
         return await self._apply(store.id, changes)
 
-    async def reject_phone(self, store: Store, phone: str, source: ActivitySource) -> list[tuple[Contact, bool]]:
-        """REJECTED for every contact of the store with this phone (the provider refused the number)."""
-        patch = ContactPatch(mobile_phone_status=MobilePhoneStatus.REJECTED)
-        return await self.storage.contacts.apply_by_phone(store.id, phone, self._mutation(store, "", patch, source))
+    def unsubscribe_change(self, store: Store, source: ActivitySource) -> Mutation:
+        """The change that unsubscribes a contact (UnsubscribeSms, the provider's `stop`)."""
+        return self._mutation(
+            store, "", ContactPatch(sms_subscription_status=SmsSubscriptionStatus.UNSUBSCRIBED), source
+        )
+
+    def reject_change(self, store: Store, source: ActivitySource) -> Mutation:
+        """The change that marks a contact's phone REJECTED (the provider refused the number)."""
+        return self._mutation(store, "", ContactPatch(mobile_phone_status=MobilePhoneStatus.REJECTED), source)
 
     async def unsubscribe(
         self, store: Store, source: ActivitySource, *, contact_id: str = "", phone: str = ""
     ) -> list[tuple[Contact, bool]]:
         """UNSUBSCRIBED for one contact, or for every contact of the store with `phone` (E.164).
 
-        The one path for ContactsService.UnsubscribeSms and the provider's `stop` callbacks."""
-        patch = ContactPatch(sms_subscription_status=SmsSubscriptionStatus.UNSUBSCRIBED)
+        The one change for ContactsService.UnsubscribeSms and the provider's `stop` callbacks."""
         if phone:
-            return await self.storage.contacts.apply_by_phone(store.id, phone, self._mutation(store, "", patch, source))
+            return await self.storage.contacts.apply_by_phone(store.id, phone, self.unsubscribe_change(store, source))
+        patch = ContactPatch(sms_subscription_status=SmsSubscriptionStatus.UNSUBSCRIBED)
         applied = await self.upsert(store, ContactKey(contact_id=contact_id), patch, source, contact_id)
         return [(applied.contact, applied.kind != "unchanged")]

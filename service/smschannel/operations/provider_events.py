@@ -1,8 +1,9 @@
 """Provider callbacks (SPEC §6, §9): opt-outs, rejections and delivery reports, applied once.
 
-Each effect is idempotent (an unsubscribed contact stays unsubscribed and records nothing more; a
-message status only moves forward), and the event is remembered after its effects. A crash between
-the two means the retried callback re-applies no-ops, then is remembered: applied exactly once.
+An event's effects (a message's status, the contacts of a phone) and its record are one transaction,
+the record first: a repeated callback changes nothing, and a failure leaves no record, so
+Instasent's retry applies it. Each effect is also idempotent on its own (an unsubscribed contact
+stays unsubscribed and records nothing more; a message status only moves forward).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from ..domain.enums import ActivitySource, ActivityType, MessageStatus
 from ..domain.messages import Message, message_activity, provider_status
 from ..errors import InvalidArgument, NotFound
 from ..names import ContactName
-from ..storage import MessageUpdate, Storage
+from ..storage import MessageUpdate, PhoneChange, Storage
 from .channel import ChannelOps
 from .contacts import ContactOps
 
@@ -96,29 +97,26 @@ class ProviderEvents:
             return self._done(status, EventOutcome("duplicate", message))
 
         now = self.clock()
-        changed_contacts: list[str] = []
-        applied = False
+        updates: list[MessageUpdate] = []
+        change = None
         if status == "stop":
-            results = await self.contacts.unsubscribe(store, ActivitySource.PROVIDER, phone=message.recipient)
-            changed_contacts = [str(ContactName(c.store_id, c.id)) for c, changed in results if changed]
-            applied = bool(changed_contacts)
+            change = PhoneChange(message.recipient, self.contacts.unsubscribe_change(store, ActivitySource.PROVIDER))
         else:
             new_status = provider_status(status)
             if new_status is None:
                 log.warning("unknown callback status", extra={"store": event.store_id, "status": status})
-            elif new_status is not MessageStatus.REJECTED:
-                # The common case: the status change and the event's record in one transaction.
-                update = self._update(message, new_status, event, now)
-                (applied,) = await self.storage.messages.apply_event([update], event.store_id, key, status, now)
-                return self._done(status, EventOutcome("applied" if applied else "duplicate", message))
             else:
-                (applied,) = await self.storage.messages.update([self._update(message, new_status, event, now)])
-                results = await self.contacts.reject_phone(store, message.recipient, ActivitySource.PROVIDER)
-                changed_contacts = [str(ContactName(c.store_id, c.id)) for c, changed in results if changed]
-                applied = applied or bool(changed_contacts)
-        await self.storage.messages.record_provider_event(event.store_id, key, status, now)
-        outcome = EventOutcome("applied" if applied else "duplicate", message, tuple(changed_contacts))
-        return self._done(status, outcome)
+                updates.append(self._update(message, new_status, event, now))
+                if new_status is MessageStatus.REJECTED:
+                    reject = self.contacts.reject_change(store, ActivitySource.PROVIDER)
+                    change = PhoneChange(message.recipient, reject)
+        # The effects and the event's record in one transaction: applied once, or not at all.
+        effects = await self.storage.messages.apply_event(event.store_id, key, status, now, updates, change)
+        if effects is None:  # a concurrent delivery of the same callback got there first
+            return self._done(status, EventOutcome("duplicate", message))
+        changed_contacts = tuple(str(ContactName(c.store_id, c.id)) for c, changed in effects.contacts if changed)
+        applied = any(effects.messages) or bool(changed_contacts)
+        return self._done(status, EventOutcome("applied" if applied else "duplicate", message, changed_contacts))
 
     async def _find(self, event: ProviderEvent) -> Message | None:
         if event.client_id:

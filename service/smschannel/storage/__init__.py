@@ -21,12 +21,14 @@ __all__ = [
     "ContactKey",
     "ContactQuery",
     "ContactRepository",
+    "EventEffects",
     "MessageQuery",
     "MessageRepository",
     "MessageUpdate",
     "MetaRepository",
     "Mutation",
     "Outcome",
+    "PhoneChange",
     "RunUpdate",
     "SmsContentRepository",
     "Storage",
@@ -97,6 +99,22 @@ class MessageUpdate:
     next_attempt_time: datetime | None = None
     attempted: bool = False
     activity: Activity | None = None  # recorded only if the message changed
+
+
+@dataclass(frozen=True, slots=True)
+class PhoneChange:
+    """A change to every contact of the store with this phone (a provider's opt-out or rejection)."""
+
+    phone: str
+    mutation: Mutation
+
+
+@dataclass(frozen=True, slots=True)
+class EventEffects:
+    """What a provider event changed: each message update, and each contact with whether it changed."""
+
+    messages: list[bool]
+    contacts: list[tuple[Contact, bool]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -258,17 +276,20 @@ class MessageRepository(Protocol):
         ...
 
     async def apply_event(
-        self, updates: Sequence[MessageUpdate], store_id: str, provider_id: str, status: str, now: datetime
-    ) -> list[bool]:
-        """A callback's status changes and its record, in one transaction."""
+        self,
+        store_id: str,
+        provider_id: str,
+        status: str,
+        now: datetime,
+        updates: Sequence[MessageUpdate] = (),
+        phone_change: PhoneChange | None = None,
+    ) -> EventEffects | None:
+        """A callback's effects (message updates, a change to the contacts of a phone) and its record,
+        in one transaction: None, and nothing changed, when this (provider id, status) was recorded."""
         ...
 
     async def seen_provider_event(self, store_id: str, provider_id: str, status: str) -> bool:
         """True when this (provider id, status) was recorded before."""
-        ...
-
-    async def record_provider_event(self, store_id: str, provider_id: str, status: str, now: datetime) -> bool:
-        """Remember a callback; False when seen before."""
         ...
 
 

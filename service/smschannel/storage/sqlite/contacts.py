@@ -14,7 +14,7 @@ from ...errors import AlreadyExists, DomainError
 from .. import Applied, ContactKey, ContactQuery, Mutation, Outcome
 from .db import Database, Row, from_micros, to_micros
 
-__all__ = ["INSERT_ACTIVITY", "SqliteContacts", "activity_params"]
+__all__ = ["INSERT_ACTIVITY", "SqliteContacts", "activity_params", "apply_to_phone"]
 
 _COLUMNS = (
     "store_id, id, email, first_name, last_name, mobile_phone, mobile_phone_status,"
@@ -214,6 +214,20 @@ def _write(
     _insert_activities(conn, activities)
 
 
+def apply_to_phone(
+    conn: sqlite3.Connection, store_id: str, phone: str, mutation: Mutation
+) -> list[tuple[Contact, bool]]:
+    """Inside a write transaction: `mutation` on every contact of the store with this phone."""
+    results: list[tuple[Contact, bool]] = []
+    for current in _fetch_by(conn, store_id, "mobile_phone", {phone}):
+        new, acts = mutation(current)
+        changed = new is not current
+        if changed:
+            _write(conn, store_id, {}, {new.id: new}, acts)
+        results.append((new, changed))
+    return results
+
+
 class SqliteContacts:
     """ContactRepository on SQLite."""
 
@@ -252,18 +266,7 @@ class SqliteContacts:
 
     async def apply_by_phone(self, store_id: str, phone: str, mutation: Mutation) -> list[tuple[Contact, bool]]:
         """Apply `mutation` to every contact of the store with this phone."""
-
-        def run(conn: sqlite3.Connection) -> list[tuple[Contact, bool]]:
-            results: list[tuple[Contact, bool]] = []
-            for current in _fetch_by(conn, store_id, "mobile_phone", {phone}):
-                new, acts = mutation(current)
-                changed = new is not current
-                if changed:
-                    _write(conn, store_id, {}, {new.id: new}, acts)
-                results.append((new, changed))
-            return results
-
-        return await self._db.write(run)
+        return await self._db.write(lambda conn: apply_to_phone(conn, store_id, phone, mutation))
 
     async def delete(self, store_id: str, contact_id: str, etag: str) -> None:
         """Delete a contact and its activities."""

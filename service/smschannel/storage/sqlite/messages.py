@@ -12,8 +12,8 @@ from ...domain.contacts import Activity
 from ...domain.enums import MessageStatus, RecipientMode, SmsEncoding, SmsType
 from ...domain.messages import Message, SmsContent
 from ...errors import Aborted
-from .. import MessageQuery, MessageUpdate
-from .contacts import INSERT_ACTIVITY, activity_params
+from .. import EventEffects, MessageQuery, MessageUpdate, PhoneChange
+from .contacts import INSERT_ACTIVITY, activity_params, apply_to_phone
 from .db import Database, Row, from_micros, to_micros
 
 __all__ = ["SqliteMessages", "SqliteSmsContents"]
@@ -171,14 +171,23 @@ class SqliteMessages:
         return await self._db.write(lambda conn: _apply_updates(conn, updates))
 
     async def apply_event(
-        self, updates: Sequence[MessageUpdate], store_id: str, provider_id: str, status: str, now: datetime
-    ) -> list[bool]:
-        """A callback's status changes and its record, in one transaction: applied once or not at all."""
+        self,
+        store_id: str,
+        provider_id: str,
+        status: str,
+        now: datetime,
+        updates: Sequence[MessageUpdate] = (),
+        phone_change: PhoneChange | None = None,
+    ) -> EventEffects | None:
+        """A callback's effects and its record in one transaction: the record goes first, so a
+        duplicate changes nothing, and a failure leaves no record (the retried callback applies)."""
 
-        def run(conn: sqlite3.Connection) -> list[bool]:
-            changed = _apply_updates(conn, updates)
-            conn.execute(_RECORD_EVENT, (store_id, provider_id, status, to_micros(now)))
-            return changed
+        def run(conn: sqlite3.Connection) -> EventEffects | None:
+            if not conn.execute(_RECORD_EVENT, (store_id, provider_id, status, to_micros(now))).rowcount:
+                return None
+            changed = _apply_updates(conn, updates) if updates else []
+            contacts = apply_to_phone(conn, store_id, phone_change.phone, phone_change.mutation) if phone_change else []
+            return EventEffects(changed, contacts)
 
         return await self._db.write(run)
 
@@ -219,12 +228,6 @@ class SqliteMessages:
             (store_id, provider_id, status),
         )
         return row is not None
-
-    async def record_provider_event(self, store_id: str, provider_id: str, status: str, now: datetime) -> bool:
-        """Remember a callback; False when this (provider id, status) was seen before."""
-        return await self._db.write(
-            lambda conn: bool(conn.execute(_RECORD_EVENT, (store_id, provider_id, status, to_micros(now))).rowcount)
-        )
 
 
 _RECORD_EVENT = "INSERT OR IGNORE INTO provider_events (store_id, provider_id, status, create_time) VALUES (?, ?, ?, ?)"
