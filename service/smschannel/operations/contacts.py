@@ -47,6 +47,10 @@ def contact_query(text: str, default_country: str, field: str = "filter") -> Con
     return ContactQuery(**values)  # type: ignore[arg-type]
 
 
+def _unsubscribed() -> ContactPatch:
+    return ContactPatch(sms_subscription_status=SmsSubscriptionStatus.UNSUBSCRIBED)
+
+
 def _utcnow() -> datetime:
     return datetime.now(UTC)
 
@@ -172,9 +176,7 @@ class ContactOps:
 
     def unsubscribe_change(self, store: Store, source: ActivitySource) -> Mutation:
         """The change that unsubscribes a contact (UnsubscribeSms, the provider's `stop`)."""
-        return self._mutation(
-            store, "", ContactPatch(sms_subscription_status=SmsSubscriptionStatus.UNSUBSCRIBED), source
-        )
+        return self._mutation(store, "", _unsubscribed(), source)
 
     def reject_change(self, store: Store, source: ActivitySource) -> Mutation:
         """The change that marks a contact's phone REJECTED (the provider refused the number)."""
@@ -188,6 +190,5 @@ class ContactOps:
         The one change for ContactsService.UnsubscribeSms and the provider's `stop` callbacks."""
         if phone:
             return await self.storage.contacts.apply_by_phone(store.id, phone, self.unsubscribe_change(store, source))
-        patch = ContactPatch(sms_subscription_status=SmsSubscriptionStatus.UNSUBSCRIBED)
-        applied = await self.upsert(store, ContactKey(contact_id=contact_id), patch, source, contact_id)
+        applied = await self.upsert(store, ContactKey(contact_id=contact_id), _unsubscribed(), source, contact_id)
         return [(applied.contact, applied.kind != "unchanged")]

@@ -129,7 +129,7 @@ class Dispatcher:
         self._finished.clear()
         self._last_read = self.clock()
         try:
-            due = await self.storage.messages.due(self.clock(), room + len(self._in_flight) + len(self._ready))
+            due = await self.storage.messages.due(self.clock(), room + len(self._in_flight))
         except Exception:
             log.exception("outbox: cannot read due messages")
             return []

@@ -93,9 +93,6 @@ class ProviderEvents:
             log.warning("callback for no known message", extra={"store": event.store_id, "status": status})
             return self._done(status, EventOutcome("unknown_message"))
         key = message.provider_id or message.id
-        if await self.storage.messages.seen_provider_event(event.store_id, key, status):
-            return self._done(status, EventOutcome("duplicate", message))
-
         now = self.clock()
         updates: list[MessageUpdate] = []
         change = None
@@ -112,7 +109,7 @@ class ProviderEvents:
                     change = PhoneChange(message.recipient, reject)
         # The effects and the event's record in one transaction: applied once, or not at all.
         effects = await self.storage.messages.apply_event(event.store_id, key, status, now, updates, change)
-        if effects is None:  # a concurrent delivery of the same callback got there first
+        if effects is None:  # this (provider id, status) was applied before
             return self._done(status, EventOutcome("duplicate", message))
         changed_contacts = tuple(str(ContactName(c.store_id, c.id)) for c, changed in effects.contacts if changed)
         applied = any(effects.messages) or bool(changed_contacts)

@@ -288,10 +288,6 @@ class MessageRepository(Protocol):
         in one transaction: None, and nothing changed, when this (provider id, status) was recorded."""
         ...
 
-    async def seen_provider_event(self, store_id: str, provider_id: str, status: str) -> bool:
-        """True when this (provider id, status) was recorded before."""
-        ...
-
 
 class WorkflowRepository(Protocol):
     """Workflows and their durable runs."""

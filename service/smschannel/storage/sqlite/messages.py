@@ -221,14 +221,6 @@ class SqliteMessages:
         row = await self._db.fetch_one(sql, params)
         return int(row["n"]) if row is not None else 0
 
-    async def seen_provider_event(self, store_id: str, provider_id: str, status: str) -> bool:
-        """True when this (provider id, status) was recorded before."""
-        row = await self._db.fetch_one(
-            "SELECT 1 FROM provider_events WHERE store_id = ? AND provider_id = ? AND status = ?",
-            (store_id, provider_id, status),
-        )
-        return row is not None
-
 
 _RECORD_EVENT = "INSERT OR IGNORE INTO provider_events (store_id, provider_id, status, create_time) VALUES (?, ?, ?, ?)"
 _UPDATE_MESSAGE = (

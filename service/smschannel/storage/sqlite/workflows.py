@@ -78,7 +78,7 @@ def _run_params(r: Run) -> tuple[Any, ...]:
 
 def _new_runs(conn: sqlite3.Connection, runs: Sequence[RunUpdate]) -> list[RunUpdate]:
     """The runs whose id and request id are both unused (the first of any repeated in `runs`)."""
-    taken: set[tuple[str, str, str]] = set()
+    taken: set[tuple[str, str, str, str]] = set()  # (store, workflow, column, value)
     groups: dict[tuple[str, str], list[RunUpdate]] = {}
     for u in runs:
         groups.setdefault((u.run.store_id, u.run.workflow_id), []).append(u)
@@ -93,18 +93,17 @@ def _new_runs(conn: sqlite3.Connection, runs: Sequence[RunUpdate]) -> list[RunUp
                     f"SELECT {column} FROM workflow_runs WHERE store_id = ? AND workflow_id = ?"
                     f" AND {column} != '' AND {column} IN ({','.join('?' * len(chunk))})"
                 )
-                taken.update(
-                    (column, store_id + "/" + workflow_id, r[0])
-                    for r in conn.execute(sql, (store_id, workflow_id, *chunk))
-                )
+                rows = conn.execute(sql, (store_id, workflow_id, *chunk))
+                taken.update((store_id, workflow_id, column, r[0]) for r in rows)
     new = []
     for u in runs:
-        scope = u.run.store_id + "/" + u.run.workflow_id
-        keys = [("id", scope, u.run.id)] + ([("request_id", scope, u.run.request_id)] if u.run.request_id else [])
-        if any(k in taken for k in keys):
-            continue
-        taken.update(keys)
-        new.append(u)
+        r = u.run
+        keys = [(r.store_id, r.workflow_id, "id", r.id)]
+        if r.request_id:
+            keys.append((r.store_id, r.workflow_id, "request_id", r.request_id))
+        if not any(k in taken for k in keys):
+            taken.update(keys)
+            new.append(u)
     return new
 
 
