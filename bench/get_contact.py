@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 
 import grpc
 
-from bench._common import free_port, report, server
+from bench._common import Server, free_port, process_cpu, report, server
 from smschannel.v1 import contacts_service_pb2 as cpb
 from smschannel.v1 import contacts_service_pb2_grpc as cpb_grpc
 from smschannel.v1 import sms_channel_service_pb2 as pb
@@ -42,8 +42,9 @@ asyncio.run(main())
 """
 
 
-async def drive(call: Callable[[int], Awaitable[object]], seconds: float) -> float:
-    """Calls per second with CALLERS concurrent loops for `seconds`."""
+async def drive(call: Callable[[int], Awaitable[object]], seconds: float, pid: int = 0) -> tuple[float, float]:
+    """Calls per second with CALLERS concurrent loops for `seconds`, and the CPU µs per call of the
+    server process `pid` (0: not measured)."""
     done = 0
     deadline = time.perf_counter() + seconds
 
@@ -55,9 +56,12 @@ async def drive(call: Callable[[int], Awaitable[object]], seconds: float) -> flo
             i += CALLERS
             done += 1
 
+    cpu = process_cpu(pid) if pid else 0.0
     start = time.perf_counter()
     await asyncio.gather(*(caller(k) for k in range(CALLERS)))
-    return done / (time.perf_counter() - start)
+    elapsed = time.perf_counter() - start
+    cpu_us = (process_cpu(pid) - cpu) / done * 1e6 if pid else 0.0
+    return done / elapsed, cpu_us
 
 
 async def setup(addr: str, key: str) -> tuple[list[str], bytes]:
@@ -85,8 +89,12 @@ async def setup(addr: str, key: str) -> tuple[list[str], bytes]:
     return names, sample
 
 
-async def compare(service_addr: str, key: str, echo_addr: str, seconds: float, rounds: int) -> tuple[float, float]:
-    """Median rates of GetContact and echo, measured in alternating rounds (noise hits both)."""
+async def compare(
+    service: Server, key: str, echo_addr: str, echo_pid: int, seconds: float, rounds: int
+) -> tuple[tuple[float, float], tuple[float, float]]:
+    """Median (rate, server CPU µs per call) of GetContact and of echo, measured in alternating
+    rounds (noise hits both)."""
+    service_addr = service.addr
     names, sample = await setup(service_addr, key)
     md = (("authorization", f"Bearer {key}"),)
     async with grpc.aio.insecure_channel(service_addr) as sch, grpc.aio.insecure_channel(echo_addr) as ech:
@@ -107,11 +115,15 @@ async def compare(service_addr: str, key: str, echo_addr: str, seconds: float, r
 
         await drive(get, 1.0)  # warm up both
         await drive(call_echo, 1.0)
-        service_rates, echo_rates = [], []
+        service_runs, echo_runs = [], []
         for _ in range(rounds):
-            service_rates.append(await drive(get, seconds))
-            echo_rates.append(await drive(call_echo, seconds))
-    return statistics.median(service_rates), statistics.median(echo_rates)
+            service_runs.append(await drive(get, seconds, service.proc.pid))
+            echo_runs.append(await drive(call_echo, seconds, echo_pid))
+    return _medians(service_runs), _medians(echo_runs)
+
+
+def _medians(runs: list[tuple[float, float]]) -> tuple[float, float]:
+    return statistics.median(r for r, _ in runs), statistics.median(c for _, c in runs)
 
 
 def main() -> None:
@@ -122,11 +134,16 @@ def main() -> None:
     try:
         with server() as srv:
             key = srv.create_store()
-            rate, baseline = asyncio.run(compare(srv.addr, key, echo_addr, seconds, rounds))
+            (rate, cpu_us), (baseline, echo_cpu_us) = asyncio.run(
+                compare(srv, key, echo_addr, echo.pid, seconds, rounds)
+            )
     finally:
         echo.send_signal(signal.SIGTERM)
         echo.wait(timeout=10)
-    print(f"GetContact {rate:,.0f}/s vs bare echo {baseline:,.0f}/s with {CALLERS} concurrent callers (medians)")
+    print(
+        f"GetContact {rate:,.0f}/s vs bare echo {baseline:,.0f}/s with {CALLERS} concurrent callers (medians);"
+        f" server CPU a call: {cpu_us:.0f} µs vs echo {echo_cpu_us:.0f} µs"
+    )
     report(
         {
             "bench": "get_contact",
@@ -136,6 +153,8 @@ def main() -> None:
             "goal": GOAL,
             "callers": CALLERS,
             "rounds": rounds,
+            "server_cpu_us_per_call": round(cpu_us),
+            "echo_cpu_us_per_call": round(echo_cpu_us),
         }
     )
 

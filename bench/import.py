@@ -99,12 +99,16 @@ def main() -> None:
     baseline = bare_rate(min(count, 200_000))
     with server() as srv:
         key = srv.create_store()
+        before = srv.cpu_seconds()
         rate, resp = asyncio.run(import_rate(srv.addr, key, count))
+        after = srv.cpu_seconds()
         rss = srv.peak_rss_mb()
+    server_us, workers_us = ((a - b) / count * 1e6 for a, b in zip(after, before, strict=True))
     print(
         f"imported {resp.total_count} rows: {resp.created_count} created, {resp.failed_count} failed"
-        f" in {count / rate:.1f}s; import {rate:,.0f} rows/s vs bare phonenumbers {baseline:,.0f} rows/s;"
-        f" server peak RSS {rss} MB"
+        f" in {count / rate:.1f}s; import {rate:,.0f} rows/s vs bare phonenumbers {baseline:,.0f} rows/s"
+        f" ({1e6 / baseline:.1f} µs a row); CPU a row: server {server_us:.1f} µs, phone workers"
+        f" {workers_us:.1f} µs; server peak RSS {rss} MB"
     )
     assert resp.total_count == count
     assert resp.failed_count == count // 100
@@ -118,6 +122,9 @@ def main() -> None:
             "goal": GOAL_RATIO,
             "rss_mb": rss,
             "rss_goal_mb": GOAL_RSS_MB,
+            "server_cpu_us_per_row": round(server_us, 1),
+            "workers_cpu_us_per_row": round(workers_us, 1),
+            "bare_us_per_row": round(1e6 / baseline, 1),
             "created": resp.created_count,
             "failed": resp.failed_count,
         }

@@ -3,13 +3,19 @@ Send SMS workflow — to the fake Instasent; against a bare httpx blast of the s
 requests to the same fake, in the same run.
 
 Goal (issue 5): ≥ 0.7 × the blast rate, exactly N/2 SMS received, zero duplicates, zero to ineligible.
+Also printed: the server's CPU per contact, and the storage floor — the SQL writes such a newsletter
+makes (a run, a step and a message per contact in pages, then a SENT update and an SMS_SENT activity
+per SMS in chunks of 100), alone, on the same schema: no design that keeps them in SQLite from one
+Python process can go faster than that.
 Usage: python -m bench.newsletter [N]   (default 200,000)
 """
 
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import sys
+import tempfile
 import time
 from collections.abc import AsyncIterator
 
@@ -17,6 +23,7 @@ import grpc
 import httpx
 
 from bench._common import fake_instasent, fake_stats, report, server
+from smschannel.storage.sqlite import SqliteStorage
 from smschannel.v1 import common_pb2 as common
 from smschannel.v1 import contacts_service_pb2 as cpb
 from smschannel.v1 import contacts_service_pb2_grpc as cpb_grpc
@@ -131,16 +138,100 @@ async def blast(fake: str, count: int) -> float:
         return count / (time.perf_counter() - start)
 
 
+def storage_floor(count: int) -> float:
+    """SMS/s of the SQL writes alone of a newsletter to `count` contacts (half sent), on a fresh file
+    with the service's schema, with the service's batch sizes and SQLite settings."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = f"{tmp}/floor.db"
+
+        async def schema() -> None:
+            storage = await SqliteStorage.open(path)
+            await storage.close()
+
+        asyncio.run(schema())
+        conn = sqlite3.connect(path, isolation_level=None)
+        for pragma in ("synchronous = NORMAL", "cache_size = -65536"):
+            conn.execute(f"PRAGMA {pragma}")
+        conn.execute(
+            "INSERT INTO stores (id, display_name, default_sms_subscription_status, create_time)"
+            " VALUES ('s', 's', 0, 0)"
+        )
+
+        def insert(table: str) -> str:
+            columns = [r[1] for r in conn.execute(f"PRAGMA table_info({table})") if r[1] != "seq"]
+            return f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
+
+        runs, steps, messages, activities = (
+            insert(t) for t in ("workflow_runs", "workflow_run_steps", "messages", "activities")
+        )
+        now, text = 1_700_000_000_000_000, "Novedades de la semana {{unsubscribe}}"
+        start = time.perf_counter()
+        for first in range(0, count, 150):  # a broadcast page: runs, steps and messages
+            page = range(first, min(count, first + 150))
+            conn.execute("BEGIN IMMEDIATE")
+            conn.executemany(runs, [("s", "w", f"r{i}", f"c{i}", 3, "send", now, "{}", "", 1, now, now) for i in page])
+            conn.executemany(steps, [("s", "w", f"r{i}", "send", now, "queued", f"m{i}") for i in page])
+            conn.executemany(
+                messages,
+                [
+                    (
+                        "s",
+                        f"m{i}",
+                        f"wf:w:r{i}:0",
+                        f"c{i}",
+                        "w",
+                        "send",
+                        f"r{i}",
+                        "t",
+                        2,
+                        1,
+                        1 if i % 2 == 0 else 6,
+                        "" if i % 2 == 0 else "not subscribed",
+                        phone(i),
+                        "Bench",
+                        text,
+                        1,
+                        1,
+                        "",
+                        now,
+                        now,
+                        None,
+                        None,
+                        0,
+                        now if i % 2 == 0 else None,
+                    )
+                    for i in page
+                ],
+            )
+            conn.execute("COMMIT")
+        for first in range(0, count, 200):  # a bulk answer: 100 SENT updates and their activities
+            sent = range(first, min(count, first + 200), 2)
+            conn.execute("BEGIN IMMEDIATE")
+            conn.executemany(
+                "UPDATE messages SET status = 2, provider_id = ?, send_time = ?, attempts = attempts + 1,"
+                " next_attempt_time = NULL, update_time = ? WHERE store_id = 's' AND id = ?",
+                [(f"p{i}", now, now, f"m{i}") for i in sent],
+            )
+            conn.executemany(activities, [("s", f"c{i}", f"a{i}", 5, 3, '{"message":"m"}', now) for i in sent])
+            conn.execute("COMMIT")
+        elapsed = time.perf_counter() - start
+        conn.close()
+    return (count + 1) // 2 / elapsed
+
+
 def main() -> None:
     count = int(sys.argv[1]) if len(sys.argv) > 1 else 200_000
     expected = (count + 1) // 2
     with fake_instasent(TOKEN, BLAST_TOKEN) as fake, server(INSTASENT_BASE_URL=fake) as srv:
         key = srv.create_store()
         content, key = asyncio.run(setup(srv.addr, key, count))
+        cpu = srv.cpu_seconds()[0]
         rate = asyncio.run(newsletter(srv.addr, key, content, fake, expected))
+        cpu_us = (srv.cpu_seconds()[0] - cpu) / count * 1e6
         baseline = asyncio.run(blast(fake, expected))
         stats = fake_stats(fake, TOKEN, recipients=True)
         rss = srv.peak_rss_mb()
+    floor = storage_floor(count)
     recipients = stats["recipients"]
     assert isinstance(recipients, list)
     eligible = {phone(i) for i in range(0, count, 2)}
@@ -148,7 +239,8 @@ def main() -> None:
     duplicates = len(recipients) - len(set(recipients))
     print(
         f"newsletter to {count} contacts: {stats['received']} SMS at Instasent, {duplicates} duplicates,"
-        f" {ineligible} to ineligible contacts; {rate:,.0f} SMS/s vs bare bulk blast {baseline:,.0f} SMS/s"
+        f" {ineligible} to ineligible contacts; {rate:,.0f} SMS/s vs bare bulk blast {baseline:,.0f} SMS/s;"
+        f" server CPU {cpu_us:.0f} µs a contact; storage floor {floor:,.0f} SMS/s ({floor / baseline:.2f} × the blast)"
     )
     report(
         {
@@ -163,6 +255,9 @@ def main() -> None:
             "ratio": round(rate / baseline, 3),
             "goal": GOAL,
             "rss_mb": rss,
+            "server_cpu_us_per_contact": round(cpu_us),
+            "storage_floor_rate": round(floor),
+            "storage_floor_ratio": round(floor / baseline, 3),
         }
     )
 
