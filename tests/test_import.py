@@ -120,6 +120,20 @@ async def test_many_rows_cross_batch_boundaries(stubs: Stubs, es_store: StoreCtx
     assert all(e.field == "mobile_phone" for e in resp.errors)
 
 
+async def test_rows_parsed_by_the_workers_keep_their_numbers(stubs: Stubs, es_store: StoreCtx) -> None:
+    # Messages of 60 rows go to the worker processes, several at once: numbering stays the stream's.
+    rows = [pb.Contact(email=f"w{i}@x.co", mobile_phone=f"6{i:08d}") for i in range(1, 301)]
+    rows[60] = pb.Contact(email="w61@x.co", mobile_phone="call me")
+    rows[249] = pb.Contact(first_name="no key")
+    resp = await run_import(stubs, es_store, [rows[i : i + 60] for i in range(0, len(rows), 60)])
+    assert (resp.total_count, resp.created_count, resp.failed_count) == (300, 298, 2)
+    assert [(e.row_number, e.field) for e in resp.errors] == [(61, "mobile_phone"), (250, "email")]
+    found = await stubs.contacts.ListContacts(
+        pb.ListContactsRequest(parent=es_store.name, filter='email = "w300@x.co"'), metadata=es_store.md
+    )
+    assert [c.mobile_phone for c in found.contacts] == ["+34600000300"]
+
+
 async def test_an_empty_stream_or_a_second_store_is_invalid(
     stubs: Stubs, store: StoreCtx, other_store: StoreCtx
 ) -> None:

@@ -28,9 +28,9 @@ from .metrics import Metrics
 from .operations.channel import ChannelOps
 from .operations.contacts import ContactOps
 from .operations.dispatcher import Dispatcher
-from .operations.phone_pool import PhonePool
 from .operations.provider_events import ProviderEvents
 from .operations.sending import Sender
+from .operations.worker_pool import WorkerPool
 from .operations.workflow_engine import WorkflowEngine
 from .storage import Storage
 from .storage.sqlite import SqliteStorage
@@ -80,7 +80,7 @@ class App:
     port: int
     http: httpx.AsyncClient
     channel: ChannelOps
-    phones: PhonePool
+    workers: WorkerPool
     sender: Sender
     dispatcher: Dispatcher
     engine: WorkflowEngine
@@ -110,8 +110,8 @@ class App:
         contact_ops = ContactOps(storage)
         events = ProviderEvents(storage, channel, contact_ops, observe=metrics.observe_callback)
         sms_channel = SmsChannelServicer(storage, channel, sender, events, tokens)
-        phones = PhonePool(config.import_workers)
-        contacts = ContactsServicer(contact_ops, tokens, phones)
+        workers = WorkerPool(config.import_workers)
+        contacts = ContactsServicer(contact_ops, tokens, workers)
         engine = WorkflowEngine(storage, sender, contact_ops)
         contact_ops.on_created = engine.contacts_created
         workflows = WorkflowServicer(storage, engine, tokens)
@@ -139,7 +139,7 @@ class App:
         for name in ("", *SERVICE_NAMES):
             await health.set(name, health_pb2.HealthCheckResponse.SERVING)
         log.info("serving", extra={"grpc_addr": config.grpc_addr, "port": port})
-        return cls(config, storage, server, health, port, http, channel, phones, sender, dispatcher, engine)
+        return cls(config, storage, server, health, port, http, channel, workers, sender, dispatcher, engine)
 
     async def stop(self, grace: float | None = None) -> None:
         """Drain: report NOT_SERVING, let in-flight calls finish within the grace, close storage."""
@@ -148,7 +148,7 @@ class App:
         await self.server.stop(grace)
         await self.engine.stop(grace)
         await self.dispatcher.stop(grace)
-        self.phones.close()
+        self.workers.close()
         await self.http.aclose()
         await self.storage.close()
         log.info("stopped")

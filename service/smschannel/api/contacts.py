@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Iterable
+from collections import deque
+from collections.abc import AsyncIterator
 
 import grpc
 from google.protobuf import empty_pb2
@@ -16,11 +17,19 @@ from ..errors import InvalidArgument, NotFound
 from ..filters import parse_filter
 from ..names import ContactName, StoreName, new_id, validate_id
 from ..operations.contacts import ContactOps, ImportRow, contact_query, enum_value
-from ..operations.phone_pool import NormalizedPhones, PhonePool
+from ..operations.worker_pool import WorkerPool
 from ..storage import Applied, ContactKey
 from ..v1 import contacts_service_pb2 as pb
 from ..v1 import contacts_service_pb2_grpc as pb_grpc
-from .contacts_proto import WRITABLE, activity_to_proto, contact_to_proto, patch_from_proto
+from .contacts_proto import (
+    WRITABLE,
+    ImportedRow,
+    activity_to_proto,
+    contact_key,
+    contact_to_proto,
+    parse_import_rows,
+    patch_from_proto,
+)
 from .interceptor import current_principal
 from .pagination import PageTokens, page_size
 
@@ -29,6 +38,8 @@ __all__ = ["ContactsServicer"]
 log = logging.getLogger("smschannel.contacts")
 
 IMPORT_BATCH = 1000  # rows per transaction
+IMPORT_READ_AHEAD = 3  # messages whose rows the workers parse while an earlier one is applied
+IMPORT_INLINE_ROWS = 50  # a message with fewer rows is parsed here rather than shipped to a worker
 IMPORT_PROGRESS_EVERY = 100_000  # rows between progress log lines
 MAX_IMPORT_ERRORS = 20_000  # row errors returned, keeping the answer under 4 MB (all are counted)
 
@@ -38,11 +49,11 @@ _ACTIVITY_FILTERS = {"type": {"="}}
 class ContactsServicer(pb_grpc.ContactsServiceServicer):
     """The ContactsService RPCs."""
 
-    def __init__(self, ops: ContactOps, tokens: PageTokens, phones: PhonePool) -> None:
+    def __init__(self, ops: ContactOps, tokens: PageTokens, workers: WorkerPool) -> None:
         self._ops = ops
         self._storage = ops.storage
         self._tokens = tokens
-        self._phones = phones
+        self._workers = workers
 
     async def _store(self, name: StoreName | ContactName) -> Store:
         current_principal().check_store(name.store, name)
@@ -106,22 +117,13 @@ class ContactsServicer(pb_grpc.ContactsServiceServicer):
         store = await self._store(parent)
         info = request.contact_info
         patch = patch_from_proto(info, None, await self._ops.default_country(store.id), "contact_info.")
-        key = self._import_key(store, info, "contact_info.", patch.email or "")
+        key = contact_key(store.id, info, "contact_info.", patch.email or "")
         if not key.contact_id and not key.email:
             raise InvalidArgument("contact_info.email", "required: the contact's email or its name is the key")
         applied = await self._ops.upsert(store, key, patch, ActivitySource.CONTACT_INFO_TAG, new_id())
         return pb.UpsertContactInfoResponse(
             contact=contact_to_proto(applied.contact), created=applied.kind == "created"
         )
-
-    @staticmethod
-    def _import_key(store: Store, row: pb.Contact, prefix: str, email: str) -> ContactKey:
-        if not row.name:
-            return ContactKey(email=email)
-        name = ContactName.parse(prefix + "name", row.name)
-        if name.store != store.id:
-            raise InvalidArgument(prefix + "name", f"{row.name!r} is not a contact of stores/{store.id}")
-        return ContactKey(contact_id=name.contact)
 
     async def UnsubscribeSms(
         self, request: pb.UnsubscribeSmsRequest, context: grpc.aio.ServicerContext
@@ -167,8 +169,8 @@ class ContactsServicer(pb_grpc.ContactsServiceServicer):
     ) -> pb.ImportContactsResponse:
         """Upsert streamed rows in batches; bad rows are reported and skipped, good rows are kept."""
         importer: _Import | None = None
-        # One message of lookahead: its phones are parsed by the pool while the previous one is applied.
-        previous: tuple[Iterable[pb.Contact], asyncio.Future[NormalizedPhones]] | None = None
+        # Messages read ahead: their rows are parsed by the workers while an earlier one is applied.
+        ahead: deque[asyncio.Future[list[ImportedRow]]] = deque()
         async for message in request_iterator:
             if importer is None:
                 parent = StoreName.parse("parent", message.parent)
@@ -176,14 +178,20 @@ class ContactsServicer(pb_grpc.ContactsServiceServicer):
                 importer = _Import(self, store, await self._ops.default_country(store.id))
             elif message.parent and message.parent != str(StoreName(importer.store.id)):
                 raise InvalidArgument("parent", "every message of an import must name the same store")
-            phones = self._phones.submit([row.mobile_phone for row in message.contacts], importer.default_country)
-            if previous is not None:
-                await importer.add(*previous)
-            previous = (message.contacts, phones)
+            rows = self._workers.submit(
+                parse_import_rows,
+                message.SerializeToString(),
+                importer.store.id,
+                importer.default_country,
+                inline=len(message.contacts) < IMPORT_INLINE_ROWS,
+            )
+            ahead.append(rows)
+            if len(ahead) > IMPORT_READ_AHEAD:
+                await importer.add(await ahead.popleft())
         if importer is None:
             raise InvalidArgument("parent", "required: the import stream was empty")
-        if previous is not None:
-            await importer.add(*previous)
+        while ahead:
+            await importer.add(await ahead.popleft())
         await importer.flush()
         log.info("import finished", extra=importer.summary())
         return importer.response
@@ -206,22 +214,18 @@ class _Import:
         if len(self.response.errors) < MAX_IMPORT_ERRORS:
             self.response.errors.append(pb.ImportRowError(row_number=number, field=field, reason=reason))
 
-    async def add(self, rows: Iterable[pb.Contact], phones: asyncio.Future[NormalizedPhones]) -> None:
-        """Validate rows; every full batch is written while the next ones are parsed."""
-        normalize = await phones
+    async def add(self, rows: list[ImportedRow]) -> None:
+        """Number the parsed rows and report the bad ones; every full batch is written while the next
+        ones are parsed."""
         for row in rows:
             self.response.total_count += 1
             number = self.response.total_count
-            try:
-                patch = patch_from_proto(row, None, self.default_country, normalize=normalize)
-                key = self.servicer._import_key(self.store, row, "", patch.email or "")
-                if not key.contact_id and not key.email:
-                    raise InvalidArgument("email", "required: each row needs an email or a contact name to match on")
-            except InvalidArgument as e:
-                for v in e.violations:
+            if isinstance(row, list):
+                for v in row:
                     self._fail(number, v.field, v.description)
                 continue
-            self.pending.append(ImportRow(number, key, patch))
+            contact_id, email, patch = row
+            self.pending.append(ImportRow(number, ContactKey(contact_id, email), patch))
             if len(self.pending) >= IMPORT_BATCH:
                 await self._start_write()
 

@@ -7,6 +7,7 @@ workflows and provider callbacks.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from dataclasses import dataclass, field
@@ -89,6 +90,11 @@ class ContactPatch:
     remove_custom_fields: set[str] = field(default_factory=set)
     replace_custom_fields: bool = False
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Import workers send patches back: as the constructor's arguments they load several times
+        # faster than the default (an object, then one attribute at a time).
+        return ContactPatch, tuple(getattr(self, f) for f in self.__slots__)
+
 
 def normalize_email(field_path: str, raw: str) -> str:
     """Trimmed and lower-cased; "" for none; INVALID_ARGUMENT when not an address."""
@@ -121,6 +127,12 @@ def _subscription_activity(new: SmsSubscriptionStatus) -> ActivityType:
     return ActivityType.SMS_SUBSCRIPTION_CHANGED
 
 
+@functools.lru_cache(maxsize=64)
+def _starting_values(store_id: str, subscription: SmsSubscriptionStatus) -> Contact:
+    """What a new contact of a store starts from, before its patch (its id is set when it is made)."""
+    return Contact(store_id=store_id, id="", sms_subscription_status=subscription)
+
+
 def apply_patch(
     current: Contact | None,
     patch: ContactPatch,
@@ -135,7 +147,7 @@ def apply_patch(
 
     Returns `current` itself (and no activities) when the patch changes nothing.
     """
-    base = current or Contact(store_id=store_id, id=contact_id, sms_subscription_status=default_subscription)
+    base = current or _starting_values(store_id, default_subscription)
     custom = base.custom_fields  # shared, never mutated: contacts are values
     if patch.custom_fields or patch.remove_custom_fields or patch.replace_custom_fields:
         custom = {} if patch.replace_custom_fields else dict(base.custom_fields)
@@ -175,7 +187,7 @@ def apply_patch(
         current.custom_fields,
     ):
         return current, []
-    new = Contact(base.store_id, base.id, *values, base.create_time or now, now, base.version + 1)
+    new = Contact(base.store_id, base.id or contact_id, *values, base.create_time or now, now, base.version + 1)
 
     def activity(kind: ActivityType, **details: Any) -> Activity:
         return Activity(store_id, new.id, new_id(), kind, source, now, details)

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
 
 import phonenumbers
 
 from ..errors import InvalidArgument
 
-__all__ = ["country_of", "normalize_country", "normalize_many", "normalize_phone"]
+__all__ = ["country_of", "normalize_country", "normalize_phone"]
 
 
 def normalize_country(field: str, value: str) -> str:
@@ -48,18 +47,6 @@ def _normalize(field: str, text: str, default_country: str) -> str:
     if not phonenumbers.is_valid_number(number):
         raise InvalidArgument(field, f"{text!r} is not a valid phone number")
     return str(phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164))
-
-
-def normalize_many(raws: Sequence[str], default_country: str) -> list[str | tuple[str]]:
-    """normalize_phone for many numbers at once, for a worker process: each result is the E.164
-    (or "") or a 1-tuple holding why the number is invalid."""
-    out: list[str | tuple[str]] = []
-    for raw in raws:
-        try:
-            out.append(normalize_phone("mobile_phone", raw, default_country))
-        except InvalidArgument as e:
-            out.append((e.violations[0].description,))
-    return out
 
 
 def country_of(e164: str) -> str:

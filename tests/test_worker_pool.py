@@ -1,4 +1,4 @@
-"""The import's phone workers: the same answers as inline, and no worker outlives a killed server."""
+"""The import's workers: the same answers as inline, and no worker outlives a killed server."""
 
 from __future__ import annotations
 
@@ -7,35 +7,37 @@ import signal
 import subprocess
 import sys
 
-import pytest
-
-from smschannel.errors import InvalidArgument
-from smschannel.operations.phone_pool import PhonePool
+from smschannel.api.contacts_proto import parse_import_rows
+from smschannel.operations.worker_pool import WorkerPool
+from smschannel.v1 import contacts_service_pb2 as pb
 
 from .procs import wait_for
 
-RAWS = [f"612 {i:03d} 000" for i in range(60)] + ["call me"]
+ROWS = pb.ImportContactsRequest(
+    contacts=[pb.Contact(email=f"c{i}@x.co", mobile_phone=f"612 {i:03d} 000", first_name="Ana") for i in range(60)]
+    + [pb.Contact(email="bad@x.co", mobile_phone="call me"), pb.Contact(first_name="no key")]
+).SerializeToString()
 
 
 async def test_the_pool_answers_like_the_inline_path() -> None:
-    pool, inline = PhonePool(1), PhonePool(0)
+    pool = WorkerPool(1)
     try:
-        pooled, direct = await pool.submit(RAWS, "ES"), await inline.submit(RAWS, "ES")
-        for raw in RAWS[:-1]:
-            assert pooled("mobile_phone", raw, "ES") == direct("mobile_phone", raw, "ES")
-        with pytest.raises(InvalidArgument):
-            pooled("mobile_phone", "call me", "ES")
+        pooled = await pool.submit(parse_import_rows, ROWS, "s1", "ES")
+        direct = await WorkerPool(0).submit(parse_import_rows, ROWS, "s1", "ES")
+        assert pooled == direct
+        assert [r[2].mobile_phone for r in pooled[:2] if isinstance(r, tuple)] == ["+34612000000", "+34612001000"]
+        assert [[v.field for v in r] for r in pooled[-2:] if isinstance(r, list)] == [["mobile_phone"], ["email"]]
     finally:
         pool.close()
 
 
 SERVER_STAND_IN = """
 import asyncio, sys
-from smschannel.operations.phone_pool import PhonePool
+from smschannel.operations.worker_pool import WorkerPool
 
 async def main():
-    pool = PhonePool(1)
-    await pool.submit([f"612 {i:03d} 000" for i in range(60)], "ES")
+    pool = WorkerPool(1)
+    await pool.submit(sorted, [3, 1, 2])
     print(*pool._pool._processes, flush=True)  # the worker pids
     await asyncio.sleep(3600)
 
@@ -53,7 +55,7 @@ def alive(pid: int) -> bool:
         return f.read().rsplit(")", 1)[1].split()[0] != "Z"
 
 
-def test_a_server_killed_with_sigkill_leaves_no_phone_worker_behind() -> None:
+def test_a_server_killed_with_sigkill_leaves_no_worker_behind() -> None:
     with subprocess.Popen([sys.executable, "-c", SERVER_STAND_IN], stdout=subprocess.PIPE, text=True) as proc:
         try:
             assert proc.stdout is not None

@@ -1,0 +1,62 @@
+"""Worker processes for CPU-bound work (an import's rows), so it runs on every core, not one."""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import os
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from typing import Any, TypeVar
+
+__all__ = ["WorkerPool", "exit_with_parent"]
+
+T = TypeVar("T")
+
+
+class WorkerPool:
+    """A process pool started on first use (spawned, so no gRPC state is forked); 0 workers = inline."""
+
+    def __init__(self, workers: int | None = None) -> None:
+        self._workers = max(0, (os.cpu_count() or 1) - 1) if workers is None else workers
+        self._pool: ProcessPoolExecutor | None = None
+
+    def submit(self, fn: Callable[..., T], *args: Any, inline: bool = False) -> asyncio.Future[T]:
+        """Start `fn(*args)` in a worker, or here when `inline` (work too small to ship) or without
+        workers. `fn` must be a module-level function and its arguments and answer picklable."""
+        loop = asyncio.get_running_loop()
+        if inline or self._workers == 0:
+            done: asyncio.Future[T] = loop.create_future()
+            try:
+                done.set_result(fn(*args))
+            except Exception as e:
+                done.set_exception(e)
+            return done
+        if self._pool is None:
+            self._pool = ProcessPoolExecutor(
+                self._workers,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=exit_with_parent,
+                initargs=(os.getpid(),),
+            )
+        return loop.run_in_executor(self._pool, fn, *args)
+
+    def close(self) -> None:
+        """Stop the workers."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
+
+
+def exit_with_parent(parent_pid: int, every: float = 1.0) -> None:
+    """In a worker: exit as soon as the server is gone. A worker's queues hold both ends of their
+    pipes, so a server killed with SIGKILL would otherwise leave its workers waiting forever."""
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(every)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
