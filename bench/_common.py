@@ -58,7 +58,7 @@ class Server:
 
     def cpu_seconds(self) -> tuple[float, float]:
         """CPU time (user + system) used so far by the server process and by its live child processes
-        (the phone workers). Per unit of work, it is a steadier figure than a rate on a noisy machine."""
+        (the import workers). Per unit of work, it is a steadier figure than a rate on a noisy machine."""
         children = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children")
         pids = children.read_text().split() if children.exists() else []
         return process_cpu(self.proc.pid), sum(process_cpu(int(p)) for p in pids)

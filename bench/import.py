@@ -107,7 +107,7 @@ def main() -> None:
     print(
         f"imported {resp.total_count} rows: {resp.created_count} created, {resp.failed_count} failed"
         f" in {count / rate:.1f}s; import {rate:,.0f} rows/s vs bare phonenumbers {baseline:,.0f} rows/s"
-        f" ({1e6 / baseline:.1f} µs a row); CPU a row: server {server_us:.1f} µs, phone workers"
+        f" ({1e6 / baseline:.1f} µs a row); CPU a row: server {server_us:.1f} µs, import workers"
         f" {workers_us:.1f} µs; server peak RSS {rss} MB"
     )
     assert resp.total_count == count
