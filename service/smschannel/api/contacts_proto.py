@@ -38,7 +38,7 @@ WRITABLE = (
     "custom_fields",
 )
 MAX_NAME = 200
-_WRITABLE_SET = frozenset(WRITABLE)
+_WRITABLE_SORTED = sorted(WRITABLE)  # the order in which violations are reported
 
 
 def _custom_from_proto(value: common_pb2.CustomFieldValue) -> CustomValue | None:
@@ -100,9 +100,9 @@ def patch_from_proto(
     Every bad field is reported at once, named `{prefix}{field}`."""
     patch = ContactPatch()
     violations: list[FieldViolation] = []
-    # ListFields: the fields set to a non-default value (a non-empty map), in one call.
-    wanted = {fd.name for fd, _ in msg.ListFields()} & _WRITABLE_SET if paths is None else paths
-    for path in sorted(wanted):
+    # No field has explicit presence: "set" is a non-default value (a non-empty map).
+    wanted = [path for path in _WRITABLE_SORTED if getattr(msg, path)] if paths is None else sorted(paths)
+    for path in wanted:
         field = prefix + path
         if path == "mobile_phone":
             try:

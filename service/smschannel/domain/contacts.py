@@ -93,7 +93,17 @@ class ContactPatch:
     def __reduce__(self) -> tuple[Any, ...]:
         # Import workers send patches back: as the constructor's arguments they load several times
         # faster than the default (an object, then one attribute at a time).
-        return ContactPatch, tuple(getattr(self, f) for f in self.__slots__)
+        return ContactPatch, (
+            self.email,
+            self.first_name,
+            self.last_name,
+            self.mobile_phone,
+            self.mobile_phone_status,
+            self.sms_subscription_status,
+            self.custom_fields,
+            self.remove_custom_fields,
+            self.replace_custom_fields,
+        )
 
 
 def normalize_email(field_path: str, raw: str) -> str:
