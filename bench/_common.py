@@ -75,7 +75,11 @@ class Server:
 
 @contextmanager
 def server(command: str = "server", **env: str) -> Iterator[Server]:
-    """Start a server on a fresh SQLite file; stop it (SIGTERM) at the end."""
+    """Start a server on a fresh SQLite file; stop it (SIGTERM) at the end.
+
+    With BENCH_PROFILE=<file> set, the server runs under cProfile (its event-loop thread) and writes
+    the stats to <file> when it stops: `BENCH_PROFILE=/tmp/s.prof python -m bench.newsletter 50000`,
+    then `python -m pstats /tmp/s.prof`. Rates under the profiler mean nothing; the shares do."""
     with tempfile.TemporaryDirectory() as tmp:
         addr = f"127.0.0.1:{free_port()}"
         db = Path(tmp) / "bench.db"
@@ -88,7 +92,9 @@ def server(command: str = "server", **env: str) -> Iterator[Server]:
             "SMSCHANNEL_LOG_LEVEL": "WARNING",
             **env,
         }
-        proc = subprocess.Popen([sys.executable, "-m", "smschannel", command], env=full)
+        profile = os.environ.get("BENCH_PROFILE")
+        prof = ["-m", "cProfile", "-o", profile] if profile else []
+        proc = subprocess.Popen([sys.executable, *prof, "-m", "smschannel", command], env=full)
         try:
             deadline = time.monotonic() + 30
             while time.monotonic() < deadline:
