@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
 import sys
+import time
+from concurrent.futures.process import BrokenProcessPool
+
+import pytest
 
 from smschannel.api.contacts_proto import parse_import_rows
 from smschannel.operations.worker_pool import WorkerPool
@@ -27,6 +32,23 @@ async def test_the_pool_answers_like_the_inline_path() -> None:
         assert pooled == direct
         assert [r[2].mobile_phone for r in pooled[:2] if isinstance(r, tuple)] == ["+34612000000", "+34612001000"]
         assert [[v.field for v in r] for r in pooled[-2:] if isinstance(r, list)] == [["mobile_phone"], ["email"]]
+    finally:
+        pool.close()
+
+
+async def test_a_worker_that_dies_fails_its_call_and_the_next_call_gets_a_new_pool() -> None:
+    pool = WorkerPool(1)
+    try:
+        assert await pool.submit(sorted, [2, 1]) == [1, 2]
+        assert pool._pool is not None
+        (worker,) = pool._pool._processes  # the worker (private attribute: there is no public one)
+        slow = pool.submit(time.sleep, 30)
+        os.kill(worker, signal.SIGKILL)  # as the kernel's OOM killer would
+        with pytest.raises(BrokenProcessPool):
+            await asyncio.wait_for(slow, 20)
+        assert await asyncio.wait_for(pool.submit(parse_import_rows, ROWS, "s1", "ES"), 20) == await WorkerPool(
+            0
+        ).submit(parse_import_rows, ROWS, "s1", "ES")
     finally:
         pool.close()
 

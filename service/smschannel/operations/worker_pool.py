@@ -9,6 +9,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any, TypeVar
 
 __all__ = ["WorkerPool", "exit_with_parent"]
@@ -17,7 +18,10 @@ T = TypeVar("T")
 
 
 class WorkerPool:
-    """A process pool started on first use (spawned, so no gRPC state is forked); 0 workers = inline."""
+    """A process pool started on first use (spawned, so no gRPC state is forked); 0 workers = inline.
+
+    A worker that dies (killed, out of memory) breaks the pool: the calls in flight fail, and the
+    next call starts a new pool."""
 
     def __init__(self, workers: int | None = None) -> None:
         self._workers = max(0, (os.cpu_count() or 1) - 1) if workers is None else workers
@@ -34,20 +38,37 @@ class WorkerPool:
             except Exception as e:
                 done.set_exception(e)
             return done
-        if self._pool is None:
-            self._pool = ProcessPoolExecutor(
+        pool = self._pool
+        if pool is None:
+            pool = self._pool = ProcessPoolExecutor(
                 self._workers,
                 mp_context=multiprocessing.get_context("spawn"),
                 initializer=exit_with_parent,
                 initargs=(os.getpid(),),
             )
-        return loop.run_in_executor(self._pool, fn, *args)
+        try:
+            work = loop.run_in_executor(pool, fn, *args)
+        except BrokenProcessPool:
+            self._forget(pool)  # a worker died before this call (killed, out of memory): start afresh
+            return self.submit(fn, *args)
+        work.add_done_callback(lambda done: self._forget(pool) if _broke(done) else None)
+        return work
+
+    def _forget(self, pool: ProcessPoolExecutor) -> None:
+        """A broken pool answers nothing any more: the next call starts a new one."""
+        if self._pool is pool:
+            self._pool = None
+            pool.shutdown(wait=False, cancel_futures=True)
 
     def close(self) -> None:
         """Stop the workers."""
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
             self._pool = None
+
+
+def _broke(done: asyncio.Future[Any]) -> bool:
+    return not done.cancelled() and isinstance(done.exception(), BrokenProcessPool)
 
 
 def exit_with_parent(parent_pid: int, every: float = 1.0) -> None:
