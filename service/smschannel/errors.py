@@ -14,6 +14,7 @@ __all__ = [
     "NotFound",
     "PermissionDenied",
     "Unauthenticated",
+    "Unavailable",
     "Violation",
 ]
 
@@ -107,3 +108,9 @@ class Aborted(DomainError):
     """A concurrency conflict: the etag sent is not the current one (AIP-154)."""
 
     reason = "ABORTED"
+
+
+class Unavailable(DomainError):
+    """A transient failure on our side: the same request, sent again, can succeed."""
+
+    reason = "UNAVAILABLE"

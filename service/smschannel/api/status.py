@@ -16,6 +16,7 @@ from ..errors import (
     NotFound,
     PermissionDenied,
     Unauthenticated,
+    Unavailable,
 )
 
 __all__ = ["DOMAIN", "internal_status", "to_status"]
@@ -30,6 +31,7 @@ _CODES: list[tuple[type[DomainError], int]] = [
     (Unauthenticated, code_pb2.UNAUTHENTICATED),
     (PermissionDenied, code_pb2.PERMISSION_DENIED),
     (Aborted, code_pb2.ABORTED),
+    (Unavailable, code_pb2.UNAVAILABLE),
 ]
 
 

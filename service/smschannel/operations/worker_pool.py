@@ -12,6 +12,8 @@ from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any, TypeVar
 
+from ..errors import Unavailable
+
 __all__ = ["WorkerPool", "exit_with_parent"]
 
 T = TypeVar("T")
@@ -20,8 +22,8 @@ T = TypeVar("T")
 class WorkerPool:
     """A process pool started on first use (spawned, so no gRPC state is forked); 0 workers = inline.
 
-    A worker that dies (killed, out of memory) breaks the pool: the calls in flight fail, and the
-    next call starts a new pool."""
+    A worker that dies (killed, out of memory) breaks the pool: the calls in flight fail with
+    Unavailable, and the next call starts a new pool."""
 
     def __init__(self, workers: int | None = None) -> None:
         self._workers = max(0, (os.cpu_count() or 1) - 1) if workers is None else workers
@@ -51,8 +53,14 @@ class WorkerPool:
         except BrokenProcessPool:
             self._forget(pool)  # a worker died before this call (killed, out of memory): start afresh
             return self.submit(fn, *args)
-        work.add_done_callback(lambda done: self._forget(pool) if _broke(done) else None)
-        return work
+        return asyncio.ensure_future(self._answer(work, pool))
+
+    async def _answer(self, work: asyncio.Future[T], pool: ProcessPoolExecutor) -> T:
+        try:
+            return await work
+        except BrokenProcessPool:
+            self._forget(pool)
+            raise Unavailable("a worker process stopped (killed or out of memory): send the request again") from None
 
     def _forget(self, pool: ProcessPoolExecutor) -> None:
         """A broken pool answers nothing any more: the next call starts a new one."""
@@ -65,10 +73,6 @@ class WorkerPool:
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
             self._pool = None
-
-
-def _broke(done: asyncio.Future[Any]) -> bool:
-    return not done.cancelled() and isinstance(done.exception(), BrokenProcessPool)
 
 
 def exit_with_parent(parent_pid: int, every: float = 1.0) -> None:
