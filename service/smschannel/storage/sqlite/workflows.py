@@ -68,7 +68,7 @@ def _run_params(r: Run) -> tuple[Any, ...]:
         int(r.state),
         r.current_node,
         to_micros(r.wake_time),
-        json.dumps(dict(r.event)),
+        json.dumps(dict(r.event)) if r.event else "{}",  # a broadcast's runs have no event
         r.request_id,
         r.step_count,
         to_micros(r.create_time),
