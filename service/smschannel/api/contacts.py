@@ -171,27 +171,31 @@ class ContactsServicer(pb_grpc.ContactsServiceServicer):
         importer: _Import | None = None
         # Messages read ahead: their rows are parsed by the workers while an earlier one is applied.
         ahead: deque[asyncio.Future[list[ImportedRow]]] = deque()
-        async for message in request_iterator:
+        try:
+            async for message in request_iterator:
+                if importer is None:
+                    parent = StoreName.parse("parent", message.parent)
+                    store = await self._store(parent)
+                    importer = _Import(self, store, await self._ops.default_country(store.id))
+                elif message.parent and message.parent != str(StoreName(importer.store.id)):
+                    raise InvalidArgument("parent", "every message of an import must name the same store")
+                rows = self._workers.submit(
+                    parse_import_rows,
+                    message.SerializeToString(),
+                    importer.store.id,
+                    importer.default_country,
+                    inline=len(message.contacts) < IMPORT_INLINE_ROWS,
+                )
+                ahead.append(rows)
+                if len(ahead) > IMPORT_READ_AHEAD:
+                    await importer.add(await ahead.popleft())
             if importer is None:
-                parent = StoreName.parse("parent", message.parent)
-                store = await self._store(parent)
-                importer = _Import(self, store, await self._ops.default_country(store.id))
-            elif message.parent and message.parent != str(StoreName(importer.store.id)):
-                raise InvalidArgument("parent", "every message of an import must name the same store")
-            rows = self._workers.submit(
-                parse_import_rows,
-                message.SerializeToString(),
-                importer.store.id,
-                importer.default_country,
-                inline=len(message.contacts) < IMPORT_INLINE_ROWS,
-            )
-            ahead.append(rows)
-            if len(ahead) > IMPORT_READ_AHEAD:
+                raise InvalidArgument("parent", "required: the import stream was empty")
+            while ahead:
                 await importer.add(await ahead.popleft())
-        if importer is None:
-            raise InvalidArgument("parent", "required: the import stream was empty")
-        while ahead:
-            await importer.add(await ahead.popleft())
+        finally:
+            for rows in ahead:  # the stream failed or was cancelled: drop the work still in the workers
+                rows.cancel()
         await importer.flush()
         log.info("import finished", extra=importer.summary())
         return importer.response
