@@ -70,7 +70,7 @@ class Server:
                 pb.CreateStoreRequest(store_id=store_id, store=pb.Store(display_name=store_id)),
                 metadata=(("authorization", f"Bearer {ADMIN_KEY}"),),
             )
-        return resp.api_key
+        return str(resp.api_key)
 
 
 @contextmanager
@@ -136,6 +136,13 @@ def fake_instasent(*tokens: str) -> Iterator[str]:
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=30)
+
+
+def received(stats: dict[str, object]) -> int:
+    """How many SMS the fake received, from `fake_stats`."""
+    count = stats["received"]
+    assert isinstance(count, int)
+    return count
 
 
 def fake_stats(url: str, token: str, recipients: bool = False, ids: bool = False) -> dict[str, object]:

@@ -14,7 +14,7 @@ import time
 
 import grpc
 
-from bench._common import fake_instasent, fake_stats, report, server
+from bench._common import fake_instasent, fake_stats, received, report, server
 from bench.newsletter import TOKEN, create_broadcast, setup
 from smschannel.v1 import contacts_service_pb2 as cpb
 from smschannel.v1 import contacts_service_pb2_grpc as cpb_grpc
@@ -30,7 +30,7 @@ def p99(samples: list[float]) -> float:
 
 
 async def latencies(
-    contacts: cpb_grpc.ContactsServiceStub, md: tuple, names: list[str], stop: asyncio.Event
+    contacts: cpb_grpc.ContactsServiceStub, md: tuple[tuple[str, str], ...], names: list[str], stop: asyncio.Event
 ) -> list[float]:
     """GetContact latencies (seconds) from CALLERS loops until `stop`."""
     samples: list[float] = []
@@ -66,7 +66,7 @@ async def measure(addr: str, key: str, content: str, count: int, fake: str) -> d
         start = time.perf_counter()
         await workflows.ActivateWorkflow(wpb.ActivateWorkflowRequest(name=wf.name), metadata=md)
         expected = (count + 1) // 2
-        while (await asyncio.to_thread(fake_stats, fake, TOKEN))["received"] < expected:  # noqa: ASYNC110
+        while received(await asyncio.to_thread(fake_stats, fake, TOKEN)) < expected:  # noqa: ASYNC110
             await asyncio.sleep(0.5)
         elapsed = time.perf_counter() - start
         stop.set()

@@ -31,7 +31,7 @@ async def callback_path(addr: str, key: str) -> str:
         config = await pb_grpc.SmsChannelServiceStub(ch).GetSmsChannelConfig(
             pb.GetSmsChannelConfigRequest(name="stores/bench/smsChannelConfig"), metadata=md
         )
-    return "/instasent/callbacks/" + config.callback_url.split("/instasent/callbacks/", 1)[1]
+    return "/instasent/callbacks/" + str(config.callback_url).split("/instasent/callbacks/", 1)[1]
 
 
 async def _post_loop(

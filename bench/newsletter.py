@@ -22,7 +22,7 @@ from collections.abc import AsyncIterator
 import grpc
 import httpx
 
-from bench._common import fake_instasent, fake_stats, report, server
+from bench._common import fake_instasent, fake_stats, received, report, server
 from smschannel.storage.sqlite import SqliteStorage
 from smschannel.v1 import common_pb2 as common
 from smschannel.v1 import contacts_service_pb2 as cpb
@@ -61,7 +61,11 @@ async def setup(addr: str, key: str, count: int) -> tuple[str, str]:
                     cpb.Contact(
                         email=f"c{i}@x.co",
                         mobile_phone=phone(i),
-                        sms_subscription_status=common.SMS_SUBSCRIPTION_STATUS_SUBSCRIBED if i % 2 == 0 else 0,
+                        sms_subscription_status=(
+                            common.SMS_SUBSCRIPTION_STATUS_SUBSCRIBED
+                            if i % 2 == 0
+                            else common.SMS_SUBSCRIPTION_STATUS_UNSPECIFIED
+                        ),
                     )
                     for i in range(start, min(start + 1000, count))
                 ]
@@ -79,12 +83,14 @@ async def setup(addr: str, key: str, count: int) -> tuple[str, str]:
         return text.name, key
 
 
-async def create_broadcast(workflows: wpb_grpc.WorkflowServiceStub, md: tuple, content: str) -> wpb.Workflow:
+async def create_broadcast(
+    workflows: wpb_grpc.WorkflowServiceStub, md: tuple[tuple[str, str], ...], content: str
+) -> wpb.Workflow:
     """A broadcast newsletter workflow over every contact (DRAFT, not yet activated)."""
     send = wpb.SendSmsNode(
         sms_content=content, recipient_mode=common.RECIPIENT_MODE_CONTACT, type=common.SMS_TYPE_NEWSLETTER
     )
-    return await workflows.CreateWorkflow(
+    wf: wpb.Workflow = await workflows.CreateWorkflow(
         wpb.CreateWorkflowRequest(
             parent="stores/bench",
             workflow=wpb.Workflow(
@@ -96,6 +102,7 @@ async def create_broadcast(workflows: wpb_grpc.WorkflowServiceStub, md: tuple, c
         ),
         metadata=md,
     )
+    return wf
 
 
 async def newsletter(addr: str, key: str, content: str, fake: str, expected: int) -> float:
@@ -108,7 +115,7 @@ async def newsletter(addr: str, key: str, content: str, fake: str, expected: int
         await workflows.ActivateWorkflow(wpb.ActivateWorkflowRequest(name=wf.name), metadata=md)
     while True:
         stats = await asyncio.to_thread(fake_stats, fake, TOKEN)
-        if stats["received"] >= expected or time.time() - start > 3600:
+        if received(stats) >= expected or time.time() - start > 3600:
             break
         await asyncio.sleep(0.5)
     await asyncio.sleep(2)  # anything extra (a duplicate) would arrive now
