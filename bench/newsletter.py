@@ -24,6 +24,7 @@ import httpx
 
 from bench._common import fake_instasent, fake_stats, received, report, server
 from smschannel.storage.sqlite import SqliteStorage
+from smschannel.storage.sqlite.db import PRAGMAS
 from smschannel.v1 import common_pb2 as common
 from smschannel.v1 import contacts_service_pb2 as cpb
 from smschannel.v1 import contacts_service_pb2_grpc as cpb_grpc
@@ -157,7 +158,7 @@ def storage_floor(count: int) -> float:
 
         asyncio.run(schema())
         conn = sqlite3.connect(path, isolation_level=None)
-        for pragma in ("synchronous = NORMAL", "cache_size = -65536"):
+        for pragma in PRAGMAS:  # the service's settings (WAL is kept in the file)
             conn.execute(f"PRAGMA {pragma}")
         conn.execute(
             "INSERT INTO stores (id, display_name, default_sms_subscription_status, create_time)"

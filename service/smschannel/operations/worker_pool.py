@@ -71,8 +71,7 @@ class WorkerPool:
     def close(self) -> None:
         """Stop the workers."""
         if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
-            self._pool = None
+            self._forget(self._pool)
 
 
 def exit_with_parent(parent_pid: int, every: float = 1.0) -> None:

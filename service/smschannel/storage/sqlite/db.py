@@ -25,7 +25,7 @@ import aiosqlite
 
 from ...errors import Aborted, AlreadyExists, NotFound
 
-__all__ = ["Database", "from_micros", "to_micros"]
+__all__ = ["PRAGMAS", "Database", "from_micros", "to_micros"]
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +68,7 @@ class Database:
             db._reader = await _connect(path)
             db._inline = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
             db._inline.row_factory = sqlite3.Row
-            for pragma in _PRAGMAS:
+            for pragma in PRAGMAS:
                 db._inline.execute(f"PRAGMA {pragma}")
         return db
 
@@ -190,7 +190,7 @@ class Database:
 # commits. The larger page cache keeps index inserts of big imports in memory. Checkpoints every
 # 10,000 pages (a WAL of up to ~40 MB) instead of 1,000: a page rewritten by many transactions (an
 # index leaf during an import) is copied back once, not every batch (-6% SQLite CPU an imported row).
-_PRAGMAS = (
+PRAGMAS = (
     "busy_timeout = 10000",
     "foreign_keys = ON",
     "synchronous = NORMAL",
@@ -213,6 +213,6 @@ def _in_transaction(conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection],
 async def _connect(path: str) -> aiosqlite.Connection:
     conn = await aiosqlite.connect(path, isolation_level=None)
     conn.row_factory = sqlite3.Row
-    for pragma in _PRAGMAS:
+    for pragma in PRAGMAS:
         await conn.execute(f"PRAGMA {pragma}")
     return conn
