@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import signal
 import subprocess
@@ -13,6 +14,7 @@ import pytest
 
 from smschannel.api.contacts_proto import parse_import_rows
 from smschannel.errors import Unavailable
+from smschannel.gctuning import FULL_COLLECTION_EVERY
 from smschannel.operations.worker_pool import WorkerPool
 from smschannel.v1 import contacts_service_pb2 as pb
 
@@ -90,3 +92,22 @@ def test_a_server_killed_with_sigkill_leaves_no_worker_behind() -> None:
         finally:
             if proc.poll() is None:
                 proc.kill()
+
+
+async def test_workers_run_with_the_servers_collector_tuning() -> None:
+    pool = WorkerPool(1)
+    try:
+        assert (await pool.submit(gc.get_threshold))[2] == FULL_COLLECTION_EVERY
+        assert await pool.submit(gc.get_freeze_count) > 0
+    finally:
+        pool.close()
+
+
+def test_the_server_process_tunes_its_collector_once_started() -> None:
+    # In a process of its own: freezing this test process's heap would outlive the test.
+    code = (
+        "import gc; from smschannel.gctuning import tune_gc; tune_gc();"
+        "print(gc.get_threshold()[2], gc.get_freeze_count() > 0, gc.get_count()[0] < 50)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == [str(FULL_COLLECTION_EVERY), "True", "True"]

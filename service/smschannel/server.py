@@ -23,6 +23,7 @@ from .api.workflows import WorkflowServicer
 from .auth import derive_provider_events_key, hash_key
 from .config import Config
 from .crypto import TokenCipher, load_or_create_secret_key
+from .gctuning import tune_gc
 from .instasent.client import InstasentClient
 from .metrics import Metrics
 from .operations.channel import ChannelOps
@@ -157,6 +158,7 @@ class App:
 async def serve(config: Config) -> None:
     """Run until SIGTERM or SIGINT, then drain and return."""
     app = await App.start(config)
+    tune_gc()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

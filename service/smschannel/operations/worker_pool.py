@@ -13,8 +13,9 @@ from concurrent.futures.process import BrokenProcessPool
 from typing import Any, TypeVar
 
 from ..errors import Unavailable
+from ..gctuning import tune_gc
 
-__all__ = ["WorkerPool", "exit_with_parent"]
+__all__ = ["WorkerPool", "exit_with_parent", "start_worker"]
 
 T = TypeVar("T")
 
@@ -45,7 +46,7 @@ class WorkerPool:
             pool = self._pool = ProcessPoolExecutor(
                 self._workers,
                 mp_context=multiprocessing.get_context("spawn"),
-                initializer=exit_with_parent,
+                initializer=start_worker,
                 initargs=(os.getpid(),),
             )
         try:
@@ -72,6 +73,12 @@ class WorkerPool:
         """Stop the workers."""
         if self._pool is not None:
             self._forget(self._pool)
+
+
+def start_worker(parent_pid: int) -> None:
+    """A worker's set-up: the server's collector tuning, and exit when the server is gone."""
+    tune_gc()
+    exit_with_parent(parent_pid)
 
 
 def exit_with_parent(parent_pid: int, every: float = 1.0) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from collections.abc import Sequence
 from datetime import datetime
@@ -12,6 +11,7 @@ from ...domain.contacts import Activity, Contact, CustomValue
 from ...domain.enums import ActivitySource, ActivityType, MobilePhoneStatus, SmsSubscriptionStatus
 from ...errors import AlreadyExists, DomainError
 from .. import Applied, ContactKey, ContactQuery, Mutation, Outcome
+from . import jsoncol
 from .db import Database, Row, from_micros, to_micros
 
 __all__ = ["INSERT_ACTIVITY", "SqliteContacts", "activity_params", "apply_to_phone"]
@@ -31,10 +31,6 @@ INSERT_ACTIVITY = (
 _IN_CHUNK = 500  # bound parameters per IN (...) lookup
 
 
-# One encoder for every row: json.dumps with options builds a new encoder per call.
-_compact_json = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, default=str).encode
-
-
 def _encode_custom(fields: dict[str, CustomValue]) -> str:
     if not fields:
         return "{}"
@@ -48,14 +44,14 @@ def _encode_custom(fields: dict[str, CustomValue]) -> str:
             out[key] = {"n": value}
         else:
             out[key] = {"s": value}
-    return _compact_json(out)
+    return jsoncol.dumps(out)
 
 
 def _decode_custom(text: str) -> dict[str, CustomValue]:
     if text == "{}":
         return {}
     out: dict[str, CustomValue] = {}
-    for key, tagged in json.loads(text).items():
+    for key, tagged in jsoncol.loads(text).items():
         ((tag, value),) = tagged.items()
         out[key] = from_micros(value) if tag == "t" else float(value) if tag == "n" else value
     return out
@@ -117,7 +113,7 @@ def _update_params(c: Contact) -> tuple[Any, ...]:
 
 def activity_params(a: Activity) -> tuple[Any, ...]:
     """The activities row of an activity."""
-    details = _compact_json(a.details)
+    details = jsoncol.dumps(a.details)
     return (a.store_id, a.contact_id, a.id, int(a.type), int(a.source), details, to_micros(a.create_time))
 
 
@@ -130,7 +126,7 @@ def activity_from_row(row: Row) -> Activity:
         type=ActivityType(row["type"]),
         source=ActivitySource(row["source"]),
         create_time=from_micros(row["create_time"]),
-        details=json.loads(row["details"]),
+        details=jsoncol.loads(row["details"]),
     )
 
 

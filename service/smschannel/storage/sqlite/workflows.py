@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from collections.abc import Sequence
 from datetime import datetime
@@ -11,13 +10,14 @@ from typing import Any
 from ...domain.workflows import Run, RunState, RunStep, Workflow, WorkflowState, graph_from_json, graph_to_json
 from ...errors import Aborted
 from .. import RunUpdate
+from . import jsoncol
 from .db import Database, Row, from_micros, to_micros
 
 __all__ = ["SqliteWorkflows"]
 
 
 def _workflow_from_row(row: Row) -> Workflow:
-    trigger, nodes, start = graph_from_json(json.loads(row["graph"]))
+    trigger, nodes, start = graph_from_json(jsoncol.loads(row["graph"]))
     return Workflow(
         store_id=row["store_id"],
         id=row["id"],
@@ -43,14 +43,14 @@ def _run_from_row(row: Row) -> Run:
         wake_time=from_micros(row["wake_time"]),
         create_time=from_micros(row["create_time"]),
         update_time=from_micros(row["update_time"]),
-        event=json.loads(row["event"]),
+        event=jsoncol.loads(row["event"]),
         request_id=row["request_id"],
         step_count=row["step_count"],
     )
 
 
 def _graph(wf: Workflow) -> str:
-    return json.dumps(graph_to_json(wf), separators=(",", ":"))
+    return jsoncol.dumps(graph_to_json(wf))
 
 
 _INSERT_RUN = (
@@ -68,7 +68,7 @@ def _run_params(r: Run) -> tuple[Any, ...]:
         int(r.state),
         r.current_node,
         to_micros(r.wake_time),
-        json.dumps(dict(r.event)) if r.event else "{}",  # a broadcast's runs have no event
+        jsoncol.dumps(dict(r.event)) if r.event else "{}",  # a broadcast's runs have no event
         r.request_id,
         r.step_count,
         to_micros(r.create_time),
