@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextvars
 import logging
-import secrets
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -14,6 +13,7 @@ import grpc
 from ..auth import Principal, Role, hash_key
 from ..errors import DomainError, Unauthenticated
 from ..jsonlog import request_id_var
+from ..names import new_id
 from ..storage import Storage
 from .status import internal_status, to_status
 
@@ -108,7 +108,7 @@ class ApiInterceptor:
                     authorization = value
                 elif key == "x-request-id":
                     request_id = value
-            request_id = str(request_id or secrets.token_hex(12))
+            request_id = str(request_id or new_id())  # no system call, unlike secrets
             request_id_var.set(request_id)
             context.set_trailing_metadata((("x-request-id", request_id),))
             start = time.perf_counter()
