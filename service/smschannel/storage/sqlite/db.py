@@ -25,7 +25,7 @@ import aiosqlite
 
 from ...errors import Aborted, AlreadyExists, NotFound
 
-__all__ = ["PRAGMAS", "Database", "from_micros", "to_micros"]
+__all__ = ["PAGE_SIZE", "PRAGMAS", "Database", "from_micros", "to_micros"]
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +61,8 @@ class Database:
         if path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         writer = await _connect(path)
+        # Only a new file takes it (before its first table and WAL); an existing one keeps its own.
+        await writer.execute(f"PRAGMA page_size = {PAGE_SIZE}")
         await writer.execute("PRAGMA journal_mode = WAL")
         db = cls(writer, writer)
         await db._migrate()
@@ -185,6 +187,12 @@ class Database:
             )
             log.info("migration applied", extra={"version": version, "file": entry.name})
 
+
+# 8 KiB pages for new databases instead of 4: an import batch dirties a page of the phone index per
+# row or so (phones arrive in no order), and each dirty page costs a WAL frame at commit and a copy at
+# checkpoint, whatever its size. Measured on the schema alone, 1,000-row transactions into 1M
+# contacts: 12.3-13.6 µs of CPU a row -> 9.0-9.9 (wall 15.9-17.3 -> 10.4-11.4); 16 KiB gains no more.
+PAGE_SIZE = 8192
 
 # synchronous=NORMAL in WAL mode survives a process crash (kill -9); a power loss may lose the last
 # commits. The larger page cache keeps index inserts of big imports in memory. Checkpoints every
