@@ -16,6 +16,7 @@ from typing import Any
 
 from ..errors import FieldViolation, InvalidArgument
 from ..names import new_id
+from ..records import record
 from .enums import ActivitySource, ActivityType, MobilePhoneStatus, SmsSubscriptionStatus
 
 __all__ = [
@@ -36,7 +37,7 @@ MAX_CUSTOM_FIELDS = 100
 MAX_TEXT = 1000
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Contact:
     """A contact as stored."""
 
@@ -59,7 +60,7 @@ class Contact:
         return f'W/"{self.version}"'
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Activity:
     """Something that happened to a contact."""
 

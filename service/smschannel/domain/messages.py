@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from ..names import new_id
+from ..records import record
 from .contacts import Activity
 from .enums import ActivitySource, ActivityType, MessageStatus, RecipientMode, SmsEncoding, SmsType
 
@@ -30,7 +31,7 @@ class SmsContent:
         return f'W/"{self.version}"'
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Message:
     """One attempt to send an SMS. Its id is the provider `clientId`."""
 

@@ -9,6 +9,7 @@ from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from ..errors import InvalidArgument, Violation
+from ..records import record
 from .channel import validate_sender
 from .contacts import ContactPatch
 from .enums import MobilePhoneStatus, RecipientMode, SmsSubscriptionStatus, SmsType
@@ -389,7 +390,7 @@ def graph_from_json(data: dict[str, Any]) -> tuple[Trigger, tuple[Node, ...], st
     return trigger, tuple(nodes), data["start_node"]
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class RunStep:
     """One executed node of a run."""
 
@@ -399,7 +400,7 @@ class RunStep:
     message_id: str = ""
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Run:
     """One contact's way through a workflow."""
 

@@ -13,6 +13,7 @@ from ..domain.stores import Store
 from ..errors import Aborted, AlreadyExists, DomainError, InvalidArgument, NotFound
 from ..filters import Term, parse_filter
 from ..names import ContactName, new_id
+from ..records import record
 from ..storage import Applied, ContactKey, ContactQuery, Mutation, Outcome, Storage
 
 __all__ = ["ContactOps", "ImportRow", "contact_query", "enum_value"]
@@ -55,7 +56,7 @@ def _utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class ImportRow:
     """One good row of an import: how to find its contact and what it sets."""
 

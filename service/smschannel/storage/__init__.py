@@ -14,6 +14,7 @@ from ..domain.messages import Message, SmsContent
 from ..domain.stores import ApiKey, Store
 from ..domain.workflows import Run, RunState, RunStep, Workflow, WorkflowState
 from ..errors import DomainError
+from ..records import record
 
 __all__ = [
     "Applied",
@@ -41,7 +42,7 @@ __all__ = [
 Mutation = Callable[[Contact | None], tuple[Contact, list[Activity]]]
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Applied:
     """A change that was applied (or matched and changed nothing)."""
 
@@ -52,7 +53,7 @@ class Applied:
 Outcome = Applied | DomainError
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class ContactKey:
     """Which contact a change is for: by id when given, else by email (None/"" = not used)."""
 
