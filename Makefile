@@ -63,7 +63,7 @@ demo: $(GENERATED)
 
 # Each bench is a module of the bench package (they share bench/_common.py): run as `python -m bench.<name>`.
 bench: $(GENERATED)
-	@for b in import get_contact newsletter broadcast callbacks; do echo "== bench.$$b"; $(BIN)/python -m bench.$$b || exit 1; done
+	@for b in import get_contact get_contact_floor newsletter broadcast callbacks; do echo "== bench.$$b"; $(BIN)/python -m bench.$$b || exit 1; done
 
 clean:
 	rm -rf $(VENV) $(TOOLS) service/smschannel/v1 clients/python/src/smschannel_client/v1 clients/node/node_modules \

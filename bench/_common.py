@@ -74,8 +74,9 @@ class Server:
 
 
 @contextmanager
-def server(command: str = "server", **env: str) -> Iterator[Server]:
-    """Start a server on a fresh SQLite file; stop it (SIGTERM) at the end.
+def server(command: str = "server", code: str = "", **env: str) -> Iterator[Server]:
+    """Start a server on a fresh SQLite file; stop it (SIGTERM) at the end. With `code`, the process
+    runs that Python source (`python -c`) instead of `python -m smschannel <command>`.
 
     With BENCH_PROFILE=<file> set, the server runs under cProfile (its event-loop thread) and writes
     the stats to <file> when it stops: `BENCH_PROFILE=/tmp/s.prof python -m bench.newsletter 50000`,
@@ -94,7 +95,8 @@ def server(command: str = "server", **env: str) -> Iterator[Server]:
         }
         profile = os.environ.get("BENCH_PROFILE")
         prof = ["-m", "cProfile", "-o", profile] if profile else []
-        proc = subprocess.Popen([sys.executable, *prof, "-m", "smschannel", command], env=full)
+        main = ["-c", code] if code else ["-m", "smschannel", command]
+        proc = subprocess.Popen([sys.executable, *([] if code else prof), *main], env=full)
         try:
             deadline = time.monotonic() + 30
             while time.monotonic() < deadline:
