@@ -16,7 +16,7 @@ from ..names import ContactName
 from ..storage import ContactKey
 from ..v1 import common_pb2
 from ..v1 import contacts_service_pb2 as pb
-from .convert import timestamp
+from .convert import fill_timestamp, timestamp
 
 __all__ = [
     "WRITABLE",
@@ -169,8 +169,8 @@ def parse_import_rows(data: bytes, store_id: str, default_country: str) -> list[
 
 
 def contact_to_proto(c: Contact) -> pb.Contact:
-    """Contact → proto."""
-    return pb.Contact(
+    """Contact → proto. (Timestamps are set in place: half the cost of building them, per answer.)"""
+    msg = pb.Contact(
         name=str(ContactName(c.store_id, c.id)),
         email=c.email,
         first_name=c.first_name,
@@ -178,11 +178,14 @@ def contact_to_proto(c: Contact) -> pb.Contact:
         mobile_phone=c.mobile_phone,
         mobile_phone_status=int(c.mobile_phone_status),  # type: ignore[arg-type]
         sms_subscription_status=int(c.sms_subscription_status),  # type: ignore[arg-type]
-        custom_fields={k: _custom_to_proto(v) for k, v in c.custom_fields.items()},
-        create_time=timestamp(c.create_time),
-        update_time=timestamp(c.update_time),
+        custom_fields={k: _custom_to_proto(v) for k, v in c.custom_fields.items()} if c.custom_fields else None,
         etag=c.etag,
     )
+    if c.create_time is not None:
+        fill_timestamp(msg.create_time, c.create_time)
+    if c.update_time is not None:
+        fill_timestamp(msg.update_time, c.update_time)
+    return msg
 
 
 def activity_to_proto(a: Activity) -> pb.Activity:

@@ -20,6 +20,10 @@ _COLUMNS = (
     "store_id, id, email, first_name, last_name, mobile_phone, mobile_phone_status,"
     " sms_subscription_status, custom_fields, create_time, update_time, version"
 )
+# Contacts are read by position (unpacking a row costs less than looking each column up by name).
+SELECT_CONTACT = f"SELECT seq, {_COLUMNS} FROM contacts"
+_PHONE_STATUSES = {int(s): s for s in MobilePhoneStatus}
+_SUBSCRIPTIONS = {int(s): s for s in SmsSubscriptionStatus}
 _INSERT = f"INSERT INTO contacts ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 _UPDATE = (
     "UPDATE contacts SET email = ?, first_name = ?, last_name = ?, mobile_phone = ?, mobile_phone_status = ?,"
@@ -58,20 +62,22 @@ def _decode_custom(text: str) -> dict[str, CustomValue]:
 
 
 def contact_from_row(row: Row) -> Contact:
-    """A contacts row → Contact."""
+    """A row of `SELECT_CONTACT` (its position first) → Contact."""
+    _, store_id, contact_id, email, first, last, phone = row[:7]
+    phone_status, subscription, custom, created, updated, version = row[7:]
     return Contact(
-        store_id=row["store_id"],
-        id=row["id"],
-        email=row["email"],
-        first_name=row["first_name"],
-        last_name=row["last_name"],
-        mobile_phone=row["mobile_phone"],
-        mobile_phone_status=MobilePhoneStatus(row["mobile_phone_status"]),
-        sms_subscription_status=SmsSubscriptionStatus(row["sms_subscription_status"]),
-        custom_fields=_decode_custom(row["custom_fields"]),
-        create_time=from_micros(row["create_time"]),
-        update_time=from_micros(row["update_time"]),
-        version=row["version"],
+        store_id,
+        contact_id,
+        email,
+        first,
+        last,
+        phone,
+        _PHONE_STATUSES[phone_status],  # a dict, not the enum's call: a third of the cost
+        _SUBSCRIPTIONS[subscription],
+        _decode_custom(custom),
+        from_micros(created),
+        from_micros(updated),
+        version,
     )
 
 
@@ -143,7 +149,7 @@ def _fetch_by(conn: sqlite3.Connection, store_id: str, column: str, values: set[
         chunk = ordered[i : i + _IN_CHUNK]
         # `!= ''` lets SQLite use the partial indexes on email and phone (which leave out empty values).
         marks = ",".join("?" * len(chunk))
-        sql = f"SELECT * FROM contacts WHERE store_id = ? AND {column} != '' AND {column} IN ({marks})"
+        sql = f"{SELECT_CONTACT} WHERE store_id = ? AND {column} != '' AND {column} IN ({marks})"
         found.extend(contact_from_row(r) for r in conn.execute(sql, (store_id, *chunk)))
     return found
 
@@ -232,7 +238,7 @@ class SqliteContacts:
 
     async def get(self, store_id: str, contact_id: str) -> Contact | None:
         """The contact, or None."""
-        row = await self._db.fetch_one("SELECT * FROM contacts WHERE store_id = ? AND id = ?", (store_id, contact_id))
+        row = await self._db.fetch_one(f"{SELECT_CONTACT} WHERE store_id = ? AND id = ?", (store_id, contact_id))
         return None if row is None else contact_from_row(row)
 
     async def page(self, store_id: str, query: ContactQuery, after: int, limit: int) -> list[tuple[int, Contact]]:
@@ -249,9 +255,9 @@ class SqliteContacts:
                 where.append(f"{column} = ?")
                 params.append(int(value) if isinstance(value, int) else value)
         rows = await self._db.fetch_all(
-            f"SELECT * FROM contacts WHERE {' AND '.join(where)} ORDER BY seq LIMIT ?", (*params, limit)
+            f"{SELECT_CONTACT} WHERE {' AND '.join(where)} ORDER BY seq LIMIT ?", (*params, limit)
         )
-        return [(row["seq"], contact_from_row(row)) for row in rows]
+        return [(row[0], contact_from_row(row)) for row in rows]
 
     async def apply(self, store_id: str, changes: Sequence[tuple[ContactKey, Mutation]]) -> list[Outcome]:
         """Apply each change in order in one transaction; a refused change does not stop the others.
