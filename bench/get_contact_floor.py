@@ -3,6 +3,8 @@
 1. `echo`: the bare grpc.aio echo server, `bench/get_contact`'s baseline;
 2. `typed`: a bare grpc.aio server with the generated ContactsService servicer answering a constant
    Contact (gRPC and protobuf, nothing of ours);
+   `typed_sqlite`: the same, reading one row by key from an SQLite file first (Python's sqlite3
+   lets go of the GIL at each step, and gRPC's poller thread takes it: what a point read costs here);
 3. `constant`: this service with GetContact's body replaced by that constant answer: everything the
    service does around a call (authentication, request id, metrics, error mapping, its other services
    and background tasks) and no SQL, no conversion;
@@ -37,10 +39,17 @@ _CONSTANT = (
 )
 TYPED_SERVER = (
     _CONSTANT
-    + """import asyncio, sys, grpc
+    + """import asyncio, sqlite3, sys, tempfile, grpc
 from smschannel.v1 import contacts_service_pb2_grpc as pb_grpc
+READ = len(sys.argv) > 2
+db = sqlite3.connect(tempfile.mkdtemp() + "/t.db", isolation_level=None)
+db.execute("PRAGMA journal_mode = WAL")
+db.execute("CREATE TABLE t (id TEXT PRIMARY KEY, email TEXT, phone TEXT, version INTEGER)")
+db.executemany("INSERT INTO t VALUES (?, ?, ?, ?)", [(str(i), f"c{i}@x.co", "+34600000001", 1) for i in range(1000)])
 class Contacts(pb_grpc.ContactsServiceServicer):
     async def GetContact(self, request, context):
+        if READ:
+            db.execute("SELECT * FROM t WHERE id = ?", (str(id(request) % 1000),)).fetchone()
         return ANSWER
 async def main():
     server = grpc.aio.server()
@@ -135,9 +144,10 @@ def main() -> None:
     seconds = float(sys.argv[1]) if len(sys.argv) > 1 else 4.0
     with ExitStack() as stack:
         bare: dict[str, tuple[str, str, int]] = {}
-        for name, code in (("echo", ECHO_SERVER), ("typed", TYPED_SERVER)):
+        bare_servers = (("echo", ECHO_SERVER), ("typed", TYPED_SERVER), ("typed_sqlite", TYPED_SERVER, "read"))
+        for name, code, *args in bare_servers:
             addr = f"127.0.0.1:{free_port()}"
-            proc = subprocess.Popen([sys.executable, "-c", code, addr])
+            proc = subprocess.Popen([sys.executable, "-c", code, addr, *args])
             stack.callback(proc.wait, 10)
             stack.callback(proc.terminate)
             bare[name] = (addr, "", proc.pid)
@@ -151,7 +161,7 @@ def main() -> None:
         figures = asyncio.run(measure(targets, seconds))
     echo_rate = figures["echo"][0]
     for name, (rate, cpu) in figures.items():
-        print(f"{name:9} {rate:8,.0f}/s  {rate / echo_rate:.3f} × echo  server CPU {cpu:4.0f} µs a call")
+        print(f"{name:12} {rate:8,.0f}/s  {rate / echo_rate:.3f} × echo  server CPU {cpu:4.0f} µs a call")
     report(
         {
             "bench": "get_contact_floor",
