@@ -95,8 +95,9 @@ def server(command: str = "server", code: str = "", **env: str) -> Iterator[Serv
         }
         profile = os.environ.get("BENCH_PROFILE")
         prof = ["-m", "cProfile", "-o", profile] if profile else []
-        main = ["-c", code] if code else ["-m", "smschannel", command]
-        proc = subprocess.Popen([sys.executable, *([] if code else prof), *main], env=full)
+        # cProfile runs a module or a script, not a code string: BENCH_PROFILE applies to the service only.
+        main = ["-c", code] if code else [*prof, "-m", "smschannel", command]
+        proc = subprocess.Popen([sys.executable, *main], env=full)
         try:
             deadline = time.monotonic() + 30
             while time.monotonic() < deadline:

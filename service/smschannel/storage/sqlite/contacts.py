@@ -21,7 +21,7 @@ _COLUMNS = (
     " sms_subscription_status, custom_fields, create_time, update_time, version"
 )
 # Contacts are read by position (unpacking a row costs less than looking each column up by name).
-SELECT_CONTACT = f"SELECT seq, {_COLUMNS} FROM contacts"
+_SELECT_CONTACT = f"SELECT seq, {_COLUMNS} FROM contacts"
 _PHONE_STATUSES = {int(s): s for s in MobilePhoneStatus}
 _SUBSCRIPTIONS = {int(s): s for s in SmsSubscriptionStatus}
 _INSERT = f"INSERT INTO contacts ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
@@ -62,7 +62,7 @@ def _decode_custom(text: str) -> dict[str, CustomValue]:
 
 
 def contact_from_row(row: Row) -> Contact:
-    """A row of `SELECT_CONTACT` (its position first) → Contact."""
+    """A row of `_SELECT_CONTACT` (its position first) → Contact."""
     _, store_id, contact_id, email, first, last, phone = row[:7]
     phone_status, subscription, custom, created, updated, version = row[7:]
     return Contact(
@@ -149,7 +149,7 @@ def _fetch_by(conn: sqlite3.Connection, store_id: str, column: str, values: set[
         chunk = ordered[i : i + _IN_CHUNK]
         # `!= ''` lets SQLite use the partial indexes on email and phone (which leave out empty values).
         marks = ",".join("?" * len(chunk))
-        sql = f"{SELECT_CONTACT} WHERE store_id = ? AND {column} != '' AND {column} IN ({marks})"
+        sql = f"{_SELECT_CONTACT} WHERE store_id = ? AND {column} != '' AND {column} IN ({marks})"
         found.extend(contact_from_row(r) for r in conn.execute(sql, (store_id, *chunk)))
     return found
 
@@ -238,7 +238,7 @@ class SqliteContacts:
 
     async def get(self, store_id: str, contact_id: str) -> Contact | None:
         """The contact, or None."""
-        row = await self._db.fetch_one(f"{SELECT_CONTACT} WHERE store_id = ? AND id = ?", (store_id, contact_id))
+        row = await self._db.fetch_one(f"{_SELECT_CONTACT} WHERE store_id = ? AND id = ?", (store_id, contact_id))
         return None if row is None else contact_from_row(row)
 
     async def page(self, store_id: str, query: ContactQuery, after: int, limit: int) -> list[tuple[int, Contact]]:
@@ -255,7 +255,7 @@ class SqliteContacts:
                 where.append(f"{column} = ?")
                 params.append(int(value) if isinstance(value, int) else value)
         rows = await self._db.fetch_all(
-            f"{SELECT_CONTACT} WHERE {' AND '.join(where)} ORDER BY seq LIMIT ?", (*params, limit)
+            f"{_SELECT_CONTACT} WHERE {' AND '.join(where)} ORDER BY seq LIMIT ?", (*params, limit)
         )
         return [(row[0], contact_from_row(row)) for row in rows]
 
