@@ -90,14 +90,15 @@ def server(command: str = "server", code: str = "", **env: str) -> Iterator[Serv
             "SMSCHANNEL_DB": str(db),
             "SMSCHANNEL_ADMIN_KEY": ADMIN_KEY,
             "SMSCHANNEL_SECRET_KEY": "bench-secret",
-            "SMSCHANNEL_LOG_LEVEL": "WARNING",
             **env,
         }
         profile = os.environ.get("BENCH_PROFILE")
         prof = ["-m", "cProfile", "-o", profile] if profile else []
         # cProfile runs a module or a script, not a code string: BENCH_PROFILE applies to the service only.
         main = ["-c", code] if code else [*prof, "-m", "smschannel", command]
-        proc = subprocess.Popen([sys.executable, *main], env=full)
+        # The production log level (INFO): its lines go to a file, so the bench's own output stays readable.
+        log = (Path(tmp) / "server.log").open("wb")
+        proc = subprocess.Popen([sys.executable, *main], env=full, stdout=log, stderr=log)
         try:
             deadline = time.monotonic() + 30
             while time.monotonic() < deadline:
@@ -111,6 +112,12 @@ def server(command: str = "server", code: str = "", **env: str) -> Iterator[Serv
         finally:
             proc.send_signal(signal.SIGTERM)
             proc.wait(timeout=60)
+            log.close()
+            errors = [
+                line for line in (Path(tmp) / "server.log").read_text().splitlines() if '"level": "error"' in line
+            ]
+            if proc.returncode != 0 or errors:
+                print(f"server exit {proc.returncode}; its errors:", *errors[-20:], sep="\n", file=sys.stderr)
 
 
 def report(figures: dict[str, object]) -> None:

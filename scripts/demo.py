@@ -45,7 +45,6 @@ def main() -> None:
             "SMSCHANNEL_HTTP_ADDR": f"127.0.0.1:{http_port}",
             "SMSCHANNEL_DB": f"{tmp}/demo.db",
             "SMSCHANNEL_ADMIN_KEY": ADMIN,
-            "SMSCHANNEL_LOG_LEVEL": "WARNING",
             "INSTASENT_BASE_URL": fake,
         }
         print(f"fake Instasent on {fake}; server on 127.0.0.1:{grpc_port}; sidecar on 127.0.0.1:{http_port}\n")

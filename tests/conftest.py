@@ -14,6 +14,7 @@ import pytest
 from smschannel.asgi import serve_in_loop
 from smschannel.config import Config
 from smschannel.instasent.fake import FakeInstasent
+from smschannel.jsonlog import configure
 from smschannel.server import App
 from smschannel.sidecar.app import create_app
 from smschannel.v1 import (
@@ -65,18 +66,26 @@ class StoreCtx:
     key: str
 
 
+# What a test sets in the environment: addresses, files and keys, and a quick first retry. Everything
+# else (the log level included) is the production default, read by the same `Config.from_env`.
+TEST_ENV = {
+    "SMSCHANNEL_GRPC_ADDR": "127.0.0.1:0",
+    "SMSCHANNEL_ADMIN_KEY": ADMIN_KEY,
+    "SMSCHANNEL_SECRET_KEY": SECRET_KEY,
+    "SMSCHANNEL_RETRY_BASE": "0.05",
+}
+
+
 def make_config(tmp: Path, **overrides: object) -> Config:
-    """A config for an in-process server on a free port."""
-    base = {
-        "grpc_addr": "127.0.0.1:0",
-        "db": str(tmp / "test.db"),
-        "admin_key": ADMIN_KEY,
-        "secret_key": SECRET_KEY,
-        "log_level": "WARNING",
-        "retry_base": 0.05,
-    }
-    base.update(overrides)
-    return Config(**base)  # type: ignore[arg-type]
+    """The production config for an in-process server on a free port and a fresh SQLite file."""
+    config = Config.from_env({**TEST_ENV, "SMSCHANNEL_DB": str(tmp / "test.db")})
+    return replace(config, **overrides)  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def production_logging() -> None:
+    """The CLI's logging: JSON lines on stderr at the configured level (INFO by default)."""
+    configure(Config.from_env(TEST_ENV).log_level)
 
 
 @pytest.fixture(scope="session")

@@ -41,7 +41,6 @@ def start_server(tmp: Path, addr: str, fake: FakeInstasent) -> subprocess.Popen[
         "SMSCHANNEL_DB": str(tmp / "kill.db"),
         "SMSCHANNEL_ADMIN_KEY": "test-admin-key",
         "SMSCHANNEL_SECRET_KEY": "kill-secret",
-        "SMSCHANNEL_LOG_LEVEL": "WARNING",
         "SMSCHANNEL_RETRY_BASE": "0.05",
         "INSTASENT_BASE_URL": fake.base_url,
     }

@@ -43,7 +43,6 @@ def test_the_readme_walkthrough_runs_verbatim(tmp_path: Path) -> None:
         "SMSCHANNEL_HTTP_ADDR": f"127.0.0.1:{http_port}",
         "SMSCHANNEL_DB": str(tmp_path / "readme.db"),
         "SMSCHANNEL_ADMIN_KEY": "my-admin-key",
-        "SMSCHANNEL_LOG_LEVEL": "WARNING",
         "INSTASENT_BASE_URL": f"http://127.0.0.1:{fake_port}",
         "GRPC": f"127.0.0.1:{grpc_port}",
     }

@@ -37,6 +37,13 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(event, default=str, ensure_ascii=False)
 
 
+# Libraries whose INFO lines say nothing ours don't, at a cost per request: httpx logs every provider
+# call; uvicorn's access log would print a callback URL, secret included (the sidecar logs its own
+# line, redacted).
+_QUIET = {"httpx": logging.WARNING, "httpcore": logging.WARNING}
+_SILENT = ("uvicorn.access",)
+
+
 def configure(level: str = "INFO") -> None:
     """Send every log record to stderr as JSON."""
     handler = logging.StreamHandler(sys.stderr)
@@ -44,3 +51,7 @@ def configure(level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    for name, floor in _QUIET.items():
+        logging.getLogger(name).setLevel(max(floor, root.level))
+    for name in _SILENT:
+        logging.getLogger(name).disabled = True

@@ -58,7 +58,6 @@ before(async () => {
     SMSCHANNEL_DB: path.join(dir, 'node.db'),
     SMSCHANNEL_ADMIN_KEY: ADMIN,
     SMSCHANNEL_SECRET_KEY: 'node-test-secret',
-    SMSCHANNEL_LOG_LEVEL: 'WARNING',
     INSTASENT_BASE_URL: fakeUrl,
   };
   start(['-m', 'smschannel.instasent.fake', '--port', String(f), '--token', TOKEN], env);

@@ -270,12 +270,13 @@ class _Import:
             log.info("import progress", extra=self.summary())
 
     def summary(self) -> dict[str, object]:
+        """The counts so far, for the log (keys clear of LogRecord's own attributes, such as `created`)."""
         r = self.response
         return {
             "store": self.store.id,
             "rows": r.total_count,
-            "created": r.created_count,
-            "updated": r.updated_count,
-            "unchanged": r.unchanged_count,
-            "failed": r.failed_count,
+            "created_count": r.created_count,
+            "updated_count": r.updated_count,
+            "unchanged_count": r.unchanged_count,
+            "failed_count": r.failed_count,
         }
