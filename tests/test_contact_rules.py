@@ -8,7 +8,7 @@ import pytest
 
 from smschannel.domain.contacts import Contact, ContactPatch, apply_patch
 from smschannel.domain.enums import ActivitySource, ActivityType, MobilePhoneStatus, SmsSubscriptionStatus
-from smschannel.errors import InvalidArgument
+from smschannel.errors import FailedPrecondition, InvalidArgument
 
 NOW = datetime(2026, 11, 25, tzinfo=UTC)
 ES1, ES2 = "+34612345678", "+34699999999"
@@ -77,6 +77,46 @@ def test_the_same_number_keeps_rejected() -> None:
     c = existing(mobile_phone=ES1, mobile_phone_status=MobilePhoneStatus.REJECTED)
     new, acts = apply(c, mobile_phone=ES1)
     assert new is c
+    assert acts == []
+
+
+ACTIVE, PAUSED, REJECTED = MobilePhoneStatus.ACTIVE, MobilePhoneStatus.PAUSED, MobilePhoneStatus.REJECTED
+
+
+# Pause and rejection are two facts (SPEC §3): each row is a history of patches and what it reads as.
+@pytest.mark.parametrize(
+    ("steps", "reads"),
+    [
+        ([{"mobile_phone_status": PAUSED}, {"mobile_phone_status": REJECTED}], REJECTED),
+        ([{"mobile_phone_status": PAUSED}, {"mobile_phone_status": REJECTED}, {"mobile_phone": ES2}], PAUSED),
+        ([{"mobile_phone_status": REJECTED}, {"mobile_phone": ES2}], ACTIVE),
+        ([{"mobile_phone_status": PAUSED}, {"mobile_phone": ""}, {"mobile_phone": ES2}], PAUSED),
+        ([{"mobile_phone_status": REJECTED}, {"mobile_phone": ""}, {"mobile_phone": ES1}], ACTIVE),
+        ([{"mobile_phone_status": PAUSED}, {"mobile_phone_status": ACTIVE}], ACTIVE),
+        ([{"mobile_phone_status": REJECTED}, {"mobile_phone": ES2, "mobile_phone_status": ACTIVE}], ACTIVE),
+        ([{"mobile_phone_status": REJECTED}, {"mobile_phone": ES2, "mobile_phone_status": PAUSED}], PAUSED),
+        ([{"mobile_phone_status": PAUSED}, {"mobile_phone": ES2, "mobile_phone_status": REJECTED}], REJECTED),
+    ],
+)
+def test_pause_and_rejection_are_two_facts(steps: list[dict[str, object]], reads: MobilePhoneStatus) -> None:
+    c = existing(mobile_phone=ES1)
+    for patch in steps:
+        c, _ = apply(c, **patch)
+    assert c.mobile_phone_status is reads
+
+
+@pytest.mark.parametrize("wanted", [ACTIVE, PAUSED])
+@pytest.mark.parametrize("source", list(ActivitySource)[1:])
+def test_only_a_different_number_lifts_a_rejection(wanted: MobilePhoneStatus, source: ActivitySource) -> None:
+    c = existing(mobile_phone=ES1, mobile_phone_status=REJECTED)
+    for patch in ({"mobile_phone_status": wanted}, {"mobile_phone": ES1, "mobile_phone_status": wanted}):
+        with pytest.raises(FailedPrecondition) as e:
+            apply(c, source, **patch)  # type: ignore[arg-type]
+        assert e.value.reason == "PHONE_REJECTED"
+        assert e.value.violations[0].subject == "stores/s/contacts/c"
+        assert ES1 in e.value.message
+    unchanged, acts = apply(c, source, mobile_phone_status=REJECTED)
+    assert unchanged is c
     assert acts == []
 
 

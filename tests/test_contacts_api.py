@@ -12,7 +12,7 @@ from smschannel.v1 import common_pb2 as common
 from smschannel.v1 import contacts_service_pb2 as pb
 
 from .conftest import StoreCtx, Stubs, create_store, set_channel
-from .rpc_errors import field_violations
+from .rpc_errors import field_violations, reason
 
 ACTIVE = common.MOBILE_PHONE_STATUS_ACTIVE
 REJECTED = common.MOBILE_PHONE_STATUS_REJECTED
@@ -141,6 +141,32 @@ async def test_a_new_number_resets_rejected_but_keeps_paused(stubs: Stubs, es_st
     acts = await activities(stubs, es_store, rejected.name, "type = PHONE_STATUS_CHANGED")
     assert acts[0].details["old_status"] == "REJECTED"
     assert acts[0].details["status"] == "ACTIVE"
+
+
+async def test_a_rejected_number_cannot_be_made_active_or_paused(stubs: Stubs, es_store: StoreCtx) -> None:
+    c = await create(stubs, es_store, email="rej@x.co", mobile_phone="612345670", mobile_phone_status=PAUSED)
+    c = await update(stubs, es_store, pb.Contact(name=c.name, mobile_phone_status=REJECTED))
+    for status in (ACTIVE, PAUSED):
+        with pytest.raises(grpc.aio.AioRpcError) as e:
+            await update(stubs, es_store, pb.Contact(name=c.name, mobile_phone_status=status))
+        assert e.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert reason(e.value) == "PHONE_REJECTED"
+        assert "+34612345670" in (e.value.details() or "")
+        with pytest.raises(grpc.aio.AioRpcError) as e:
+            await stubs.contacts.UpsertContactInfo(
+                pb.UpsertContactInfoRequest(
+                    parent=es_store.name, contact_info=pb.Contact(email="rej@x.co", mobile_phone_status=status)
+                ),
+                metadata=es_store.md,
+            )
+        assert e.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    # The store's pause outlived the rejection: a new number reads PAUSED, not ACTIVE.
+    moved = await update(stubs, es_store, pb.Contact(name=c.name, mobile_phone="699 000 001"), ["mobile_phone"])
+    assert moved.mobile_phone_status == PAUSED
+    cleared = await update(stubs, es_store, pb.Contact(name=c.name), ["mobile_phone"])
+    assert cleared.mobile_phone_status == common.MOBILE_PHONE_STATUS_UNSPECIFIED
+    again = await update(stubs, es_store, pb.Contact(name=c.name, mobile_phone="699 000 002"), ["mobile_phone"])
+    assert again.mobile_phone_status == PAUSED
 
 
 async def test_stale_etag_is_aborted_and_current_etag_works(stubs: Stubs, store: StoreCtx) -> None:

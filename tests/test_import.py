@@ -154,3 +154,52 @@ async def test_import_into_another_store_is_not_found(stubs: Stubs, store: Store
     with pytest.raises(grpc.aio.AioRpcError) as e:
         await stubs.contacts.ImportContacts(stream(other_store.name, [[pb.Contact(email="q@x.co")]]), metadata=store.md)
     assert e.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def test_rows_naming_a_missing_contact_or_lifting_a_rejection_are_row_errors(
+    stubs: Stubs, es_store: StoreCtx
+) -> None:
+    created = await run_import(
+        stubs,
+        es_store,
+        [[pb.Contact(email="gone@x.co"), pb.Contact(email="rej@x.co", mobile_phone="612 000 301")]],
+    )
+    assert created.created_count == 2
+    listed = await stubs.contacts.ListContacts(pb.ListContactsRequest(parent=es_store.name), metadata=es_store.md)
+    gone, rejected = (
+        sorted(listed.contacts, key=lambda c: c.email)[0],
+        sorted(listed.contacts, key=lambda c: c.email)[1],
+    )
+    await stubs.contacts.DeleteContact(pb.DeleteContactRequest(name=gone.name), metadata=es_store.md)
+    await stubs.contacts.UpdateContact(
+        pb.UpdateContactRequest(
+            contact=pb.Contact(name=rejected.name, mobile_phone_status=common.MOBILE_PHONE_STATUS_REJECTED)
+        ),
+        metadata=es_store.md,
+    )
+    resp = await run_import(
+        stubs,
+        es_store,
+        [
+            [
+                pb.Contact(name=gone.name, first_name="Back"),  # deleted: never re-created
+                pb.Contact(name=f"{es_store.name}/contacts/never", first_name="New"),
+                pb.Contact(email="rej@x.co", mobile_phone_status=common.MOBILE_PHONE_STATUS_ACTIVE),
+                pb.Contact(name=rejected.name, mobile_phone_status=common.MOBILE_PHONE_STATUS_PAUSED),
+                pb.Contact(email="fresh@x.co"),
+            ]
+        ],
+    )
+    assert (resp.created_count, resp.updated_count, resp.failed_count) == (1, 0, 4)
+    assert [(e.row_number, e.field) for e in resp.errors] == [
+        (1, "name"),
+        (2, "name"),
+        (3, "mobile_phone_status"),
+        (4, "mobile_phone_status"),
+    ]
+    assert "rejected" in resp.errors[2].reason
+    listed = await stubs.contacts.ListContacts(pb.ListContactsRequest(parent=es_store.name), metadata=es_store.md)
+    assert sorted(c.email for c in listed.contacts) == ["fresh@x.co", "rej@x.co"]
+    assert all(
+        c.mobile_phone_status != common.MOBILE_PHONE_STATUS_ACTIVE for c in listed.contacts if c.email == "rej@x.co"
+    )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 from contextlib import closing
+from importlib import resources
 from pathlib import Path
 
 from smschannel.storage.sqlite import SqliteStorage
@@ -35,3 +36,34 @@ async def test_an_existing_database_keeps_its_page_size_and_its_rows(tmp_path: P
         await storage.close()
     with closing(sqlite3.connect(path)) as conn:
         assert conn.execute("PRAGMA page_size").fetchone()[0] == 4096
+
+
+async def test_the_pause_migration_keeps_what_each_status_meant(tmp_path: Path) -> None:
+    """A file at schema 4 (one phone status) upgraded to 5 (pause and rejection as two facts)."""
+    path = tmp_path / "v4.db"
+    folder = resources.files("smschannel.storage.sqlite") / "migrations"
+    with closing(sqlite3.connect(path, isolation_level=None)) as conn:
+        conn.execute("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, applied_time INTEGER)")
+        for entry in sorted(folder.iterdir(), key=lambda e: e.name):
+            version = int(entry.name.split("_", 1)[0])
+            if entry.name.endswith(".sql") and version <= 4:
+                conn.executescript(entry.read_text())
+                conn.execute("INSERT INTO schema_migrations VALUES (?, 0)", (version,))
+        conn.execute("INSERT INTO stores VALUES ('s1', 'Shop', 1, 0)")
+        for contact_id, status in (("active", 1), ("rejected", 2), ("paused", 3)):
+            conn.execute(
+                "INSERT INTO contacts (store_id, id, email, first_name, last_name, mobile_phone, mobile_phone_status,"
+                " sms_subscription_status, custom_fields, create_time, update_time, version)"
+                " VALUES ('s1', ?, '', '', '', '+34612345678', ?, 1, '{}', 0, 0, 1)",
+                (contact_id, status),
+            )
+    storage = await SqliteStorage.open(str(path))
+    try:
+        read = {c: await storage.contacts.get("s1", c) for c in ("active", "rejected", "paused")}
+        assert {c: (r.mobile_phone_status.name, r.phone_paused) for c, r in read.items() if r} == {
+            "active": ("ACTIVE", False),
+            "rejected": ("REJECTED", False),
+            "paused": ("PAUSED", True),
+        }
+    finally:
+        await storage.close()

@@ -87,9 +87,11 @@ class FailedPrecondition(DomainError):
 
     reason = "FAILED_PRECONDITION"
 
-    def __init__(self, message: str, violations: list[Violation] | None = None) -> None:
+    def __init__(self, message: str, violations: list[Violation] | None = None, reason: str = "") -> None:
         super().__init__(message)
         self.violations: list[Violation] = violations or []
+        if reason:
+            self.reason = reason  # the case, for ErrorInfo (AIP-193): e.g. PHONE_REJECTED
 
 
 class Unauthenticated(DomainError):

@@ -13,7 +13,7 @@ from google.protobuf import empty_pb2
 from ..domain.enums import ActivitySource, ActivityType
 from ..domain.phones import normalize_phone
 from ..domain.stores import Store
-from ..errors import InvalidArgument, NotFound
+from ..errors import DomainError, FailedPrecondition, InvalidArgument, NotFound
 from ..filters import parse_filter
 from ..names import ContactName, StoreName, new_id, validate_id
 from ..operations.contacts import ContactOps, ImportRow, contact_query, enum_value
@@ -201,6 +201,17 @@ class ContactsServicer(pb_grpc.ContactsServiceServicer):
         return importer.response
 
 
+def _row_error_field(error: DomainError) -> str:
+    """The row's field an import row error is about."""
+    if isinstance(error, InvalidArgument):
+        return error.violations[0].field
+    if isinstance(error, NotFound):
+        return "name"  # the row names a contact that does not exist (any more)
+    if isinstance(error, FailedPrecondition):
+        return "mobile_phone_status"  # a rejected number cannot be made ACTIVE or PAUSED
+    return "email"  # AlreadyExists: the email belongs to another contact
+
+
 class _Import:
     """The state of one ImportContacts stream: the pending batch and the running summary."""
 
@@ -263,8 +274,7 @@ class _Import:
                 else:
                     counts.unchanged_count += 1
             else:
-                field = outcome.violations[0].field if isinstance(outcome, InvalidArgument) else "email"
-                self._fail(row.number, field, outcome.message)
+                self._fail(row.number, _row_error_field(outcome), outcome.message)
         if counts.total_count >= self._next_progress:
             self._next_progress += IMPORT_PROGRESS_EVERY
             log.info("import progress", extra=self.summary())

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from ..errors import FieldViolation, InvalidArgument
+from ..errors import FailedPrecondition, FieldViolation, InvalidArgument, Violation
 from ..names import new_id
 from ..records import record
 from .enums import ActivitySource, ActivityType, MobilePhoneStatus, SmsSubscriptionStatus
@@ -26,6 +26,7 @@ __all__ = [
     "CustomValue",
     "apply_patch",
     "normalize_email",
+    "phone_status",
     "validate_custom_fields",
 ]
 
@@ -39,7 +40,11 @@ MAX_TEXT = 1000
 
 @record
 class Contact:
-    """A contact as stored."""
+    """A contact as stored.
+
+    The store's pause and the provider's rejection are two facts (SPEC §3): `phone_paused` is the
+    store's, kept whatever happens to the number; a rejection belongs to the current number and shows
+    as REJECTED. `mobile_phone_status` is what both read as together (`phone_status`)."""
 
     store_id: str
     id: str
@@ -48,6 +53,7 @@ class Contact:
     last_name: str = ""
     mobile_phone: str = ""
     mobile_phone_status: MobilePhoneStatus = MobilePhoneStatus.UNSPECIFIED
+    phone_paused: bool = False
     sms_subscription_status: SmsSubscriptionStatus = SmsSubscriptionStatus.NONE
     custom_fields: dict[str, CustomValue] = field(default_factory=dict)
     create_time: datetime | None = None
@@ -107,6 +113,16 @@ class ContactPatch:
         )
 
 
+def phone_status(phone: str, rejected: bool, paused: bool) -> MobilePhoneStatus:
+    """What `_mobilePhoneStatus` reads: REJECTED while the number is rejected, else PAUSED while the
+    store has paused the phone, else ACTIVE; UNSPECIFIED without a number."""
+    if not phone:
+        return MobilePhoneStatus.UNSPECIFIED
+    if rejected:
+        return MobilePhoneStatus.REJECTED
+    return MobilePhoneStatus.PAUSED if paused else MobilePhoneStatus.ACTIVE
+
+
 def normalize_email(field_path: str, raw: str) -> str:
     """Trimmed and lower-cased; "" for none; INVALID_ARGUMENT when not an address."""
     email = raw.strip().lower()
@@ -144,6 +160,15 @@ def _starting_values(store_id: str, subscription: SmsSubscriptionStatus) -> Cont
     return Contact(store_id=store_id, id="", sms_subscription_status=subscription)
 
 
+def _still_rejected(store_id: str, contact_id: str, phone: str, wanted: MobilePhoneStatus) -> FailedPrecondition:
+    subject = f"stores/{store_id}/contacts/{contact_id}"
+    why = (
+        f"{phone} was rejected by the provider: only a different number lifts a rejection,"
+        f" so the phone cannot be made {wanted.name}"
+    )
+    return FailedPrecondition(why, [Violation("PHONE_REJECTED", subject, why)], reason="PHONE_REJECTED")
+
+
 def apply_patch(
     current: Contact | None,
     patch: ContactPatch,
@@ -167,24 +192,28 @@ def apply_patch(
         custom.update(patch.custom_fields)
 
     phone = base.mobile_phone if patch.mobile_phone is None else patch.mobile_phone
-    phone_status = base.mobile_phone_status
-    if phone != base.mobile_phone:
-        if not phone:
-            phone_status = MobilePhoneStatus.UNSPECIFIED
-        elif phone_status in (MobilePhoneStatus.UNSPECIFIED, MobilePhoneStatus.REJECTED):
-            # The rejection belonged to the old number; PAUSED was the store's choice and stays.
-            phone_status = MobilePhoneStatus.ACTIVE
-    if patch.mobile_phone_status not in (None, MobilePhoneStatus.UNSPECIFIED):
+    # The rejection belonged to the old number; the pause is the store's and outlives any number.
+    rejected = base.mobile_phone_status is MobilePhoneStatus.REJECTED and phone == base.mobile_phone
+    paused = base.phone_paused
+    wanted = patch.mobile_phone_status
+    if wanted is not None and wanted is not MobilePhoneStatus.UNSPECIFIED:
         if not phone:
             raise InvalidArgument("mobile_phone_status", "a contact without a mobile phone has no phone status")
-        phone_status = patch.mobile_phone_status
+        if wanted is MobilePhoneStatus.REJECTED:
+            rejected = True
+        elif rejected:
+            raise _still_rejected(store_id, base.id or contact_id, phone, wanted)
+        else:
+            paused = wanted is MobilePhoneStatus.PAUSED
+    phone_status_now = phone_status(phone, rejected, paused)
 
     values = (
         base.email if patch.email is None else patch.email,
         base.first_name if patch.first_name is None else patch.first_name,
         base.last_name if patch.last_name is None else patch.last_name,
         phone,
-        phone_status,
+        phone_status_now,
+        paused,
         patch.sms_subscription_status or base.sms_subscription_status,
         custom,
     )
@@ -194,6 +223,7 @@ def apply_patch(
         current.last_name,
         current.mobile_phone,
         current.mobile_phone_status,
+        current.phone_paused,
         current.sms_subscription_status,
         current.custom_fields,
     ):

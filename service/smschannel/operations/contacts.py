@@ -56,6 +56,19 @@ def _utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def _named_must_exist(store: Store, key: ContactKey) -> Callable[[Contact | None], None] | None:
+    """For an upsert keyed by a contact's name: NotFound when no such contact exists (any more)."""
+    if not key.contact_id:
+        return None
+    name = str(ContactName(store.id, key.contact_id))
+
+    def check(current: Contact | None) -> None:
+        if current is None:
+            raise NotFound(name)
+
+    return check
+
+
 @record
 class ImportRow:
     """One good row of an import: how to find its contact and what it sets."""
@@ -159,18 +172,25 @@ class ContactOps:
         self, store: Store, key: ContactKey, patch: ContactPatch, source: ActivitySource, new_id: str
     ) -> Applied:
         """Merge into the contact `key` finds: by id it must exist; by email it is created if missing."""
-
-        def by_id_must_exist(current: Contact | None) -> None:
-            if current is None and key.contact_id:
-                raise NotFound(str(ContactName(store.id, key.contact_id)))
-
-        return await self._apply_one(store.id, key, self._mutation(store, new_id, patch, source, by_id_must_exist))
+        mutation = self._mutation(store, new_id, patch, source, _named_must_exist(store, key))
+        return await self._apply_one(store.id, key, mutation)
 
     async def import_rows(self, store: Store, rows: Sequence[ImportRow]) -> list[Outcome]:
-        """Upsert a batch of rows in one transaction (by id, else email; created when missing)."""
+        """Upsert a batch of rows in one transaction: by id (which must exist: a row naming a deleted
+        contact is an error, never a re-creation), else by email (created when missing)."""
         now = self.clock()  # one time for the batch, as it is one transaction
         changes = [
-            (row.key, self._mutation(store, row.key.contact_id or new_id(), row.patch, ActivitySource.IMPORT, now=now))
+            (
+                row.key,
+                self._mutation(
+                    store,
+                    row.key.contact_id or new_id(),
+                    row.patch,
+                    ActivitySource.IMPORT,
+                    _named_must_exist(store, row.key),
+                    now=now,
+                ),
+            )
             for row in rows
         ]
         return await self._apply(store.id, changes)

@@ -17,17 +17,18 @@ from .db import Database, Row, from_micros, to_micros
 __all__ = ["INSERT_ACTIVITY", "SqliteContacts", "activity_params", "apply_to_phone"]
 
 _COLUMNS = (
-    "store_id, id, email, first_name, last_name, mobile_phone, mobile_phone_status,"
+    "store_id, id, email, first_name, last_name, mobile_phone, mobile_phone_status, phone_paused,"
     " sms_subscription_status, custom_fields, create_time, update_time, version"
 )
 # Contacts are read by position (unpacking a row costs less than looking each column up by name).
 _SELECT_CONTACT = f"SELECT seq, {_COLUMNS} FROM contacts"
 _PHONE_STATUSES = {int(s): s for s in MobilePhoneStatus}
 _SUBSCRIPTIONS = {int(s): s for s in SmsSubscriptionStatus}
-_INSERT = f"INSERT INTO contacts ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+_INSERT = f"INSERT INTO contacts ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 _UPDATE = (
     "UPDATE contacts SET email = ?, first_name = ?, last_name = ?, mobile_phone = ?, mobile_phone_status = ?,"
-    " sms_subscription_status = ?, custom_fields = ?, update_time = ?, version = ? WHERE store_id = ? AND id = ?"
+    " phone_paused = ?, sms_subscription_status = ?, custom_fields = ?, update_time = ?, version = ?"
+    " WHERE store_id = ? AND id = ?"
 )
 INSERT_ACTIVITY = (
     "INSERT INTO activities (store_id, contact_id, id, type, source, details, create_time) VALUES (?, ?, ?, ?, ?, ?, ?)"
@@ -64,7 +65,7 @@ def _decode_custom(text: str) -> dict[str, CustomValue]:
 def contact_from_row(row: Row) -> Contact:
     """A row of `_SELECT_CONTACT` (its position first) → Contact."""
     _, store_id, contact_id, email, first, last, phone = row[:7]
-    phone_status, subscription, custom, created, updated, version = row[7:]
+    phone_status, paused, subscription, custom, created, updated, version = row[7:]
     return Contact(
         store_id,
         contact_id,
@@ -73,6 +74,7 @@ def contact_from_row(row: Row) -> Contact:
         last,
         phone,
         _PHONE_STATUSES[phone_status],  # a dict, not the enum's call: a third of the cost
+        bool(paused),
         _SUBSCRIPTIONS[subscription],
         _decode_custom(custom),
         from_micros(created),
@@ -92,6 +94,7 @@ def _insert_params(c: Contact) -> tuple[Any, ...]:
         c.last_name,
         c.mobile_phone,
         int(c.mobile_phone_status),
+        int(c.phone_paused),
         int(c.sms_subscription_status),
         _encode_custom(c.custom_fields),
         to_micros(c.create_time),
@@ -108,6 +111,7 @@ def _update_params(c: Contact) -> tuple[Any, ...]:
         c.last_name,
         c.mobile_phone,
         int(c.mobile_phone_status),
+        int(c.phone_paused),
         int(c.sms_subscription_status),
         _encode_custom(c.custom_fields),
         to_micros(c.update_time),
