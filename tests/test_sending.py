@@ -174,9 +174,31 @@ MATRIX = [
 ]
 
 
-@pytest.mark.parametrize(("phone_status", "subscription", "kind", "sent"), MATRIX)
+def cell_id(cell: tuple[int | None, int, int, bool]) -> str:
+    """A matrix cell by name, e.g. ACTIVE-SUBSCRIBED-NEWSLETTER-sent."""
+    phone, subscription, kind, sent = cell
+    return "-".join(
+        (
+            "NO_PHONE" if phone is None else common.MobilePhoneStatus.Name(phone).removeprefix("MOBILE_PHONE_STATUS_"),  # type: ignore[arg-type]
+            common.SmsSubscriptionStatus.Name(subscription).removeprefix("SMS_SUBSCRIPTION_STATUS_"),  # type: ignore[arg-type]
+            common.SmsType.Name(kind).removeprefix("SMS_TYPE_"),  # type: ignore[arg-type]
+            "sent" if sent else "skipped",
+        )
+    )
+
+
+MATRIX_IDS = [cell_id(cell) for cell in MATRIX]
+
+
+@pytest.mark.parametrize(("phone_status", "subscription", "kind", "sent"), MATRIX, ids=MATRIX_IDS)
 async def test_eligibility_matrix(
-    stubs: Stubs, sending_store: StoreCtx, phone_status: int | None, subscription: int, kind: int, sent: bool
+    stubs: Stubs,
+    sending_store: StoreCtx,
+    fake: FakeInstasent,
+    phone_status: int | None,
+    subscription: int,
+    kind: int,
+    sent: bool,
 ) -> None:
     fields: dict[str, object] = {"sms_subscription_status": subscription}
     if phone_status is not None:
@@ -184,13 +206,16 @@ async def test_eligibility_matrix(
     c = await contact(stubs, sending_store, **fields)
     txt = await content(stubs, sending_store, "Oferta {{unsubscribe}}")
     m = await send(stubs, sending_store, sms_content=txt.name, contact=c.name, type=kind)
+    client_id = m.name.rsplit("/", 1)[1]
     if sent:
         await until_status(stubs, sending_store, m.name, common.MESSAGE_STATUS_SENT)
+        assert [r.to for r in fake.received() if r.client_id == client_id] == ["+34612000777"]
     else:
         assert m.status == common.MESSAGE_STATUS_SKIPPED
         assert m.status_reason  # a skip is never silent
         await asyncio.sleep(0)  # nothing queued: nothing to wait for
         assert (await message(stubs, sending_store, m.name)).status == common.MESSAGE_STATUS_SKIPPED
+        assert [r for r in fake.received() if r.client_id == client_id] == []
 
 
 async def test_alert_mode_ignores_the_contacts_phone_and_statuses(

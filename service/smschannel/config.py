@@ -28,6 +28,8 @@ class Config:
     metrics_addr: str | None = None
     import_workers: int | None = None  # None: one per core but one
     retry_base: float = 1.0  # seconds before the first provider retry (doubles each time)
+    retry_max: float = 300.0  # the longest wait between two provider attempts
+    retry_attempts: int = 15  # provider attempts before a message is FAILED
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Config:
@@ -46,6 +48,8 @@ class Config:
             shutdown_grace=float(env.get("SMSCHANNEL_SHUTDOWN_GRACE") or cls.shutdown_grace),
             metrics_addr=env.get("SMSCHANNEL_METRICS_ADDR") or None,
             retry_base=float(env.get("SMSCHANNEL_RETRY_BASE") or cls.retry_base),
+            retry_max=float(env.get("SMSCHANNEL_RETRY_MAX") or cls.retry_max),
+            retry_attempts=int(env.get("SMSCHANNEL_RETRY_ATTEMPTS") or cls.retry_attempts),
             import_workers=int(env["SMSCHANNEL_IMPORT_WORKERS"]) if env.get("SMSCHANNEL_IMPORT_WORKERS") else None,
         )
 

@@ -55,7 +55,7 @@ class Metrics:
         )
         self.provider = Counter(
             "smschannel_provider_messages",
-            "Messages handed to the provider by outcome (sent, refused, failed, retried)",
+            "Messages at the provider hand-over by outcome (sent, refused, failed, retried, skipped at sending)",
             ["outcome"],
             registry=self.registry,
         )

@@ -105,7 +105,14 @@ class App:
         api = ApiInterceptor(authenticator, observe=metrics.observe_rpc)
         sender = Sender(storage, channel)
         dispatcher = Dispatcher(
-            storage, channel, instasent, sender.wakeup, retry_base=config.retry_base, observe=metrics.observe_provider
+            storage,
+            channel,
+            instasent,
+            sender.wakeup,
+            retry_base=config.retry_base,
+            retry_max=config.retry_max,
+            max_attempts=config.retry_attempts,
+            observe=metrics.observe_provider,
         )
         sender.on_queued = dispatcher.offer
         contact_ops = ContactOps(storage)

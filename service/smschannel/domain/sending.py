@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal
+from typing import Literal, Protocol
 
 from ..errors import FieldViolation
 from .contacts import Contact, CustomValue
@@ -16,10 +16,12 @@ from .templates import UNSUBSCRIBE, UNSUBSCRIBE_MARKER, has_unsubscribe_marker, 
 
 __all__ = [
     "CONTACT_FIELDS",
+    "Reachable",
     "Rendered",
     "VariableSource",
     "check_mappings",
     "contact_field_value",
+    "measure_as_delivered",
     "render_for",
     "skip_reason",
 ]
@@ -115,8 +117,23 @@ def contact_field_value(contact: Contact | None, name: str) -> str:
     return value.name if isinstance(value, MobilePhoneStatus | SmsSubscriptionStatus) else str(value)
 
 
-def skip_reason(contact: Contact, sms_type: SmsType) -> str | None:
-    """Why a CONTACT-mode send to this contact must be skipped (None: send). The matrix of SPEC §5."""
+class Reachable(Protocol):
+    """What eligibility reads of a contact: a Contact, or the few columns the outbox re-reads."""
+
+    @property
+    def mobile_phone(self) -> str: ...
+
+    @property
+    def mobile_phone_status(self) -> MobilePhoneStatus: ...
+
+    @property
+    def sms_subscription_status(self) -> SmsSubscriptionStatus: ...
+
+
+def skip_reason(contact: Reachable, sms_type: SmsType) -> str | None:
+    """Why a CONTACT-mode send to this contact must be skipped (None: send). The matrix of SPEC §5.
+
+    Judged when a message is made and again at every hand-over to the provider (SPEC §5)."""
     if not contact.mobile_phone:
         return "the contact has no mobile phone"
     if contact.mobile_phone_status is MobilePhoneStatus.REJECTED:
@@ -156,5 +173,9 @@ def render_for(
         return value or source.fallback
 
     rendered = render(text, value_of)
-    delivered = rendered.replace(UNSUBSCRIBE_MARKER, marker_replacement(country_of(recipient)))
-    return Rendered(rendered, measure(delivered))
+    return Rendered(rendered, measure_as_delivered(rendered, recipient))
+
+
+def measure_as_delivered(text: str, recipient: str) -> TextSize:
+    """The size of a rendered text once Instasent has put the recipient country's unsubscribe text in."""
+    return measure(text.replace(UNSUBSCRIBE_MARKER, marker_replacement(country_of(recipient))))

@@ -93,6 +93,8 @@ class FakeInstasent:
     """The fake's state and its ASGI app."""
 
     faults: Faults = field(default_factory=Faults)
+    # Tokens whose every call answers 503 or 429 (in turn) until removed: an outage of one account.
+    down: set[str] = field(default_factory=set)
     rejected_numbers: set[str] = field(default_factory=set)
     send_callbacks: bool = True
     accounts: dict[str, _Account] = field(default_factory=dict)
@@ -153,6 +155,11 @@ class FakeInstasent:
         if account is None:
             return None, self._error(401, "Unauthorized: invalid or missing token")
         limit_headers = {"X-RateLimit-Limit": str(self.faults.rate_limit or 1000)}
+        if account.token in self.down:
+            if self.requests % 2:
+                return None, self._error(503, "Service unavailable")
+            headers = {**limit_headers, "X-RateLimit-Remaining": "0", "X-RateLimit-Reset": "0.05"}
+            return None, self._error(429, "Too many requests", headers)
         if self.faults.burst_429 > 0:
             self.faults.burst_429 -= 1
             reset = str(round(self.faults.reset_after, 3))
@@ -371,6 +378,8 @@ class FakeInstasent:
         for key, value in body.items():
             if key == "rejected_numbers":
                 self.rejected_numbers = set(value)
+            elif key == "down":
+                self.down = set(value)
             elif hasattr(self.faults, key):
                 setattr(self.faults, key, value)
         return JSONResponse({"ok": True})

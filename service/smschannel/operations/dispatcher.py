@@ -1,5 +1,11 @@
 """The outbox dispatcher: sends QUEUED messages to Instasent, at least once, and records the outcome.
 
+Consent is judged at the moment of sending (SPEC §5): before every hand-over (the first, each retry,
+after a restart) the contacts of the bulk request are read again, in one query, and the same
+eligibility function as SendSms decides. A stop, pause, rejection or deletion that landed while the
+message waited turns it SKIPPED with that reason; a changed number gets the SMS and is recorded on the
+message, never the old one. (What lands during the provider call itself is too late for this message.)
+
 Every message is in the database before any call to Instasent, and its id is the `clientId`, which
 Instasent keeps unique: a message sent just before a crash is sent again after the restart, Instasent
 answers that the clientId exists, and the message is recorded SENT. So each message reaches Instasent
@@ -17,11 +23,12 @@ import logging
 import random
 from collections import defaultdict, deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
-from ..domain.enums import ActivityType, MessageStatus, SmsEncoding
+from ..domain.enums import ActivityType, MessageStatus, RecipientMode, SmsEncoding
 from ..domain.messages import Message, message_activity
+from ..domain.sending import measure_as_delivered, skip_reason
 from ..instasent.client import MAX_BULK, Accepted, InstasentClient, ProviderError, Refused, SmsItem
 from ..storage import MessageUpdate, Storage
 from .background import nap, stop_task
@@ -157,6 +164,9 @@ class Dispatcher:
         if token is None:
             await self._fail(chunk, NO_TOKEN)
             return
+        chunk = await self._still_eligible(store_id, chunk)
+        if not chunk:
+            return
         items = [
             SmsItem(m.id, m.sender, m.recipient, m.text, allow_unicode=m.encoding is SmsEncoding.UCS2) for m in chunk
         ]
@@ -175,6 +185,52 @@ class Dispatcher:
                 await self._fail(chunk, f"Instasent {e.status}: {e.message}")
             return
         await self._record(chunk, accepted, refused)
+
+    async def _still_eligible(self, store_id: str, chunk: list[Message]) -> list[Message]:
+        """The messages that may go now, judged on their contacts as they are now (one read for the
+        chunk); the others are recorded SKIPPED with the reason, and a changed number is recorded."""
+        contact_ids = {m.contact_id for m in chunk if m.recipient_mode is RecipientMode.CONTACT}
+        if not contact_ids:
+            return chunk
+        reach = await self.storage.contacts.reach(store_id, contact_ids)
+        now = self.clock()
+        go: list[Message] = []
+        changes: list[MessageUpdate] = []
+        for m in chunk:
+            if m.recipient_mode is not RecipientMode.CONTACT:
+                go.append(m)
+                continue
+            contact = reach.get(m.contact_id)
+            reason = "the contact was deleted" if contact is None else skip_reason(contact, m.type)
+            if reason is not None:
+                changes.append(
+                    MessageUpdate(m.store_id, m.id, MessageStatus.SKIPPED, _QUEUED, now, reason=f"at sending: {reason}")
+                )
+                continue
+            assert contact is not None
+            if contact.mobile_phone != m.recipient:
+                size = measure_as_delivered(m.text, contact.mobile_phone)
+                m = replace(m, recipient=contact.mobile_phone, segments=size.segments)
+                changes.append(
+                    MessageUpdate(
+                        m.store_id,
+                        m.id,
+                        MessageStatus.QUEUED,
+                        _QUEUED,
+                        now,
+                        next_attempt_time=m.next_attempt_time or now,
+                        recipient=m.recipient,
+                        segments=m.segments,
+                    )
+                )
+            go.append(m)
+        if changes:
+            changed = await self.storage.messages.update(changes)
+            # A message that moved on meanwhile (not QUEUED any more) is not sent either.
+            moved = {u.message_id for u, ok in zip(changes, changed, strict=True) if not ok}
+            go = [m for m in go if m.id not in moved]
+            self._count("skipped", sum(ok for u, ok in zip(changes, changed, strict=True) if u.recipient is None))
+        return go
 
     async def _record(self, chunk: list[Message], accepted: list[Accepted], refused: list[Refused]) -> None:
         now = self.clock()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal, Protocol
@@ -30,6 +30,7 @@ __all__ = [
     "Mutation",
     "Outcome",
     "PhoneChange",
+    "Reach",
     "RunUpdate",
     "SmsContentRepository",
     "Storage",
@@ -51,6 +52,16 @@ class Applied:
 
 
 Outcome = Applied | DomainError
+
+
+@record
+class Reach:
+    """A contact's phone and statuses as they are now: what eligibility reads at each hand-over."""
+
+    contact_id: str
+    mobile_phone: str
+    mobile_phone_status: MobilePhoneStatus
+    sms_subscription_status: SmsSubscriptionStatus
 
 
 @record
@@ -100,6 +111,9 @@ class MessageUpdate:
     next_attempt_time: datetime | None = None
     attempted: bool = False
     activity: Activity | None = None  # recorded only if the message changed
+    # The contact's number changed while the message waited: it goes to, and records, the new one.
+    recipient: str | None = None
+    segments: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,6 +181,10 @@ class ContactRepository(Protocol):
 
     async def page(self, store_id: str, query: ContactQuery, after: int, limit: int) -> list[tuple[int, Contact]]:
         """Up to `limit` matching contacts with a position greater than `after`, oldest first."""
+        ...
+
+    async def reach(self, store_id: str, contact_ids: Collection[str]) -> dict[str, Reach]:
+        """The phone and statuses of these contacts now, by id (a deleted contact is absent)."""
         ...
 
     async def apply(self, store_id: str, changes: Sequence[tuple[ContactKey, Mutation]]) -> list[Outcome]:

@@ -163,6 +163,12 @@ class Database:
         row: Row | None = self._inline.execute(sql, tuple(params)).fetchone()
         return row
 
+    async def fetch_by_keys(self, sql: str, params: Iterable[Any] = ()) -> list[Row]:
+        """A few rows by key (a bounded `IN (...)` through an index), read inline like `fetch_one`."""
+        if self._inline is None:
+            return list(await self._reader.execute_fetchall(sql, tuple(params)))
+        return self._inline.execute(sql, tuple(params)).fetchall()
+
     async def fetch_all(self, sql: str, params: Iterable[Any] = ()) -> list[Row]:
         """All rows, read on the database thread (one hop)."""
         return list(await self._reader.execute_fetchall(sql, tuple(params)))

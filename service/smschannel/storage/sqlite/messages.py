@@ -231,7 +231,8 @@ _RECORD_EVENT = "INSERT OR IGNORE INTO provider_events (store_id, provider_id, s
 _UPDATE_MESSAGE = (
     "UPDATE messages SET status = ?, status_reason = ?, provider_id = COALESCE(?, provider_id),"
     " send_time = COALESCE(?, send_time), delivery_time = COALESCE(?, delivery_time),"
-    " attempts = attempts + ?, next_attempt_time = ?, update_time = ? WHERE store_id = ? AND id = ?"
+    " attempts = attempts + ?, next_attempt_time = ?, update_time = ?, recipient = COALESCE(?, recipient),"
+    " segments = COALESCE(?, segments) WHERE store_id = ? AND id = ?"
 )
 
 
@@ -264,6 +265,8 @@ def _apply_updates(conn: sqlite3.Connection, updates: Sequence[MessageUpdate]) -
                 1 if u.attempted else 0,
                 None if u.next_attempt_time is None else to_micros(u.next_attempt_time),
                 to_micros(u.time),
+                u.recipient,
+                u.segments,
                 u.store_id,
                 u.message_id,
             )
