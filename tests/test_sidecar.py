@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
+from urllib.parse import urlencode
 
 import httpx
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from smschannel.asgi import serve_in_loop
 from smschannel.domain.contacts import Activity, Contact
@@ -18,7 +23,7 @@ from smschannel.domain.stores import Store
 from smschannel.instasent.fake import FakeInstasent
 from smschannel.operations.contacts import ContactOps
 from smschannel.server import App
-from smschannel.sidecar.app import MAX_BODY, create_app
+from smschannel.sidecar.app import MAX_BODY, create_app, redact
 from smschannel.storage import Mutation
 from smschannel.v1 import common_pb2 as common
 from smschannel.v1 import contacts_service_pb2 as cpb
@@ -227,43 +232,315 @@ async def test_a_wrong_secret_or_store_is_404_with_no_side_effect(
     assert (await http.post(url, json=body)).status_code == 404
 
 
-@pytest.mark.parametrize(
-    ("content", "headers", "status"),
-    [
-        (b"{not json", {"content-type": "application/json"}, 400),
-        (b"[1, 2]", {"content-type": "application/json"}, 400),
-        (b'{"status": "delivered"}', {"content-type": "application/json"}, 400),  # no id
-        (b'{"id": "x"}', {"content-type": "application/json"}, 400),  # no status
-        (b"\xff\xfe", {"content-type": "application/json"}, 400),
-        (b"x" * (MAX_BODY + 1), {"content-type": "application/json"}, 413),
-    ],
-)
-async def test_bad_bodies(
+# -- hostile input: short JSON answers, never a 500; a wrong secret is 404 whatever the body --------
+
+
+def short_error(resp: httpx.Response, status: int) -> None:
+    """`resp` is `status` with a short JSON error: no traceback, no echo of a huge input."""
+    assert resp.status_code == status, resp.text[:300]
+    assert resp.headers["content-type"] == "application/json"
+    assert len(resp.content) < 300
+    assert "Traceback" not in resp.text
+    assert list(resp.json()) == ["error"]
+
+
+JSON = {"content-type": "application/json"}
+FORM = {"content-type": "application/x-www-form-urlencoded"}
+NESTED_ARRAYS = b"[" * 60_000  # under MAX_BODY, so it reaches the parser
+NESTED_OBJECTS = b'{"a":' * 10_000 + b"1" + b"}" * 10_000
+GARBAGE = [
+    pytest.param(NESTED_ARRAYS, JSON, id="arrays-60000-deep"),
+    pytest.param(NESTED_ARRAYS, {}, id="arrays-60000-deep-untyped"),
+    pytest.param(NESTED_OBJECTS, JSON, id="objects-10000-deep"),
+    pytest.param(b"{not json", JSON, id="not-json"),
+    pytest.param(b"\xff\xfe", JSON, id="not-utf8"),
+    pytest.param(b"\xff\xfe=\x00", FORM, id="not-utf8-form"),
+    pytest.param(b"", JSON, id="empty"),
+    pytest.param(b"[1, 2]", JSON, id="array"),
+    pytest.param(b'"delivered"', JSON, id="string"),
+    pytest.param(b"null", JSON, id="null"),
+    pytest.param(b'{"status": "delivered"}', JSON, id="no-id"),
+    pytest.param(b'{"id": "x"}', JSON, id="no-status"),
+    pytest.param(b'{"id": 1.5, "status": "delivered"}', JSON, id="float-id"),
+    pytest.param(b'{"id": true, "status": "delivered"}', JSON, id="bool-id"),
+    pytest.param(b'{"id": ["x"], "status": "delivered"}', JSON, id="list-id"),
+    pytest.param(b'{"id": NaN, "status": "delivered"}', JSON, id="nan-id"),
+    pytest.param(b'{"id": "x", "status": 7}', JSON, id="number-status"),
+    pytest.param(b'{"id": "x", "status": {"s": 1}}', JSON, id="object-status"),
+    pytest.param(b'{"id": "%s", "status": "delivered"}' % (b"x" * 10_000), JSON, id="id-10000-chars"),
+    pytest.param(b'{"clientId": "%s", "status": "stop"}' % (b"c" * 10_000), JSON, id="client-id-10000-chars"),
+    pytest.param(b'{"id": %s, "status": "delivered"}' % (b"9" * 4_000), JSON, id="id-4000-digits"),
+    pytest.param(b'{"id": %s, "status": "delivered"}' % (b"9" * 5_000), JSON, id="id-5000-digits"),
+    pytest.param(b'{"id": "a\\u0000b", "status": "delivered"}', JSON, id="nul-in-id"),
+    pytest.param(b'{"id": "x", "status": "deliv\\u0000ered"}', JSON, id="nul-in-status"),
+    pytest.param(b'{"id": "x", "status": "delivered", "code": "\\u0000"}', JSON, id="nul-in-code"),
+    pytest.param(b'{"id": "x", "status": "delivered", "message": "\\ud800"}', JSON, id="lone-surrogate-message"),
+    pytest.param(b'{"id": "\\udfff", "status": "delivered"}', JSON, id="lone-surrogate-id"),
+    pytest.param(b'{"id": "x", "status": "delivered", "status": "stop"}', JSON, id="repeated-key"),
+    pytest.param(b"id=x&status=delivered&status=stop", FORM, id="form-repeated-key"),
+    pytest.param(b"id=a%00b&status=delivered", FORM, id="form-nul"),
+    pytest.param(b"just some words", FORM, id="form-garbage"),
+    pytest.param(b"status=" + b"s" * 10_000 + b"&id=x", FORM, id="form-status-10000-chars"),
+]
+
+
+@pytest.mark.parametrize(("content", "headers"), GARBAGE)
+async def test_garbage_is_a_short_400_with_the_secret_and_a_404_without(
     stubs: Stubs,
     sending_store: StoreCtx,
     sidecar: str,
     http: httpx.AsyncClient,
     content: bytes,
-    headers: dict,
-    status: int,
+    headers: dict[str, str],
 ) -> None:
     url = await callback_url(stubs, sending_store, sidecar)
-    resp = await http.post(url, content=content, headers=headers)
-    assert resp.status_code == status
-    assert "Traceback" not in resp.text
+    short_error(await http.post(url, content=content, headers=headers), 400)
+    # The secret first: without it nothing tells how (or whether) the body was read.
+    for bad in (url[:-3] + "xyz", url.replace(f"/{sending_store.id}/", "/nosuchstore/")):
+        short_error(await http.post(bad, content=content, headers=headers), 404)
+
+
+async def test_a_body_over_max_body_is_413_for_anyone(
+    stubs: Stubs, sending_store: StoreCtx, sidecar: str, http: httpx.AsyncClient
+) -> None:
+    url = await callback_url(stubs, sending_store, sidecar)
+    for target in (url, url[:-3] + "xyz"):  # a limit of the transport, read before any secret
+        short_error(await http.post(target, content=b"[" * (MAX_BODY + 1), headers=JSON), 413)
+
+        async def chunks() -> AsyncIterator[bytes]:  # no Content-Length: counted as it arrives
+            for _ in range(MAX_BODY // 1024 + 1):
+                yield b"x" * 1024
+
+        short_error(await http.post(target, content=chunks(), headers=JSON), 413)
+
+
+async def test_other_routes_and_methods_answer_short_json(
+    stubs: Stubs, sending_store: StoreCtx, sidecar: str, http: httpx.AsyncClient
+) -> None:
+    url = await callback_url(stubs, sending_store, sidecar)
+    short_error(await http.get(url), 405)
+    short_error(await http.post(url + "/extra"), 404)
+    short_error(await http.post(sidecar + "/instasent/callbacks/x"), 404)
+    short_error(await http.post(sidecar + "/instasent/callbacks/Not_A_Store/secret", json={}), 404)
+
+
+ODD_EVENT_TIMES: list[object] = [
+    "0001-01-01T00:00:00+14:00",  # year 0 once in UTC
+    "9999-12-31T23:59:59-14:00",  # year 10000 once in UTC
+    "9999-12-31T23:59:59.999999-00:01",
+    "2026-13-45T99:00:00Z",
+    "garbage",
+    "",
+    "\u0000",
+    "\ud800",
+    "x" * 10_000,
+    12345,
+    1.5,
+    None,
+    True,
+    ["2026-11-25T10:00:00Z"],
+    {"at": "2026-11-25T10:00:00Z"},
+]
+
+
+async def test_an_odd_event_at_is_ignored_and_the_event_still_applies(
+    stubs: Stubs, sending_store: StoreCtx, sidecar: str, http: httpx.AsyncClient
+) -> None:
+    url = await callback_url(stubs, sending_store, sidecar)
+    for odd in ODD_EVENT_TIMES:
+        body = json.dumps({"id": "nobody-knows", "status": "delivered", "eventAt": odd})  # ASCII: \ud800 too
+        resp = await http.post(url, content=body.encode(), headers=JSON)
+        assert (resp.status_code, resp.json()) == (200, {"outcome": "unknown_message"}), odd
+    _, m = await sent_message(stubs, sending_store, "612 400 011")
+    before = time.time()
+    body = {"clientId": m.name.rsplit("/", 1)[1], "status": "delivered", "eventAt": "0001-01-01T00:00:00+14:00"}
+    resp = await http.post(url, json=body)
+    assert (resp.status_code, resp.json()) == (200, {"outcome": "applied"})
+    got = await stubs.sms.GetMessage(pb.GetMessageRequest(name=m.name), metadata=sending_store.md)
+    assert got.status == common.MESSAGE_STATUS_DELIVERED
+    assert got.delivery_time.seconds >= int(before) - 1  # the server's time stands in for eventAt
+
+
+async def test_an_unknown_status_is_acknowledged_as_ignored_and_changes_nothing(
+    stubs: Stubs, sending_store: StoreCtx, sidecar: str, http: httpx.AsyncClient
+) -> None:
+    url = await callback_url(stubs, sending_store, sidecar)
+    _, m = await sent_message(stubs, sending_store, "612 400 012")
+    body = {"id": m.provider_id, "clientId": m.name.rsplit("/", 1)[1], "status": "banana"}
+    for _ in range(2):  # 2xx, so Instasent stops; not recorded, so the same answer every time
+        resp = await http.post(url, json=body)
+        assert (resp.status_code, resp.json()) == (200, {"outcome": "ignored"})
+    # Judged before the message is looked for.
+    assert (await http.post(url, json={"id": "nobody-knows", "status": "Banana"})).json() == {"outcome": "ignored"}
+    short_error(await http.post(url[:-3] + "xyz", json=body), 404)
+    got = await stubs.sms.GetMessage(pb.GetMessageRequest(name=m.name), metadata=sending_store.md)
+    assert got.status == common.MESSAGE_STATUS_SENT
+    delivered = await http.post(url, json={**body, "status": "delivered"})
+    assert delivered.json() == {"outcome": "applied"}
+
+
+# The access log: the callback secret never appears, whatever the path looks like.
+
+SECRET = "S3cr3t_" + "x" * 36  # shaped like new_callback_secret(); never a store id
+
+
+def odd_paths(store: str, secret: str) -> list[str]:
+    """Paths that are not quite the callback route but carry its secret."""
+    return [
+        f"/instasent/callbacks/{store}/{secret}",
+        f"/instasent/callbacks//{store}/{secret}",
+        f"/instasent/callbacks/{store}/x/{secret}",
+        f"/instasent/callbacks/{store}/..%2F{secret}",
+        f"/instasent/callbacks/{store}/%2e%2e/{secret}",
+        f"/instasent/callbacks/{store}%2F{secret}",
+        f"/instasent/callbacks/{store}/{secret}/",
+        f"/instasent/callbacks/{store}/{secret}/extra",
+        f"/instasent/callbacks/{store}/{secret}%00",
+        f"/instasent/callbacks/{store};{secret}",
+        f"/instasent/callbacks/{secret}",
+        f"/instasent/callbacks/{secret}/",
+        f"/instasent/callbacks/{secret}/{store}",
+        f"//instasent/callbacks/{store}/{secret}",
+        f"/instasent//callbacks/{store}/{secret}",
+        f"/INSTASENT/CALLBACKS/{store}/{secret}",
+        f"/Instasent/Callbacks/{store.upper()}/{secret}",
+        f"/behind/a/proxy/instasent/callbacks/{store}/{secret}",
+        f"/instasent/callback/{store}/{secret}",
+        f"/instasent/{store}/{secret}",
+        f"/{store}/{secret}",
+    ]
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        *odd_paths("acme", SECRET),
+        f"/instasent/callbacks/acme/{SECRET}?x=1",
+        f"/instasent/callbacks/acme?secret={SECRET}",
+        f"/instasent/callbacks?{SECRET}",
+        f"/instasent/callbacks/acme/{SECRET[:10]}/{SECRET[10:]}",
+        f"/instasent/callbacks/acme/%2F{SECRET}",
+    ],
+)
+def test_redact_masks_whatever_follows_the_store(path: str) -> None:
+    assert SECRET not in redact(path)
+    assert "***" in redact(path)
+
+
+def test_redact_keeps_the_store_and_paths_without_a_secret() -> None:
+    assert redact(f"/instasent/callbacks/acme/{SECRET}") == "/instasent/callbacks/acme/***"
+    assert redact(f"/instasent/callbacks//acme/{SECRET}") == "/instasent/callbacks/***"
+    for path in ("/healthz", "/", "", "/instasent/callbacks", "/instasent/callbacks/"):
+        assert redact(path) == path
+
+
+@given(before=st.text(max_size=30), between=st.text(max_size=30), after=st.text(max_size=30))
+def test_redact_masks_the_secret_anywhere_after_callbacks(before: str, between: str, after: str) -> None:
+    assert SECRET not in redact(f"{before}/instasent/callbacks{between}{SECRET}{after}")
+
+
+@pytest.fixture
+def sidecar_log() -> Iterator[list[logging.LogRecord]]:
+    """The records of the sidecar's logger (our own handler: caplog is absent under `-p no:logging`)."""
+    records: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record)
+
+    logger, handler = logging.getLogger("smschannel.sidecar"), Keep()
+    logger.addHandler(handler)
+    yield records
+    logger.removeHandler(handler)
+
+
+def never_logged(secret: str, records: list[logging.LogRecord]) -> None:
+    assert records, "the access log said nothing"
+    for r in records:
+        assert secret not in r.getMessage(), r.__dict__
+        assert secret not in str(r.__dict__), r.__dict__
 
 
 async def test_secret_never_logged_and_healthz(
-    stubs: Stubs, sending_store: StoreCtx, sidecar: str, http: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+    stubs: Stubs,
+    sending_store: StoreCtx,
+    sidecar: str,
+    http: httpx.AsyncClient,
+    sidecar_log: list[logging.LogRecord],
 ) -> None:
     url = await callback_url(stubs, sending_store, sidecar)
     secret = url.rsplit("/", 1)[1]
-    with caplog.at_level(logging.INFO, logger="smschannel.sidecar"):
-        await http.post(url, json={"id": "x", "status": "delivered"})
-        await http.post(url, content=b"{bad")
-    assert any("/instasent/callbacks/" in str(getattr(r, "path", "")) for r in caplog.records)
-    assert all(secret not in r.getMessage() and secret not in str(r.__dict__) for r in caplog.records)
+    await http.post(url, json={"id": "x", "status": "delivered"})
+    await http.post(url, content=b"{bad")
+    assert any("/instasent/callbacks/" in str(getattr(r, "path", "")) for r in sidecar_log)
+    never_logged(secret, sidecar_log)
     assert (await http.get(sidecar + "/healthz")).json() == {"status": "ok"}
+
+
+async def test_the_secret_is_never_logged_whatever_the_path(
+    stubs: Stubs,
+    sending_store: StoreCtx,
+    sidecar: str,
+    http: httpx.AsyncClient,
+    sidecar_log: list[logging.LogRecord],
+) -> None:
+    url = await callback_url(stubs, sending_store, sidecar)
+    secret = url.rsplit("/", 1)[1]
+    paths = odd_paths(sending_store.id, secret)
+    for path in paths:
+        await http.post(sidecar + path, json={"id": "x", "status": "delivered"})
+        await http.post(sidecar + path + f"?secret={secret}", content=b"\xff")
+        await http.get(sidecar + path)
+    assert len([r for r in sidecar_log if getattr(r, "path", None) is not None]) >= 3 * len(paths)
+    never_logged(secret, sidecar_log)
+
+
+# Random bodies, to a valid and an invalid callback URL: never a 500, never a traceback.
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers(min_value=-(10**40), max_value=10**40) | st.floats() | st.text(max_size=40),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4),
+    max_leaves=12,
+)
+FIELDS = ("id", "clientId", "status", "code", "eventAt", "message")
+STATUSES = st.sampled_from(["sent", "delivered", "failed", "rejected", "stop", "unknown", "banana", "", " STOP "])
+CALLBACK_LIKE = st.fixed_dictionaries({}, optional={k: JSON_VALUES | STATUSES for k in FIELDS})
+FORM_PAIRS = st.lists(st.tuples(st.sampled_from(FIELDS), st.text(st.characters(codec="utf-8"), max_size=20)))
+BODIES = st.one_of(
+    st.binary(max_size=300),
+    st.one_of(JSON_VALUES, CALLBACK_LIKE).map(lambda v: json.dumps(v).encode()),
+    FORM_PAIRS.map(lambda pairs: urlencode(pairs).encode()),
+)
+CONTENT_TYPES = st.sampled_from(["", "application/json", "application/x-www-form-urlencoded", "text/plain"])
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(body=BODIES, content_type=CONTENT_TYPES)
+async def test_random_bodies_get_an_honest_answer(
+    stubs: Stubs, sending_store: StoreCtx, sidecar: str, http: httpx.AsyncClient, body: bytes, content_type: str
+) -> None:
+    url = await callback_url(stubs, sending_store, sidecar)
+    headers = {"content-type": content_type} if content_type else {}
+    good = await http.post(url, content=body, headers=headers)
+    assert good.status_code in (200, 400), good.text[:300]
+    assert "Traceback" not in good.text
+    if good.status_code == 200:
+        assert list(good.json()) == ["outcome"]
+    else:
+        short_error(good, 400)
+    short_error(await http.post(url[:-3] + "xyz", content=body, headers=headers), 404)
+
+
+async def test_the_server_stays_healthy_after_garbage(
+    stubs: Stubs, sending_store: StoreCtx, sidecar: str, http: httpx.AsyncClient
+) -> None:
+    url = await callback_url(stubs, sending_store, sidecar)
+    for param in GARBAGE:
+        content, headers = param.values
+        await http.post(url, content=content, headers=headers)
+    assert (await http.get(sidecar + "/healthz")).json() == {"status": "ok"}
+    resp = await http.post(url, json={"id": "nobody-knows", "status": "delivered"})
+    assert (resp.status_code, resp.json()) == (200, {"outcome": "unknown_message"})
 
 
 async def test_a_server_that_cannot_be_reached_gets_503_quickly(app: App, http: httpx.AsyncClient) -> None:

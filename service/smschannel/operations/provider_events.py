@@ -4,6 +4,11 @@ An event's effects (a message's status, the contacts of a phone) and its record 
 the record first: a repeated callback changes nothing, and a failure leaves no record, so
 Instasent's retry applies it. Each effect is also idempotent on its own (an unsubscribed contact
 stays unsubscribed and records nothing more; a message status only moves forward).
+
+A status that is none of SPEC §9's words is `ignored`: acknowledged (a non-2xx answer would have
+Instasent retry it forever) but neither applied nor recorded, since it has nothing to apply once;
+its repeat is `ignored` again, and it is counted under the status `other` so that whoever holds
+a callback URL cannot mint metric labels.
 """
 
 from __future__ import annotations
@@ -59,7 +64,7 @@ class ProviderEvent:
 
 @dataclass(frozen=True, slots=True)
 class EventOutcome:
-    """What an event did: applied, duplicate or unknown_message; the message and contacts touched."""
+    """What an event did: applied, duplicate, unknown_message or ignored; the message and contacts touched."""
 
     outcome: str
     message: Message | None = None
@@ -77,7 +82,11 @@ class ProviderEvents:
     observe: Callable[[str, str], None] | None = None  # (status, outcome) for metrics
 
     async def apply(self, event: ProviderEvent) -> EventOutcome:
-        """Apply one callback. A wrong store or secret is NotFound, whichever it is."""
+        """Apply one callback. A wrong store or secret is NotFound, whichever it is.
+
+        The store and the secret are checked before any field of the event: the sidecar relies on it
+        to answer 404 to a wrong secret whatever the body (it reports a malformed one with an empty
+        status, which is INVALID_ARGUMENT only behind the right secret)."""
         not_found = NotFound(f"stores/{event.store_id}/callbacks")
         store = await self.storage.stores.get(event.store_id)
         if store is None:
@@ -88,6 +97,10 @@ class ProviderEvents:
         status = event.status.strip().lower()
         if not status:
             raise InvalidArgument("status", "required: the callback's status")
+        new_status = provider_status(status)
+        if new_status is None and status != "stop":
+            log.warning("unknown callback status", extra={"store": event.store_id, "status": status[:40]})
+            return self._done("other", EventOutcome("ignored"))
         message = await self._find(event)
         if message is None:
             log.warning("callback for no known message", extra={"store": event.store_id, "status": status})
@@ -98,15 +111,11 @@ class ProviderEvents:
         change = None
         if status == "stop":
             change = PhoneChange(message.recipient, self.contacts.unsubscribe_change(store, ActivitySource.PROVIDER))
-        else:
-            new_status = provider_status(status)
-            if new_status is None:
-                log.warning("unknown callback status", extra={"store": event.store_id, "status": status})
-            else:
-                updates.append(self._update(message, new_status, event, now))
-                if new_status is MessageStatus.REJECTED:
-                    reject = self.contacts.reject_change(store, ActivitySource.PROVIDER)
-                    change = PhoneChange(message.recipient, reject)
+        elif new_status is not None:
+            updates.append(self._update(message, new_status, event, now))
+            if new_status is MessageStatus.REJECTED:
+                reject = self.contacts.reject_change(store, ActivitySource.PROVIDER)
+                change = PhoneChange(message.recipient, reject)
         # The effects and the event's record in one transaction: applied once, or not at all.
         effects = await self.storage.messages.apply_event(event.store_id, key, status, now, updates, change)
         if effects is None:  # this (provider id, status) was applied before

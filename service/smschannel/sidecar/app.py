@@ -2,7 +2,30 @@
 
 Stateless: it keeps nothing. It answers 2xx only after the server has applied (and stored) the
 event; when the server cannot be reached it answers 503, and Instasent retries with backoff. Every
-answer comes within 5 s, and the callback secret never appears in a log line.
+answer comes within 5 s and is short JSON (`{"outcome": ...}` or `{"error": ...}`, never a
+traceback nor an echo of the input), and the callback secret never appears in a log line.
+
+The secret is judged before the body. Only the server knows secrets, and it checks the store and
+the secret before any field of an event (`ProviderEvents.apply`), so a callback goes:
+
+1. The path: a store id and a secret of the right shape, else 404 at once. The body's size: over
+   MAX_BODY is 413, for everyone, before anything is read (a limit of the transport, the same with
+   or without the secret).
+2. The body, bounded, is read into a callback, but a body that is not one is not answered yet.
+3. The server is asked: with the callback, or, for a body that is not one, with the store and the
+   secret alone (an empty status). A wrong store or secret is NOT_FOUND → 404, whatever the body;
+   only behind the right secret does a malformed body get its 400. Whoever lacks the secret learns
+   nothing of how bodies are read, and any body costs them the same one call.
+
+A body is malformed (400) when it is not UTF-8; not a JSON object nor a form; a JSON object nested
+deeper than the parser's recursion limit; a JSON object or a form with a repeated key; or when
+`status`, `id`, `clientId`, `code` or `message` is not a string (or an integer) of the expected shape:
+`status` a word of at most 32 letters, ids at most 100 printable ASCII characters, no NUL or lone
+surrogate anywhere. It needs a status and an id or clientId. An `eventAt` that is not an ISO 8601
+time a Timestamp can hold once in UTC (years 1 to 9999) is ignored, not refused: the event still
+applies, at the server's time, since a 400 would have Instasent retry a report we can apply.
+A status the server does not know is its to judge: it answers `ignored` (a 2xx, see
+`ProviderEvents`).
 """
 
 from __future__ import annotations
@@ -11,7 +34,7 @@ import json
 import logging
 import re
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
@@ -20,7 +43,8 @@ from urllib.parse import parse_qsl
 import grpc
 from google.protobuf import timestamp_pb2
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
@@ -37,12 +61,26 @@ log = logging.getLogger("smschannel.sidecar")
 MAX_BODY = 64 * 1024
 RPC_TIMEOUT = 4.0  # under Instasent's 5 s, with room to answer
 _STORE = re.compile(r"[a-z][a-z0-9-]{0,62}")
-_SECRET_IN_PATH = re.compile(r"(/instasent/callbacks/[^/]+/)[^/?]+")
+_SECRET = re.compile(r"[!-~]{1,200}")  # printable ASCII: what a URL path segment can carry
+_STATUS = re.compile(r"[A-Za-z][A-Za-z_-]{0,31}")
+_ID = re.compile(r"[!-~]{1,100}")
+_CODE = re.compile(r"[ -~]{1,64}")
+_TEXT = re.compile(r"[^\x00\ud800-\udfff]*")  # what protobuf can carry, and no NUL for storage
+# Up to `callbacks` (any case, anywhere: a proxy prefix, doubled slashes) and a store id followed by
+# a slash. The store part is case-sensitive: a secret is never all lowercase.
+_KEPT_BEFORE_SECRET = re.compile(r".*?(?i:callbacks)(?:/[a-z][a-z0-9-]{0,62}(?=/))?", re.DOTALL)
+_FIRST_SEGMENT = re.compile(r"/?[^/?]*")
 
 
 def redact(path: str) -> str:
-    """The path with the callback secret masked."""
-    return _SECRET_IN_PATH.sub(r"\1***", path)
+    """The path with whatever may be a callback secret masked.
+
+    Everything after `callbacks/{store}` is masked (after `callbacks` when no store id follows),
+    whatever its shape: empty or extra segments, encoded slashes, dot segments, a query. Other paths
+    keep their first segment only: a path that is not quite the route may still carry the secret."""
+    kept = _KEPT_BEFORE_SECRET.match(path) or _FIRST_SEGMENT.match(path)
+    head = kept.group() if kept else ""
+    return path if path[len(head) :] in ("", "/") else head + "/***"
 
 
 def _grpc_target(addr: str) -> str:
@@ -50,37 +88,94 @@ def _grpc_target(addr: str) -> str:
     return f"{'127.0.0.1' if host in ('', '0.0.0.0', '[::]') else host}:{port}"
 
 
-def _parse(body: bytes, content_type: str) -> dict[str, Any]:
-    """JSON or form-encoded; ValueError when it is neither an object nor a form."""
-    text = body.decode("utf-8")
-    if "json" in content_type or text.lstrip().startswith("{"):
-        data = json.loads(text)
+class _Malformed(Exception):
+    """Why a body is not a callback: a few fixed words for the 400, never the input itself."""
+
+
+def _no_repeats(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    data = dict(pairs)
+    if len(data) != len(pairs):  # which one would count is a guess: refuse it
+        raise _Malformed("a key appears twice")
+    return data
+
+
+def _fields(body: bytes, content_type: str) -> dict[str, Any]:
+    """The body's fields: a JSON object or a form."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise _Malformed("the body is not UTF-8") from None
+    if "json" in content_type.lower() or text.lstrip().startswith(("{", "[")):
+        try:
+            data = json.loads(text, object_pairs_hook=_no_repeats)
+        except RecursionError:  # the scanner's own guard against deep nesting: cheap, and no callback is
+            raise _Malformed("the JSON is nested too deep") from None
+        except ValueError:  # includes integers of more than 4,300 digits
+            raise _Malformed("the body is not JSON") from None
         if not isinstance(data, dict):
-            raise ValueError("the body must be a JSON object")
+            raise _Malformed("the body must be a JSON object")
         return data
-    pairs = parse_qsl(text, keep_blank_values=True, strict_parsing=True)
-    return dict(pairs)
+    try:
+        pairs = parse_qsl(text, keep_blank_values=True, strict_parsing=True)
+    except ValueError:
+        raise _Malformed("the body is neither JSON nor a form") from None
+    return _no_repeats(pairs)
 
 
-def _text(data: dict[str, Any], key: str) -> str:
+def _field(data: dict[str, Any], key: str, shape: re.Pattern[str]) -> str:
     value = data.get(key)
     if value is None:
         return ""
-    if isinstance(value, str | int) and not isinstance(value, bool):
-        return str(value).strip()
-    raise ValueError(f"{key} must be a string")
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    if not isinstance(value, str):
+        raise _Malformed(f"{key} must be a string")
+    value = value.strip()
+    if value and not shape.fullmatch(value):
+        raise _Malformed(f"{key} is malformed")
+    return value
 
 
-def _event_time(value: str) -> timestamp_pb2.Timestamp | None:
-    if not value:
+def _event_time(value: object) -> timestamp_pb2.Timestamp | None:
+    """`eventAt` as a Timestamp, or None (the server's time stands in) when it is no time we can hold."""
+    if not isinstance(value, str) or len(value) > 64:
         return None
     try:
-        t = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None  # an odd timestamp is not worth refusing the event for
+        t = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+        # In UTC here, where years 1 and 9999 overflow with an offset, not in FromDatetime.
+        t = (t if t.tzinfo else t.replace(tzinfo=UTC)).astimezone(UTC)
+    except (ValueError, OverflowError):
+        return None
     ts = timestamp_pb2.Timestamp()
-    ts.FromDatetime(t if t.tzinfo else t.replace(tzinfo=UTC))
+    ts.FromDatetime(t)
     return ts
+
+
+def _report(body: bytes, content_type: str) -> pb.ReportProviderEventRequest:
+    """The callback in `body`, without its store and secret; _Malformed when it is not one."""
+    data = _fields(body, content_type)
+    report = pb.ReportProviderEventRequest(
+        status=_field(data, "status", _STATUS),
+        provider_id=_field(data, "id", _ID),
+        client_id=_field(data, "clientId", _ID),
+        code=_field(data, "code", _CODE),
+        event_time=_event_time(data.get("eventAt")),
+        inbound_text=_field(data, "message", _TEXT),
+    )
+    if not report.status or not (report.provider_id or report.client_id):
+        raise _Malformed("a callback needs a status and an id or clientId")
+    return report
+
+
+def _error(status: int, reason: str, headers: Mapping[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": reason[:200]}, status, headers=headers)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    """Starlette's own 404 and 405 (no route, wrong method), as short JSON like every other answer."""
+    if isinstance(exc, HTTPException):
+        return _error(exc.status_code, exc.detail.lower(), exc.headers)
+    return _error(500, "internal error")
 
 
 def create_app(config: Config) -> Starlette:
@@ -97,43 +192,37 @@ def create_app(config: Config) -> Starlette:
 
     async def callback(request: Request) -> Response:
         store, secret = request.path_params["store"], request.path_params["secret"]
-        if not _STORE.fullmatch(store) or len(secret) > 200:
-            return JSONResponse({"error": "not found"}, 404)
-        declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > MAX_BODY:
-            return JSONResponse({"error": f"body over {MAX_BODY} bytes"}, 413)
-        body = b""
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > MAX_BODY:
-                return JSONResponse({"error": f"body over {MAX_BODY} bytes"}, 413)
+        if not _STORE.fullmatch(store) or not _SECRET.fullmatch(secret):
+            return _error(404, "not found")
+        too_big = _error(413, f"body over {MAX_BODY} bytes")
+        declared = request.headers.get("content-length", "")
+        if declared.isascii() and declared.isdigit() and (len(declared) > 9 or int(declared) > MAX_BODY):
+            return too_big
+        body = bytearray()
         try:
-            data = _parse(body, request.headers.get("content-type", ""))
-            status = _text(data, "status")
-            provider_id, client_id = _text(data, "id"), _text(data, "clientId")
-        except (ValueError, UnicodeDecodeError) as e:
-            return JSONResponse({"error": f"malformed callback: {e}"}, 400)
-        if not status or not (provider_id or client_id):
-            return JSONResponse({"error": "a callback needs a status and an id or clientId"}, 400)
-        report = pb.ReportProviderEventRequest(
-            parent=f"stores/{store}",
-            callback_secret=secret,
-            provider_id=provider_id,
-            client_id=client_id,
-            status=status,
-            code=_text(data, "code"),
-            event_time=_event_time(_text(data, "eventAt")),
-            inbound_text=_text(data, "message"),
-        )
+            async for chunk in request.stream():
+                body += chunk
+                if len(body) > MAX_BODY:
+                    return too_big
+        except ClientDisconnect:
+            return _error(400, "the body was cut short")  # nobody is left to read it
+        try:
+            report, malformed = _report(bytes(body), request.headers.get("content-type", "")), ""
+        except _Malformed as e:
+            # Not answered yet: the server judges the secret first (see the module's docstring).
+            report, malformed = pb.ReportProviderEventRequest(), str(e)
+        report.parent, report.callback_secret = f"stores/{store}", secret
         try:
             answer = await state["stub"].ReportProviderEvent(report, metadata=metadata, timeout=RPC_TIMEOUT)
         except grpc.aio.AioRpcError as e:
             if e.code() is grpc.StatusCode.NOT_FOUND:
-                return JSONResponse({"error": "not found"}, 404)
+                return _error(404, "not found")
             if e.code() is grpc.StatusCode.INVALID_ARGUMENT:
-                return JSONResponse({"error": e.details()}, 400)
+                return _error(400, malformed or e.details() or "invalid callback")
             log.warning("server unavailable: asking Instasent to retry", extra={"code": e.code().name})
-            return JSONResponse({"error": "try again later"}, 503, headers={"Retry-After": "5"})
+            return _error(503, "try again later", {"Retry-After": "5"})
+        if malformed:  # the server takes no empty status; were it ever to, this is still no callback
+            return _error(400, malformed)
         outcome = pb.ProviderEventOutcome.Name(answer.outcome).removeprefix("PROVIDER_EVENT_OUTCOME_").lower()
         return JSONResponse({"outcome": outcome})
 
@@ -145,6 +234,7 @@ def create_app(config: Config) -> Starlette:
             Route("/healthz", healthz, methods=["GET"]),
             Route("/instasent/callbacks/{store}/{secret}", callback, methods=["POST"]),
         ],
+        exception_handlers={HTTPException: _http_error, Exception: _http_error},
         lifespan=lifespan,
     )
     app.add_middleware(_AccessLog)
