@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import grpc
 import pytest
 
@@ -115,6 +117,21 @@ async def test_a_stale_etag_is_aborted(stubs: Stubs, store: StoreCtx) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as e:
         await set_channel(stubs, store, default_country="PT", etag=first.etag)
     assert e.value.code() == grpc.StatusCode.ABORTED
+
+
+async def test_one_etag_lets_one_of_concurrent_updates_through(stubs: Stubs, store: StoreCtx) -> None:
+    """The etag is judged inside the atomic change: while each update waits for Instasent to check its
+    token, the others must not all pass a check made before it."""
+    first = await set_channel(stubs, store, default_country="FR")
+    results = await asyncio.gather(
+        *(
+            set_channel(stubs, store, default_country=country, api_token=INSTASENT_TOKEN, etag=first.etag)
+            for country in ("ES", "PT", "IT", "DE", "GB")
+        ),
+        return_exceptions=True,
+    )
+    assert sum(isinstance(r, pb.SmsChannelConfig) for r in results) == 1
+    assert all(r.code() == grpc.StatusCode.ABORTED for r in results if isinstance(r, grpc.aio.AioRpcError))
 
 
 async def test_another_stores_config_is_not_found(stubs: Stubs, store: StoreCtx, other_store: StoreCtx) -> None:

@@ -85,7 +85,19 @@ def test_a_national_number_without_default_country_says_so() -> None:
     assert "default country" in e.value.violations[0].description
 
 
-@pytest.mark.parametrize("raw", ["+34 1", "+999 123456", "hello", "+34 612 34 56 78 99 99"])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "+34 1",
+        "+999 123456",
+        "hello",
+        "+34 612 34 56 78 99 99",
+        "+34612345678x",  # letters are not read as a keypad
+        "1-800-FLOWERS",
+        "+34 612 345 678 ext. 12",  # an extension cannot take an SMS
+        "+34 612 345 678;",
+    ],
+)
 def test_invalid_numbers_name_the_field_and_the_value(raw: str) -> None:
     with pytest.raises(InvalidArgument) as e:
         normalize_phone("mobile_phone", raw, "ES")

@@ -13,10 +13,25 @@ __all__ = [
     "InvalidArgument",
     "NotFound",
     "PermissionDenied",
+    "RequestIdReused",
     "Unauthenticated",
     "Unavailable",
     "Violation",
+    "echo",
 ]
+
+ECHO_LIMIT = 60  # characters of a client's input quoted back in an error message
+
+
+def echo(value: object) -> str:
+    """A client's input as an error message quotes it: its repr, cut to ECHO_LIMIT characters.
+
+    An error's text travels in the response's trailers, which clients cap (8 KiB by default): a
+    6,000-character id quoted whole made the answer RESOURCE_EXHAUSTED instead of INVALID_ARGUMENT."""
+    text = value if isinstance(value, str) else str(value)
+    if len(text) <= ECHO_LIMIT:
+        return repr(text)
+    return f"{text[:ECHO_LIMIT]!r}… ({len(text)} characters)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +86,12 @@ class AlreadyExists(DomainError):
     def __init__(self, resource: str, what: str = "") -> None:
         super().__init__(what or f"{resource} already exists")
         self.resource = resource
+
+
+class RequestIdReused(AlreadyExists):
+    """A request id sent again with a different request (AIP-155): it names the first one's result."""
+
+    reason = "REQUEST_ID_REUSED"
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from .errors import InvalidArgument
+from .errors import InvalidArgument, echo
 
 __all__ = ["Term", "parse_filter"]
 
@@ -57,9 +57,9 @@ def parse_filter(text: str, allowed: dict[str, set[str]], field: str = "filter")
         if k1 != "w" or k2 != "op" or k3 not in ("w", "q"):
             raise InvalidArgument(field, "each term is `field operator value`")
         if name not in allowed:
-            raise InvalidArgument(field, f"cannot filter on {name!r}; filterable: {', '.join(sorted(allowed))}")
+            raise InvalidArgument(field, f"cannot filter on {echo(name)}; filterable: {', '.join(sorted(allowed))}")
         if op not in allowed[name]:
-            raise InvalidArgument(field, f"{name!r} supports {' '.join(sorted(allowed[name]))}, not {op!r}")
+            raise InvalidArgument(field, f"{echo(name)} supports {' '.join(sorted(allowed[name]))}, not {echo(op)}")
         terms.append(Term(name, op, value))
         i += 3
     return terms

@@ -9,7 +9,7 @@ import time
 from dataclasses import dataclass
 from typing import ClassVar, Self
 
-from .errors import InvalidArgument
+from .errors import InvalidArgument, echo
 
 __all__ = [
     "ApiKeyName",
@@ -32,7 +32,7 @@ def validate_id(field: str, value: str, *, store: bool = False) -> str:
     """Check a client-chosen resource id; returns it unchanged."""
     shape = _STORE_ID if store else _ID
     if not re.fullmatch(shape, value):
-        raise InvalidArgument(field, f"{value!r} is not a valid id ({shape})")
+        raise InvalidArgument(field, f"{echo(value)} is not a valid id ({shape})")
     return value
 
 
@@ -67,7 +67,7 @@ class _Name:
             raise InvalidArgument(field, f"required: a resource name {cls.template}")
         m = cls._pattern.fullmatch(value)
         if m is None:
-            raise InvalidArgument(field, f"{value!r} is not a resource name {cls.template}")
+            raise InvalidArgument(field, f"{echo(value)} is not a resource name {cls.template}")
         return cls(*m.groups())
 
     def __str__(self) -> str:

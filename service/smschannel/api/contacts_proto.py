@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC
 from typing import Any
 
 from google.protobuf import struct_pb2
@@ -11,12 +10,12 @@ from google.protobuf import struct_pb2
 from ..domain.contacts import Activity, Contact, ContactPatch, CustomValue, normalize_email, validate_custom_fields
 from ..domain.enums import MobilePhoneStatus, SmsSubscriptionStatus
 from ..domain.phones import normalize_phone
-from ..errors import FieldViolation, InvalidArgument
+from ..errors import FieldViolation, InvalidArgument, echo
 from ..names import ContactName
 from ..storage import ContactKey
 from ..v1 import common_pb2
 from ..v1 import contacts_service_pb2 as pb
-from .convert import fill_timestamp, timestamp
+from .convert import fill_timestamp, time_from_proto, timestamp
 
 __all__ = [
     "WRITABLE",
@@ -41,7 +40,7 @@ MAX_NAME = 200
 _WRITABLE_SORTED = sorted(WRITABLE)  # the order in which violations are reported
 
 
-def _custom_from_proto(value: common_pb2.CustomFieldValue) -> CustomValue | None:
+def _custom_from_proto(field: str, value: common_pb2.CustomFieldValue) -> CustomValue | None:
     kind = value.WhichOneof("kind")
     if kind == "string_value":
         return value.string_value
@@ -50,7 +49,7 @@ def _custom_from_proto(value: common_pb2.CustomFieldValue) -> CustomValue | None
     if kind == "bool_value":
         return value.bool_value
     if kind == "timestamp_value":
-        return value.timestamp_value.ToDatetime(tzinfo=UTC)
+        return time_from_proto(field, value.timestamp_value)
     return None
 
 
@@ -117,17 +116,20 @@ def patch_from_proto(
         elif path == "custom_fields" and paths is not None:
             patch.replace_custom_fields = True
             patch.custom_fields = {
-                k: v for k, pv in msg.custom_fields.items() if (v := _custom_from_proto(pv)) is not None
+                k: v
+                for k, pv in msg.custom_fields.items()
+                if (v := _custom_from_proto(f"{prefix}custom_fields.{k}", pv)) is not None
             }
         elif path == "custom_fields" or path.startswith("custom_fields."):
             for key in list(msg.custom_fields) if path == "custom_fields" else [path.removeprefix("custom_fields.")]:
-                value = _custom_from_proto(msg.custom_fields[key]) if key in msg.custom_fields else None
+                custom = msg.custom_fields.get(key)
+                value = None if custom is None else _custom_from_proto(f"{prefix}custom_fields.{key}", custom)
                 if value is None:
                     patch.remove_custom_fields.add(key)
                 else:
                     patch.custom_fields[key] = value
         else:
-            violations.append(FieldViolation("update_mask", f"{path!r} is not a writable field of Contact"))
+            violations.append(FieldViolation("update_mask", f"{echo(path)} is not a writable field of Contact"))
     violations += validate_custom_fields(prefix + "custom_fields", patch.custom_fields)
     if violations:
         raise InvalidArgument.of(violations)
@@ -141,7 +143,7 @@ def contact_key(store_id: str, msg: pb.Contact, prefix: str, email: str) -> Cont
         return ContactKey(email=email)
     name = ContactName.parse(prefix + "name", msg.name)
     if name.store != store_id:
-        raise InvalidArgument(prefix + "name", f"{msg.name!r} is not a contact of stores/{store_id}")
+        raise InvalidArgument(prefix + "name", f"{echo(msg.name)} is not a contact of stores/{store_id}")
     return ContactKey(contact_id=name.contact)
 
 

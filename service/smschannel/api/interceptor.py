@@ -2,20 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
 
 from ..auth import Principal, Role, hash_key
-from ..errors import DomainError, Unauthenticated
+from ..errors import DomainError, InvalidArgument, Unauthenticated
 from ..jsonlog import request_id_var
 from ..names import new_id
 from ..storage import Storage
-from .status import internal_status, to_status
+from .status import internal_status, to_status, with_request_id
 
 __all__ = ["ApiInterceptor", "Authenticator", "current_principal"]
 
@@ -84,22 +85,23 @@ class ApiInterceptor:
 
     def wrap_handler(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
         """The handler with request id, auth, error mapping and the access log around it."""
+        parse = _tolerant(handler.request_deserializer)
         if handler.unary_unary:
             return grpc.unary_unary_rpc_method_handler(
-                self._wrap(method, handler.unary_unary),
-                request_deserializer=handler.request_deserializer,
+                self._wrap(method, handler.unary_unary, stream=False),
+                request_deserializer=parse,
                 response_serializer=handler.response_serializer,
             )
         if handler.stream_unary:
             return grpc.stream_unary_rpc_method_handler(
-                self._wrap(method, handler.stream_unary),
-                request_deserializer=handler.request_deserializer,
+                self._wrap(method, handler.stream_unary, stream=True),
+                request_deserializer=parse,
                 response_serializer=handler.response_serializer,
             )
         raise TypeError(f"{method}: smschannel.v1 has no streaming responses to wrap")
 
     def _wrap(
-        self, method: str, behavior: Callable[[Any, Any], Awaitable[Any]]
+        self, method: str, behavior: Callable[[Any, Any], Awaitable[Any]], *, stream: bool
     ) -> Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]:
         async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> Any:
             authorization = request_id = None
@@ -115,18 +117,25 @@ class ApiInterceptor:
             code = grpc.StatusCode.OK
             try:
                 _principal_var.set(await self._auth.authenticate(authorization))
+                if stream:
+                    request = _well_formed(request)
+                elif isinstance(request, _Malformed):
+                    raise request.error()
                 return await behavior(request, context)
             except DomainError as e:
                 status = to_status(e)
                 code = status.code
-                await context.abort_with_status(status)
+                await context.abort_with_status(with_request_id(status, request_id))
             except grpc.aio.AbortError:
                 code = context.code() or grpc.StatusCode.UNKNOWN
+                raise
+            except asyncio.CancelledError:
+                code = grpc.StatusCode.CANCELLED  # the client went away (or the server is stopping)
                 raise
             except Exception:
                 code = grpc.StatusCode.INTERNAL
                 log.exception("unexpected error", extra={"method": method})
-                await context.abort_with_status(internal_status(request_id))
+                await context.abort_with_status(with_request_id(internal_status(request_id), request_id))
             finally:
                 elapsed = time.perf_counter() - start
                 if self._observe is not None:
@@ -135,6 +144,40 @@ class ApiInterceptor:
                     log.info("rpc", extra={"method": method, "code": code.name, "ms": round(elapsed * 1000, 3)})
 
         return wrapped
+
+
+class _Malformed:
+    """What a request that does not parse becomes, so that the call can answer INVALID_ARGUMENT."""
+
+    __slots__ = ("reason",)
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+    def error(self) -> InvalidArgument:
+        return InvalidArgument("request", f"the request is not a valid message of this method: {self.reason}")
+
+
+def _tolerant(deserialize: Callable[[bytes], Any] | None) -> Callable[[bytes], Any]:
+    """The method's deserializer, answering _Malformed instead of raising: grpc would otherwise end
+    the call UNKNOWN with the name of a Python exception (a malformed message, a string not UTF-8)."""
+    assert deserialize is not None
+
+    def parse(data: bytes) -> Any:
+        try:
+            return deserialize(data)
+        except Exception as e:  # google.protobuf.message.DecodeError, UnicodeDecodeError, ...
+            return _Malformed("malformed protobuf" if "Decode" in type(e).__name__ else type(e).__name__)
+
+    return parse
+
+
+async def _well_formed(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
+    """A request stream that raises INVALID_ARGUMENT at the first message that does not parse."""
+    async for request in requests:
+        if isinstance(request, _Malformed):
+            raise request.error()
+        yield request
 
 
 class _Registrar:

@@ -17,7 +17,7 @@ from ..domain.messages import SmsContent
 from ..domain.phones import normalize_country
 from ..domain.stores import ApiKey, Store, new_store
 from ..domain.templates import validate_text, variables_of
-from ..errors import Aborted, FieldViolation, InvalidArgument, NotFound
+from ..errors import Aborted, FieldViolation, InvalidArgument, NotFound, echo
 from ..filters import Term, parse_filter
 from ..names import (
     ApiKeyName,
@@ -36,7 +36,7 @@ from ..operations.sending import Sender, SendRequest
 from ..storage import MessageQuery, Storage
 from ..v1 import sms_channel_service_pb2 as pb
 from ..v1 import sms_channel_service_pb2_grpc as pb_grpc
-from .convert import timestamp
+from .convert import time_from_proto, timestamp
 from .interceptor import current_principal
 from .messages_proto import content_to_proto, mappings_from_proto, message_to_proto
 from .pagination import PageTokens, page_size
@@ -98,7 +98,7 @@ def changes_from_proto(msg: pb.SmsChannelConfig, paths: set[str] | None) -> Chan
                 if msg.provider not in (pb.PROVIDER_UNSPECIFIED, pb.PROVIDER_INSTASENT):
                     raise InvalidArgument(prefix + path, "INSTASENT is the only provider")
             else:
-                raise InvalidArgument("update_mask", f"{path!r} is not a writable field of SmsChannelConfig")
+                raise InvalidArgument("update_mask", f"{echo(path)} is not a writable field of SmsChannelConfig")
         except InvalidArgument as e:
             violations.extend(e.violations)
     if violations:
@@ -124,11 +124,21 @@ _MESSAGE_FILTERS = {
 
 
 def _time(term: Term) -> datetime:
+    """A filter's time in UTC: the offset applied here, so `0001-01-01T00:00:00+14:00` is refused, not
+    an overflow later."""
     try:
         t = datetime.fromisoformat(term.value.replace("Z", "+00:00"))
-    except ValueError:
-        raise InvalidArgument("filter", f"{term.field}: {term.value!r} is not an RFC 3339 time") from None
-    return t if t.tzinfo else t.replace(tzinfo=UTC)
+        return (t if t.tzinfo else t.replace(tzinfo=UTC)).astimezone(UTC)
+    except (ValueError, OverflowError):
+        raise InvalidArgument("filter", f"{term.field}: {echo(term.value)} is not an RFC 3339 time") from None
+
+
+def _just_after(t: datetime) -> datetime:
+    """The next microsecond (the last one a datetime holds has none: nothing is later anyway)."""
+    return t + timedelta(microseconds=1) if t < _LAST else t
+
+
+_LAST = datetime.max.replace(tzinfo=UTC)
 
 
 def message_query(store: str, text: str) -> MessageQuery:
@@ -148,9 +158,9 @@ def message_query(store: str, text: str) -> MessageQuery:
         else:
             t = _time(term)
             if term.op in (">=", ">"):
-                values["since"] = t + timedelta(microseconds=1) if term.op == ">" else t
+                values["since"] = _just_after(t) if term.op == ">" else t
             else:
-                values["until"] = t + timedelta(microseconds=1) if term.op == "<=" else t
+                values["until"] = _just_after(t) if term.op == "<=" else t
     return MessageQuery(**values)
 
 
@@ -164,7 +174,7 @@ def _enum_name(term: Term, prefix: str, kind: type[SmsType] | type[MessageStatus
     name = term.value.upper().removeprefix(prefix)
     if name not in kind.__members__ or name == "UNSPECIFIED":
         allowed = ", ".join(m for m in kind.__members__ if m != "UNSPECIFIED")
-        raise InvalidArgument("filter", f"{term.field} must be one of {allowed}, not {term.value!r}")
+        raise InvalidArgument("filter", f"{term.field} must be one of {allowed}, not {echo(term.value)}")
     return name
 
 
@@ -186,6 +196,7 @@ class SmsChannelServicer(pb_grpc.SmsChannelServiceServicer):
         """Apply one Instasent callback (the sidecar's provider-events key only)."""
         current_principal().require(Role.PROVIDER_EVENTS, "report provider events")
         parent = StoreName.parse("parent", request.parent)
+        has_time = request.HasField("event_time")
         outcome = await self._events.apply(
             ProviderEvent(
                 store_id=parent.store,
@@ -194,7 +205,7 @@ class SmsChannelServicer(pb_grpc.SmsChannelServiceServicer):
                 provider_id=request.provider_id.strip(),
                 client_id=request.client_id.strip(),
                 code=request.code,
-                event_time=request.event_time.ToDatetime(tzinfo=UTC) if request.HasField("event_time") else None,
+                event_time=time_from_proto("event_time", request.event_time) if has_time else None,
             )
         )
         return pb.ReportProviderEventResponse(
@@ -410,9 +421,7 @@ class SmsChannelServicer(pb_grpc.SmsChannelServiceServicer):
         name = ChannelConfigName.parse("sms_channel_config.name", msg.name)
         await self._get_store(StoreName(name.store))
         changes = changes_from_proto(msg, set(request.update_mask.paths) or None)
-        if msg.etag and msg.etag != (await self._channel.get(name.store)).etag:
-            raise Aborted(f"{name} changed since etag {msg.etag}; get it again")
-        config = await self._channel.update(name.store, changes)
+        config = await self._channel.update(name.store, changes, msg.etag)
         return config_to_proto(config, self._channel.callback_url(config))
 
     async def RotateCallbackSecret(
@@ -450,7 +459,7 @@ def _content_fields(
             except InvalidArgument as e:
                 violations.extend(e.violations)
         else:
-            violations.append(FieldViolation("update_mask", f"{path!r} is not a writable field of SmsContent"))
+            violations.append(FieldViolation("update_mask", f"{echo(path)} is not a writable field of SmsContent"))
     if violations:
         raise InvalidArgument.of(violations)
     return display_name, text

@@ -19,9 +19,19 @@ from ..errors import (
     Unavailable,
 )
 
-__all__ = ["DOMAIN", "internal_status", "to_status"]
+__all__ = ["DOMAIN", "internal_status", "to_status", "with_request_id"]
 
 DOMAIN = "smschannel.example.com"
+# An error's texts ride in the trailers, which clients cap (8 KiB by default): bounded whatever the input.
+MAX_MESSAGE = 1000
+MAX_TEXT = 300
+MAX_VIOLATIONS = 20
+SHOWN_PRECONDITIONS = 3  # PreconditionFailure reasons repeated in the message, for clients that skip details
+
+
+def _clip(text: str, limit: int = MAX_TEXT) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
 
 _CODES: list[tuple[type[DomainError], int]] = [
     (InvalidArgument, code_pb2.INVALID_ARGUMENT),
@@ -47,13 +57,14 @@ def _pack(*details: object) -> list[any_pb2.Any]:
 def to_status(err: DomainError) -> grpc.Status:
     """The gRPC status for a domain error: its code, message, ErrorInfo and field/precondition details."""
     code = next((c for t, c in _CODES if isinstance(err, t)), code_pb2.UNKNOWN)
+    message = err.message
     details: list[object] = [error_details_pb2.ErrorInfo(reason=err.reason, domain=DOMAIN)]
     if isinstance(err, InvalidArgument):
         details.append(
             error_details_pb2.BadRequest(
                 field_violations=[
-                    error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.description)
-                    for v in err.violations
+                    error_details_pb2.BadRequest.FieldViolation(field=_clip(v.field), description=_clip(v.description))
+                    for v in err.violations[:MAX_VIOLATIONS]
                 ]
             )
         )
@@ -62,15 +73,29 @@ def to_status(err: DomainError) -> grpc.Status:
             error_details_pb2.PreconditionFailure(
                 violations=[
                     error_details_pb2.PreconditionFailure.Violation(
-                        type=v.type, subject=v.subject, description=v.description
+                        type=v.type, subject=_clip(v.subject), description=_clip(v.description)
                     )
-                    for v in err.violations
+                    for v in err.violations[:MAX_VIOLATIONS]
                 ]
             )
         )
+        shown = [f"{v.subject}: {v.description}" for v in err.violations[:SHOWN_PRECONDITIONS]]
+        if not any(v.description in message for v in err.violations[:SHOWN_PRECONDITIONS]):
+            more = len(err.violations) - len(shown)
+            message += " — " + "; ".join(shown) + (f"; and {more} more" if more > 0 else "")
     if isinstance(err, NotFound):
-        details.append(error_details_pb2.ResourceInfo(resource_name=err.resource, description=err.message))
-    return rpc_status.to_status(status_pb2.Status(code=code, message=err.message, details=_pack(*details)))
+        details.append(
+            error_details_pb2.ResourceInfo(resource_name=_clip(err.resource), description=_clip(err.message))
+        )
+    status = status_pb2.Status(code=code, message=_clip(message, MAX_MESSAGE), details=_pack(*details))
+    return rpc_status.to_status(status)
+
+
+def with_request_id(status: grpc.Status, request_id: str) -> grpc.Status:
+    """The status with the `x-request-id` trailer (aborting replaces the trailers set before)."""
+    # rpc_status.to_status answers a namedtuple: a copy with one more trailer.
+    trailers = (*(status.trailing_metadata or ()), ("x-request-id", request_id))
+    return status._replace(trailing_metadata=trailers)
 
 
 def internal_status(request_id: str) -> grpc.Status:

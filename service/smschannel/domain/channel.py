@@ -8,7 +8,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime
 
-from ..errors import InvalidArgument
+from ..errors import InvalidArgument, echo
 
 __all__ = ["ChannelConfig", "TokenStatus", "new_callback_secret", "token_hint", "validate_sender"]
 
@@ -70,6 +70,6 @@ def validate_sender(field: str, sender: str) -> str:
     """A sender is 1–11 alphanumerics (with a letter) or a number of up to 15 digits."""
     if not (_ALPHA_SENDER.fullmatch(sender) or _NUMERIC_SENDER.fullmatch(sender)):
         raise InvalidArgument(
-            field, f"{sender!r} is not a sender: use 1–11 letters and digits, or a number of up to 15 digits"
+            field, f"{echo(sender)} is not a sender: use 1–11 letters and digits, or a number of up to 15 digits"
         )
     return sender

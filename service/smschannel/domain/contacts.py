@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from ..errors import FailedPrecondition, FieldViolation, InvalidArgument, Violation
+from ..errors import FailedPrecondition, FieldViolation, InvalidArgument, Violation, echo
 from ..names import new_id
 from ..records import record
 from .enums import ActivitySource, ActivityType, MobilePhoneStatus, SmsSubscriptionStatus
@@ -127,7 +127,7 @@ def normalize_email(field_path: str, raw: str) -> str:
     """Trimmed and lower-cased; "" for none; INVALID_ARGUMENT when not an address."""
     email = raw.strip().lower()
     if email and (len(email) > 254 or not _EMAIL.fullmatch(email)):
-        raise InvalidArgument(field_path, f"{raw!r} is not an email address")
+        raise InvalidArgument(field_path, f"{echo(raw)} is not an email address")
     return email
 
 

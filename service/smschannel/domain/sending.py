@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal, Protocol
 
-from ..errors import FieldViolation
+from ..errors import FieldViolation, echo
 from .contacts import Contact, CustomValue
 from .enums import MobilePhoneStatus, SmsSubscriptionStatus, SmsType
 from .phones import country_of
@@ -76,7 +76,7 @@ def check_mappings(
         elif name == UNSUBSCRIBE:
             violations.append(FieldViolation(path, "{{unsubscribe}} is reserved: Instasent fills it in"))
         elif source.kind == "contact_field" and not _is_contact_field(source.value):
-            violations.append(FieldViolation(path, f"{source.value!r} is not a contact field"))
+            violations.append(FieldViolation(path, f"{echo(source.value)} is not a contact field"))
         elif source.kind == "contact_field" and not contact and not source.fallback:
             violations.append(FieldViolation(path, "a contact field needs a contact recipient (or a fallback)"))
         elif source.kind == "event_property" and not events:

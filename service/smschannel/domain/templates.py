@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 
-from ..errors import InvalidArgument
+from ..errors import InvalidArgument, echo
 
 __all__ = [
     "UNSUBSCRIBE",
@@ -41,7 +41,7 @@ def validate_text(field: str, text: str) -> str:
         raise InvalidArgument(field, f"at most {MAX_TEXT} characters")
     for m in _BRACES.finditer(text):
         if not _VARIABLE.fullmatch(m.group(0)):
-            raise InvalidArgument(field, f"{m.group(0)!r} is not a variable: names are [A-Za-z_][A-Za-z0-9_]*")
+            raise InvalidArgument(field, f"{echo(m.group(0))} is not a variable: names are [A-Za-z_][A-Za-z0-9_]*")
     return text
 
 

@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 
 from ..crypto import TokenCipher
 from ..domain.channel import ChannelConfig, TokenStatus, new_callback_secret, token_hint
+from ..errors import Aborted
 from ..instasent.client import InstasentClient, ProviderError
 from ..storage import ChannelConfigRepository
 
@@ -66,14 +67,17 @@ class ChannelOps:
         self._cache[store_id] = config
         return config
 
-    async def update(self, store_id: str, changes: ChannelChanges) -> ChannelConfig:
-        """Apply the changes; a new token is checked with Instasent first (outside any transaction)."""
+    async def update(self, store_id: str, changes: ChannelChanges, etag: str = "") -> ChannelConfig:
+        """Apply the changes; a new token is checked with Instasent first (outside any transaction).
+        With `etag`, Aborted unless the config is still at it, judged inside the atomic change."""
         check: tuple[TokenStatus, str, float] | None = None
         if changes.api_token:
             check = await self._check_token(changes.api_token)
 
         def change(current: ChannelConfig | None) -> ChannelConfig:
             base = current or self._fresh(store_id)
+            if etag and etag != base.etag:
+                raise Aborted(f"stores/{store_id}/smsChannelConfig changed since etag {etag}; get it again")
             new = base
             if changes.default_country is not None:
                 new = replace(new, default_country=changes.default_country)

@@ -10,7 +10,7 @@ from ..domain.contacts import Activity, Contact, ContactPatch, apply_patch
 from ..domain.enums import ActivitySource, ActivityType, MobilePhoneStatus, SmsSubscriptionStatus
 from ..domain.phones import normalize_phone
 from ..domain.stores import Store
-from ..errors import Aborted, AlreadyExists, DomainError, InvalidArgument, NotFound
+from ..errors import Aborted, AlreadyExists, DomainError, InvalidArgument, NotFound, echo
 from ..filters import Term, parse_filter
 from ..names import ContactName, new_id
 from ..records import record
@@ -29,7 +29,7 @@ def enum_value(kind: type[MobilePhoneStatus] | type[SmsSubscriptionStatus] | typ
     name = term.value.upper().removeprefix(prefix)
     if name not in kind.__members__ or name == "UNSPECIFIED":
         values = ", ".join(m for m in kind.__members__ if m != "UNSPECIFIED")
-        raise InvalidArgument("filter", f"{term.field} must be one of {values}, not {term.value!r}")
+        raise InvalidArgument("filter", f"{term.field} must be one of {values}, not {echo(term.value)}")
     return int(kind[name])
 
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from ...domain.contacts import Activity, Contact, CustomValue
 from ...domain.enums import ActivitySource, ActivityType, MobilePhoneStatus, SmsSubscriptionStatus
-from ...errors import AlreadyExists, DomainError
+from ...errors import AlreadyExists, DomainError, echo
 from .. import Applied, ContactKey, ContactQuery, Mutation, Outcome, Reach
 from . import jsoncol
 from .db import Database, Row, from_micros, to_micros
@@ -179,7 +179,7 @@ def _apply(conn: sqlite3.Connection, store_id: str, changes: Sequence[tuple[Cont
             if owner is not None and owner.id != new.id:
                 raise AlreadyExists(
                     f"stores/{store_id}/contacts/{owner.id}",
-                    f"email {new.email!r} belongs to another contact (stores/{store_id}/contacts/{owner.id})",
+                    f"email {echo(new.email)} belongs to another contact (stores/{store_id}/contacts/{owner.id})",
                 )
         except DomainError as e:
             outcomes.append(e)
