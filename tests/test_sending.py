@@ -16,7 +16,7 @@ from smschannel.v1 import contacts_service_pb2 as cpb
 from smschannel.v1 import sms_channel_service_pb2 as pb
 
 from .conftest import INSTASENT_TOKEN, StoreCtx, Stubs, eventually, set_channel
-from .rpc_errors import field_violations
+from .rpc_errors import field_violations, reason
 
 SUBSCRIBED = common.SMS_SUBSCRIPTION_STATUS_SUBSCRIBED
 TRANSACTIONAL, NEWSLETTER = common.SMS_TYPE_TRANSACTIONAL, common.SMS_TYPE_NEWSLETTER
@@ -244,6 +244,30 @@ async def test_request_id_makes_a_retry_return_the_first_result(
     assert again.status == common.MESSAGE_STATUS_SENT
     client_id = results[0].name.rsplit("/", 1)[1]
     assert len([r for r in fake.received() if r.client_id == client_id]) == 1
+
+
+async def test_a_request_id_reused_for_another_sms_is_refused(stubs: Stubs, sending_store: StoreCtx) -> None:
+    a = await contact(stubs, sending_store, mobile_phone="612 000 881")
+    b = await contact(stubs, sending_store, mobile_phone="612 000 882")
+    txt = await content(stubs, sending_store, "Una vez")
+    other = await content(stubs, sending_store, "Otra")
+    rid = uuid.uuid4().hex
+    first = await send(stubs, sending_store, sms_content=txt.name, contact=a.name, request_id=rid)
+    for changed in (
+        {"contact": b.name},
+        {"sms_content": other.name},
+        {"type": NEWSLETTER},
+        {"alert_phone": "612 000 881", "contact": ""},
+        {"sender": "Other"},
+    ):
+        fields: dict[str, object] = {"sms_content": txt.name, "contact": a.name, "request_id": rid} | changed
+        with pytest.raises(grpc.aio.AioRpcError) as e:
+            await send(stubs, sending_store, **fields)
+        assert e.value.code() == grpc.StatusCode.ALREADY_EXISTS, changed
+        assert reason(e.value) == "REQUEST_ID_REUSED"
+        assert first.name in (e.value.details() or "")
+    again = await send(stubs, sending_store, sms_content=txt.name, contact=a.name, request_id=rid, sender="Acme")
+    assert again.name == first.name
 
 
 @pytest.mark.parametrize(

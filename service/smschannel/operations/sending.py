@@ -13,7 +13,7 @@ from ..domain.enums import MessageStatus, RecipientMode, SmsType
 from ..domain.messages import Message, SmsContent
 from ..domain.phones import normalize_phone
 from ..domain.sending import VariableSource, check_mappings, render_for, skip_reason
-from ..errors import DomainError, FailedPrecondition, InvalidArgument, NotFound, Violation
+from ..errors import DomainError, FailedPrecondition, InvalidArgument, NotFound, RequestIdReused, Violation, echo
 from ..names import new_id
 from ..storage import Storage
 from .channel import ChannelOps
@@ -76,9 +76,33 @@ class Sender:
         if req.request_id:
             first = await self.storage.messages.find_by_request(req.store_id, req.request_id)
             if first is not None:
-                return self._answer(first)
-        (stored,) = await self._store([await self.prepare(req)])
+                return self._answer(await self._replayed(first, req))
+        prepared = await self.prepare(req)
+        (stored,) = await self._store([prepared])
+        if stored is not prepared:  # a concurrent call with this request id stored its message first
+            stored = await self._replayed(stored, req)
         return self._answer(stored)
+
+    async def _replayed(self, first: Message, req: SendRequest) -> Message:
+        """The first message of a request id, if `req` is that same request; else RequestIdReused."""
+        if req.contact_id:
+            same = first.recipient_mode is RecipientMode.CONTACT and first.contact_id == req.contact_id
+        elif first.recipient_mode is RecipientMode.ALERT:
+            config = await self.channel.get(req.store_id)
+            try:
+                same = first.recipient == normalize_phone("alert_phone", req.alert_phone, config.default_country)
+            except InvalidArgument:
+                same = False
+        else:
+            same = False
+        same = same and (first.sms_content_id, first.type) == (req.content_id, req.type)
+        if not same or (req.sender.strip() and req.sender.strip() != first.sender):
+            raise RequestIdReused(
+                f"stores/{req.store_id}/messages/{first.id}",
+                f"request_id {echo(req.request_id)} was used by another request"
+                f" (stores/{req.store_id}/messages/{first.id}): use a new request id for a new SMS",
+            )
+        return first
 
     async def send_many(self, requests: list[SendRequest]) -> list[Message | DomainError]:
         """Many sends in one transaction (workflow rounds): each its message, or why it was refused."""
