@@ -37,10 +37,11 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(event, default=str, ensure_ascii=False)
 
 
-# Libraries whose INFO lines say nothing ours don't, at a cost per request: httpx logs every provider
-# call; uvicorn's access log would print a callback URL, secret included (the sidecar logs its own
-# line, redacted).
-_QUIET = {"httpx": logging.WARNING, "httpcore": logging.WARNING}
+# Libraries whose lines say nothing ours don't, or say what must never be logged: httpx logs every
+# provider call at INFO; at DEBUG aiosqlite prints each statement with its parameters (phones, emails,
+# callback secrets) and httpcore each request; uvicorn's access log would print a callback URL, secret
+# included (the sidecar logs its own line, redacted). No level of ours turns them on.
+_QUIET = {"httpx": logging.WARNING, "httpcore": logging.WARNING, "aiosqlite": logging.WARNING, "hpack": logging.WARNING}
 _SILENT = ("uvicorn.access",)
 
 
