@@ -11,14 +11,16 @@ from google.protobuf import empty_pb2, json_format
 
 from ..domain.phones import normalize_phone
 from ..domain.workflows import RunState, Workflow, WorkflowState, graph_violations
-from ..errors import Aborted, FailedPrecondition, InvalidArgument, NotFound
+from ..errors import Aborted, FailedPrecondition, InvalidArgument, NotFound, echo
 from ..filters import parse_filter
 from ..names import ContactName, StoreName, WorkflowName, WorkflowRunName, new_id, validate_id
+from ..operations.contacts import contact_query
 from ..operations.workflow_engine import WorkflowEngine
 from ..storage import Storage
 from ..v1 import workflow_service_pb2 as pb
 from ..v1 import workflow_service_pb2_grpc as pb_grpc
 from .interceptor import current_principal
+from .masks import update_paths
 from .pagination import PageTokens, page_size
 from .workflows_proto import graph_from_proto, run_to_proto, workflow_to_proto
 
@@ -56,9 +58,7 @@ class WorkflowServicer(pb_grpc.WorkflowServiceServicer):
         parent = StoreName.parse("parent", request.parent)
         await self._store(parent.store, str(parent))
         workflow_id = validate_id("workflow_id", request.workflow_id) if request.workflow_id else new_id()
-        display_name = request.workflow.display_name.strip()
-        if not display_name or len(display_name) > 200:
-            raise InvalidArgument("workflow.display_name", "required, at most 200 characters")
+        display_name = _display_name(request.workflow)
         trigger, nodes = graph_from_proto(request.workflow, parent.store, await self._country(parent.store))
         now = datetime.now(UTC)
         wf = Workflow(
@@ -89,7 +89,7 @@ class WorkflowServicer(pb_grpc.WorkflowServiceServicer):
         for term in parse_filter(request.filter, {"state": {"="}}):
             name = term.value.upper().removeprefix("WORKFLOW_STATE_")
             if name not in WorkflowState.__members__ or name == "UNSPECIFIED":
-                raise InvalidArgument("filter", f"state must be DRAFT, ACTIVE or PAUSED, not {term.value!r}")
+                raise InvalidArgument("filter", f"state must be DRAFT, ACTIVE or PAUSED, not {echo(term.value)}")
             state = WorkflowState[name]
         limit = page_size(request.page_size)
         after = self._tokens.decode(request.page_token, request.parent, request.filter) or 0
@@ -107,22 +107,19 @@ class WorkflowServicer(pb_grpc.WorkflowServiceServicer):
             raise Aborted(f"{msg.name} changed since etag {msg.etag}; get it again")
         if current.state is WorkflowState.ACTIVE:
             raise FailedPrecondition("an ACTIVE workflow cannot be edited: pause it first")
-        paths = set(request.update_mask.paths) or set(_WRITABLE)
-        unknown = paths - set(_WRITABLE)
-        if unknown:
-            raise InvalidArgument("update_mask", f"not writable: {', '.join(sorted(unknown))}")
-        trigger, nodes = graph_from_proto(msg, current.store_id, await self._country(current.store_id))
+        paths = update_paths(request.update_mask, msg, _WRITABLE)
+        trigger, nodes = current.trigger, current.nodes
+        if paths & {"trigger", "nodes"}:
+            trigger, nodes = graph_from_proto(msg, current.store_id, await self._country(current.store_id))
         new = replace(
             current,
-            display_name=msg.display_name.strip() if "display_name" in paths else current.display_name,
+            display_name=_display_name(msg) if "display_name" in paths else current.display_name,
             trigger=trigger if "trigger" in paths else current.trigger,
             nodes=nodes if "nodes" in paths else current.nodes,
             start_node=msg.start_node if "start_node" in paths else current.start_node,
             update_time=datetime.now(UTC),
             version=current.version + 1,
         )
-        if not new.display_name:
-            raise InvalidArgument("workflow.display_name", "required")
         await self._storage.workflows.update(new, current.version, new.update_time)
         return workflow_to_proto(new)
 
@@ -145,13 +142,16 @@ class WorkflowServicer(pb_grpc.WorkflowServiceServicer):
         config = await self._storage.channel_configs.get(wf.store_id)
         country = config.default_country if config else ""
         texts = {}
-        for node in wf.nodes:
-            for cid in {getattr(node.step, "sms_content", "")} - {""}:
-                content = await self._storage.sms_contents.get(wf.store_id, cid)
-                if content is not None:
-                    texts[cid] = content.text
+        for cid in {getattr(node.step, "sms_content", "") for node in wf.nodes} - {""}:
+            content = await self._storage.sms_contents.get(wf.store_id, cid)
+            if content is not None:
+                texts[cid] = content.text
         violations = graph_violations(
-            wf, texts, config.default_sender if config else "", lambda f, raw: normalize_phone(f, raw, country)
+            wf,
+            texts,
+            config.default_sender if config else "",
+            lambda f, raw: normalize_phone(f, raw, country),
+            lambda f, text: contact_query(text, country, f),  # as the engine will page the broadcast
         )
         if violations:
             raise FailedPrecondition(f"the workflow cannot be activated: {len(violations)} problem(s)", violations)
@@ -188,13 +188,13 @@ class WorkflowServicer(pb_grpc.WorkflowServiceServicer):
         event = {k: _property_text(v) for k, v in raw.items()}
         names = []
         for wf in await self._storage.workflows.active_for(parent.store, "event", request.event_name.strip()):
+            run = None
             if request.request_id:
-                existing = await self._storage.workflows.find_run_by_request(wf.store_id, wf.id, request.request_id)
-                if existing is not None:
-                    names.append(str(WorkflowRunName(wf.store_id, wf.id, existing.id)))
-                    continue
-            run = self._engine.new_run(wf, contact.contact, new_id(), event, request.request_id)
-            await self._engine.start_runs([run])
+                run = await self._storage.workflows.find_run_by_request(wf.store_id, wf.id, request.request_id)
+            if run is None:  # a concurrent call with this request id may still win: answer the stored run
+                run = await self._engine.start_run(
+                    self._engine.new_run(wf, contact.contact, new_id(), event, request.request_id)
+                )
             names.append(str(WorkflowRunName(wf.store_id, wf.id, run.id)))
         return pb.TriggerEventResponse(workflow_runs=names)
 
@@ -208,7 +208,7 @@ class WorkflowServicer(pb_grpc.WorkflowServiceServicer):
             if term.field == "state":
                 name = term.value.upper().removeprefix("WORKFLOW_RUN_STATE_")
                 if name not in RunState.__members__ or name == "UNSPECIFIED":
-                    raise InvalidArgument("filter", f"state must be a WorkflowRunState, not {term.value!r}")
+                    raise InvalidArgument("filter", f"state must be a WorkflowRunState, not {echo(term.value)}")
                 state = RunState[name]
             else:
                 contact_id = ContactName.parse("filter", term.value).contact
@@ -230,6 +230,13 @@ class WorkflowServicer(pb_grpc.WorkflowServiceServicer):
         if found is None:
             raise NotFound(str(name))
         return run_to_proto(*found)
+
+
+def _display_name(msg: pb.Workflow) -> str:
+    display_name = msg.display_name.strip()
+    if not display_name or len(display_name) > 200:
+        raise InvalidArgument("workflow.display_name", "required, at most 200 characters")
+    return display_name
 
 
 def _property_text(value: object) -> str:

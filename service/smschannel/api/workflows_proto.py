@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from datetime import UTC, timedelta
+from datetime import timedelta
 
 from google.protobuf import duration_pb2, field_mask_pb2, struct_pb2
 
 from ..domain.contacts import ContactPatch
 from ..domain.enums import RecipientMode, SmsType
 from ..domain.workflows import (
+    MAX_NODES,
+    MAX_WAIT,
+    MAX_WINDOW,
     Comparison,
     EndStep,
     Node,
@@ -22,13 +25,13 @@ from ..domain.workflows import (
     WaitStep,
     Workflow,
 )
-from ..errors import FieldViolation, InvalidArgument
+from ..errors import FieldViolation, InvalidArgument, echo
 from ..names import ContactName, MessageName, SmsContentName, WorkflowName, WorkflowRunName
 from ..v1 import common_pb2
 from ..v1 import contacts_service_pb2 as cpb
 from ..v1 import workflow_service_pb2 as pb
 from .contacts_proto import patch_from_proto
-from .convert import timestamp
+from .convert import duration_from_proto, time_from_proto, timestamp
 from .messages_proto import mappings_from_proto
 
 __all__ = ["graph_from_proto", "run_to_proto", "workflow_to_proto"]
@@ -39,7 +42,7 @@ def _content_id(field: str, name: str, store: str) -> str:
         return ""
     parsed = SmsContentName.parse(field, name)
     if parsed.store != store:
-        raise InvalidArgument(field, f"{name!r} is not in stores/{store}")
+        raise InvalidArgument(field, f"{echo(name)} is not in stores/{store}")
     return parsed.sms_content
 
 
@@ -66,7 +69,7 @@ def _step(msg: pb.Node, path: str, store: str, default_country: str) -> Step | N
     if kind == "received_sms":
         r = msg.received_sms
         comparison = _enum(Comparison, f"{path}.received_sms.comparison", r.comparison)
-        time = r.WhichOneof("time")
+        time, at = r.WhichOneof("time"), f"{path}.received_sms"
         return ReceivedSmsStep(
             yes_next=r.yes_next,
             no_next=r.no_next,
@@ -74,16 +77,30 @@ def _step(msg: pb.Node, path: str, store: str, default_country: str) -> Step | N
             comparison=Comparison.AT_LEAST if comparison is Comparison.UNSPECIFIED else comparison,  # type: ignore[arg-type]
             count=1 if comparison is Comparison.UNSPECIFIED and r.count == 0 else r.count,
             type=_enum(SmsType, f"{path}.received_sms.type", r.type),  # type: ignore[arg-type]
-            window=r.relative_window.ToTimedelta() if time == "relative_window" else None,
-            start_time=r.absolute_range.start_time.ToDatetime(tzinfo=UTC) if time == "absolute_range" else None,
-            end_time=r.absolute_range.end_time.ToDatetime(tzinfo=UTC) if time == "absolute_range" else None,
+            window=(
+                duration_from_proto(f"{at}.relative_window", r.relative_window, MAX_WINDOW)
+                if time == "relative_window"
+                else None
+            ),
+            start_time=(
+                time_from_proto(f"{at}.absolute_range.start_time", r.absolute_range.start_time)
+                if time == "absolute_range"
+                else None
+            ),
+            end_time=(
+                time_from_proto(f"{at}.absolute_range.end_time", r.absolute_range.end_time)
+                if time == "absolute_range"
+                else None
+            ),
         )
     if kind == "wait":
         w = msg.wait
         until = w.WhichOneof("until")
         return WaitStep(
-            duration=w.duration.ToTimedelta() if until == "duration" else None,
-            until=w.until_time.ToDatetime(tzinfo=UTC) if until == "until_time" else None,
+            duration=duration_from_proto(f"{path}.wait.duration", w.duration, MAX_WAIT)
+            if until == "duration"
+            else None,
+            until=time_from_proto(f"{path}.wait.until_time", w.until_time) if until == "until_time" else None,
             next=w.next,
         )
     if kind == "update_contact":
@@ -96,23 +113,30 @@ def _step(msg: pb.Node, path: str, store: str, default_country: str) -> Step | N
     return None
 
 
+def _trigger(msg: pb.Trigger) -> Trigger:
+    kind = msg.WhichOneof("kind")
+    if kind == "event":
+        return Trigger("event", event_name=msg.event.event_name.strip())
+    if kind == "contact_created":
+        return Trigger("contact_created")
+    if kind == "broadcast":
+        b, field = msg.broadcast, "workflow.trigger.broadcast.start_time"
+        start = time_from_proto(field, b.start_time) if b.HasField("start_time") else None
+        return Trigger("broadcast", contact_filter=b.contact_filter, start_time=start)
+    return Trigger()
+
+
 def graph_from_proto(msg: pb.Workflow, store: str, default_country: str) -> tuple[Trigger, tuple[Node, ...]]:
     """The trigger and nodes of a proto workflow (shape errors are INVALID_ARGUMENT, all at once)."""
-    kind = msg.trigger.WhichOneof("kind")
-    if kind == "event":
-        trigger = Trigger("event", event_name=msg.trigger.event.event_name.strip())
-    elif kind == "contact_created":
-        trigger = Trigger("contact_created")
-    elif kind == "broadcast":
-        b = msg.trigger.broadcast
-        trigger = Trigger(
-            "broadcast",
-            contact_filter=b.contact_filter,
-            start_time=b.start_time.ToDatetime(tzinfo=UTC) if b.HasField("start_time") else None,
-        )
-    else:
-        trigger = Trigger()
-    nodes, violations = [], []
+    if len(msg.nodes) > MAX_NODES:  # before looking at any node: a huge graph costs nothing to refuse
+        raise InvalidArgument("workflow.nodes", f"at most {MAX_NODES} nodes, not {len(msg.nodes)}")
+    nodes: list[Node] = []
+    violations: list[FieldViolation] = []
+    trigger = Trigger()
+    try:
+        trigger = _trigger(msg.trigger)
+    except InvalidArgument as e:
+        violations.extend(e.violations)
     for i, node in enumerate(msg.nodes):
         path = f"workflow.nodes[{i}]"
         if not node.id or len(node.id) > 63 or not node.id.replace("-", "").replace("_", "").isalnum():
@@ -228,6 +252,8 @@ def workflow_to_proto(wf: Workflow) -> pb.Workflow:
         create_time=timestamp(wf.create_time),
         update_time=timestamp(wf.update_time),
         etag=wf.etag,
+        last_error=wf.last_error,
+        last_error_time=timestamp(wf.last_error_time),
     )
 
 

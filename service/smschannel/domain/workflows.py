@@ -3,19 +3,24 @@
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+from collections import Counter
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from ..errors import InvalidArgument, Violation
+from ..errors import InvalidArgument, Violation, echo
 from ..records import record
 from .channel import validate_sender
 from .contacts import ContactPatch
 from .enums import MobilePhoneStatus, RecipientMode, SmsSubscriptionStatus, SmsType
+from .graphs import loops
 from .sending import VariableSource, check_mappings
 
 __all__ = [
+    "MAX_NODES",
+    "MAX_WAIT",
+    "MAX_WINDOW",
     "Comparison",
     "Node",
     "ReceivedSmsStep",
@@ -34,6 +39,14 @@ __all__ = [
     "graph_violations",
     "received_window",
 ]
+
+
+# Limits stated in workflow_service.proto. 500 nodes is far beyond a hand-drawn automation and keeps
+# activation (every check is linear) and a run's node lookups cheap. Waits and Received SMS windows of
+# up to 10 years (3,650 days) keep `now ± duration` a date for the engine's arithmetic for millennia.
+MAX_NODES = 500
+MAX_WAIT = timedelta(days=3650)
+MAX_WINDOW = timedelta(days=3650)
 
 
 class WorkflowState(enum.IntEnum):
@@ -159,6 +172,10 @@ class Workflow:
     create_time: datetime
     update_time: datetime
     version: int = 1
+    # Written by the engine, not by edits (so not part of the etag): why it last could not move the
+    # workflow, e.g. a broadcast page that failed; cleared when it moves again or is re-activated.
+    last_error: str = ""
+    last_error_time: datetime | None = None
 
     @property
     def etag(self) -> str:
@@ -171,22 +188,25 @@ class Workflow:
 
 
 def graph_violations(
-    wf: Workflow, content_texts: Mapping[str, str], default_sender: str, check_phone: Any
+    wf: Workflow,
+    content_texts: Mapping[str, str],
+    default_sender: str,
+    check_phone: Any,
+    check_filter: Callable[[str, str], object],
 ) -> list[Violation]:
-    """Every reason the workflow cannot be activated, at once.
+    """Every reason the workflow cannot be activated, at once; linear in nodes + edges.
 
     `content_texts` maps the content ids that exist to their texts; `check_phone(field, raw)` returns
-    the E.164 of an alert phone or raises InvalidArgument."""
+    the E.164 of an alert phone or raises InvalidArgument; `check_filter(field, text)` parses a
+    broadcast's contact filter as the engine will, or raises InvalidArgument."""
     out: list[Violation] = []
-    ids = [n.id for n in wf.nodes]
     by_id = {n.id: n for n in wf.nodes}
-    if wf.trigger.kind == "":
-        out.append(Violation("MISSING_TRIGGER", "trigger", "a workflow needs a trigger"))
-    elif wf.trigger.kind == "event" and not wf.trigger.event_name.strip():
-        out.append(Violation("MISSING_EVENT_NAME", "trigger.event", "name the event that starts the workflow"))
+    out += _trigger_violations(wf.trigger, check_filter)
     if not wf.nodes:
         out.append(Violation("NO_NODES", "nodes", "a workflow needs at least one node"))
-    for dup in sorted({i for i in ids if ids.count(i) > 1}):
+    if len(wf.nodes) > MAX_NODES:
+        out.append(Violation("TOO_MANY_NODES", "nodes", f"{len(wf.nodes)} nodes; at most {MAX_NODES}"))
+    for dup in sorted(i for i, seen in Counter(n.id for n in wf.nodes).items() if seen > 1):
         out.append(Violation("DUPLICATE_NODE_ID", f"nodes/{dup}", "node ids must be unique"))
     if wf.nodes and wf.start_node not in by_id:
         out.append(Violation("BAD_START_NODE", "start_node", f"{wf.start_node!r} is not a node of the workflow"))
@@ -214,11 +234,33 @@ def graph_violations(
         for n in wf.nodes:
             if n.id not in reachable:
                 out.append(Violation("UNREACHABLE_NODE", f"nodes/{n.id}", "no path from the start node reaches it"))
-    for cycle in _cycles_without_wait(wf.nodes):
-        out.append(
-            Violation("CYCLE_WITHOUT_WAIT", f"nodes/{cycle[0]}", f"the loop {' → '.join(cycle)} has no wait node")
-        )
+    # A wait node breaks a loop: only the others can spin without ever yielding.
+    spinning = {n.id: n.exits() for n in by_id.values() if not isinstance(n.step, WaitStep)}
+    for cycle in loops(spinning):
+        why = f"the loop {_path_text(cycle)} has no wait node"
+        out.append(Violation("CYCLE_WITHOUT_WAIT", f"nodes/{cycle[0]}", why))
     return out
+
+
+def _path_text(path: list[str], shown: int = 8) -> str:
+    """`a → b → a`; a long loop is cut in the middle, so an error stays small whatever the graph."""
+    if len(path) <= shown:
+        return " → ".join(path)
+    return f"{' → '.join(path[: shown - 2])} → … → {' → '.join(path[-2:])} ({len(path) - 1} nodes)"
+
+
+def _trigger_violations(trigger: Trigger, check_filter: Callable[[str, str], object]) -> list[Violation]:
+    if trigger.kind == "":
+        return [Violation("MISSING_TRIGGER", "trigger", "a workflow needs a trigger")]
+    if trigger.kind == "event" and not trigger.event_name.strip():
+        return [Violation("MISSING_EVENT_NAME", "trigger.event", "name the event that starts the workflow")]
+    if trigger.kind == "broadcast":
+        field = "trigger.broadcast.contact_filter"
+        try:
+            check_filter(field, trigger.contact_filter)
+        except InvalidArgument as e:
+            return [Violation("BAD_FILTER", field, e.violations[0].description)]
+    return []
 
 
 def _step_violations(
@@ -227,7 +269,7 @@ def _step_violations(
     s, subject, out = n.step, f"nodes/{n.id}", []
     if isinstance(s, SendSmsStep):
         if s.sms_content not in texts:
-            out.append(Violation("UNKNOWN_SMS_CONTENT", subject, f"sms content {s.sms_content!r} does not exist"))
+            out.append(Violation("UNKNOWN_SMS_CONTENT", subject, f"sms content {echo(s.sms_content)} does not exist"))
         else:
             for v in check_mappings(
                 "variables", texts[s.sms_content], s.variables, s.type, events=trigger.kind == "event", contact=True
@@ -257,46 +299,22 @@ def _step_violations(
             out.append(Violation("BAD_COUNT", subject, "the count must not be negative"))
         if s.window is not None and s.window <= timedelta(0):
             out.append(Violation("BAD_WINDOW", subject, "the window must be positive"))
+        elif s.window is not None and s.window > MAX_WINDOW:
+            out.append(Violation("WINDOW_TOO_LONG", subject, f"the window is at most {MAX_WINDOW.days} days"))
         if s.start_time and s.end_time and s.start_time >= s.end_time:
             out.append(Violation("BAD_RANGE", subject, "the range must start before it ends"))
         if s.sms_content and s.sms_content not in texts:
-            out.append(Violation("UNKNOWN_SMS_CONTENT", subject, f"sms content {s.sms_content!r} does not exist"))
+            out.append(Violation("UNKNOWN_SMS_CONTENT", subject, f"sms content {echo(s.sms_content)} does not exist"))
     elif isinstance(s, WaitStep):
         if s.duration is None and s.until is None:
             out.append(Violation("BAD_WAIT", subject, "wait a duration or until a time"))
         elif s.duration is not None and s.duration <= timedelta(0):
             out.append(Violation("BAD_WAIT", subject, "the duration must be positive"))
+        elif s.duration is not None and s.duration > MAX_WAIT:
+            out.append(Violation("WAIT_TOO_LONG", subject, f"a wait is at most {MAX_WAIT.days} days"))
     elif isinstance(s, UpdateContactStep) and s.patch == ContactPatch():
         out.append(Violation("EMPTY_UPDATE", subject, "the update sets no field"))
     return out
-
-
-def _cycles_without_wait(nodes: tuple[Node, ...]) -> list[list[str]]:
-    """Cycles of the graph whose nodes include no Wait (each reported once, from its first node)."""
-    by_id = {n.id: n for n in nodes}
-    edges = {n.id: [t for t in n.exits() if t in by_id] for n in nodes if not isinstance(n.step, WaitStep)}
-    found: list[list[str]] = []
-    seen_sets: set[frozenset[str]] = set()
-    color: dict[str, int] = {}
-
-    def visit(nid: str, path: list[str]) -> None:
-        color[nid] = 1
-        for t in edges.get(nid, []):
-            if t not in edges:  # a wait node breaks the loop
-                continue
-            if color.get(t) == 1:
-                cycle = path[path.index(t) :]
-                if frozenset(cycle) not in seen_sets:
-                    seen_sets.add(frozenset(cycle))
-                    found.append([*cycle, t])
-            elif color.get(t) is None:
-                visit(t, [*path, t])
-        color[nid] = 2
-
-    for nid in edges:
-        if color.get(nid) is None:
-            visit(nid, [nid])
-    return found
 
 
 def received_window(step: ReceivedSmsStep, now: datetime) -> tuple[datetime | None, datetime | None]:

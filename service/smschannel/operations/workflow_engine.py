@@ -7,6 +7,10 @@ is saved makes the next round take the same step again and find the same message
 skipped. Waits are timers in the database. Broadcasts turn contacts into runs a page at a time, each
 new run taking its first step at once; the runs are written with the broadcast's cursor, so a
 broadcast runs in bounded memory and survives restarts.
+
+What one workflow gets wrong stays with it: a step that raises fails that run (the reason is its last
+step's outcome), and a broadcast whose page fails is retried on its own backoff with the reason shown
+on the workflow (`last_error`), so no store's mistake holds up the runs of the others.
 """
 
 from __future__ import annotations
@@ -33,9 +37,9 @@ from ..domain.workflows import (
     compare_count,
     received_window,
 )
-from ..errors import DomainError
-from ..storage import RunUpdate, Storage
-from .background import nap, stop_task
+from ..errors import Aborted, DomainError
+from ..storage import BroadcastDue, RunUpdate, Storage
+from .background import Backoff, nap, stop_task
 from .contacts import ContactOps, contact_query
 from .sending import Sender, SendRequest
 
@@ -46,6 +50,9 @@ log = logging.getLogger("smschannel.workflows")
 ROUND = 300  # runs per round
 BROADCAST_BATCH = 150  # contacts turned into runs per transaction (its work blocks the loop in slices)
 MAX_STEPS = 1000  # a run that takes more steps than this is failed (a runaway loop)
+# A broadcast whose page fails is tried again after 1 s, then 2, 4... and at most every 10 minutes.
+BROADCAST_RETRY_FIRST = timedelta(seconds=1)
+BROADCAST_RETRY_LONGEST = timedelta(minutes=10)
 
 
 def _utcnow() -> datetime:
@@ -63,6 +70,7 @@ class WorkflowEngine:
     wakeup: asyncio.Event = field(default_factory=asyncio.Event)
     _task: asyncio.Task[None] | None = None
     _stopping: bool = False
+    _broadcast_retries: Backoff = field(default_factory=lambda: Backoff(BROADCAST_RETRY_FIRST, BROADCAST_RETRY_LONGEST))
 
     def start(self) -> None:
         """Start the loop."""
@@ -77,8 +85,10 @@ class WorkflowEngine:
     async def _loop(self) -> None:
         while not self._stopping:
             try:
-                busy = await self.broadcast_batch() or await self.round()
-            except Exception:
+                # Both every time: a long broadcast must not hold up the runs already under way.
+                busy = await self.broadcast_batch()
+                busy = await self.round() or busy
+            except Exception:  # a database that fails for everyone: nothing to isolate, try again
                 log.exception("workflow round failed; retrying")
                 busy = False
                 await asyncio.sleep(1.0)
@@ -100,11 +110,25 @@ class WorkflowEngine:
         )
 
     async def start_runs(self, runs: list[Run]) -> list[Run]:
-        """Store runs and wake the loop."""
+        """Store runs and wake the loop; returns the runs stored (not those whose id or request id was
+        taken)."""
         created = await self.storage.workflows.add_runs([RunUpdate(run) for run in runs])
         if created:
             self.wakeup.set()
         return created
+
+    async def start_run(self, run: Run) -> Run:
+        """Store one run, or find the run its request id already started: either way, the stored run.
+
+        Concurrent calls with one request id can all miss an earlier lookup; the insert decides which
+        run is stored, and the others answer with that one."""
+        if await self.start_runs([run]):
+            return run
+        if run.request_id:
+            stored = await self.storage.workflows.find_run_by_request(run.store_id, run.workflow_id, run.request_id)
+            if stored is not None:
+                return stored
+        raise Aborted(f"run id {run.id!r} is taken; send the request again")
 
     async def contacts_created(self, store_id: str, contacts: list[Contact]) -> None:
         """The contact-created trigger: a run per new contact in every such ACTIVE workflow."""
@@ -118,22 +142,58 @@ class WorkflowEngine:
 
         Each new run takes its first step at once, with the contact already read: a newsletter's
         messages are queued as the contacts are paged, and each run is written once, in the same
-        transaction as the broadcast's cursor."""
+        transaction as the broadcast's cursor. A broadcast whose page fails waits for its own retry."""
         did = False
-        for wf, after in await self.storage.workflows.broadcasts_due():
-            if wf.trigger.start_time is not None and wf.trigger.start_time > self.clock():
+        now = self.clock()
+        due = await self.storage.workflows.broadcasts_due()
+        self._broadcast_retries.forget_others({(b.store_id, b.workflow_id, b.version) for b in due})
+        for b in due:
+            key = (b.store_id, b.workflow_id, b.version)  # a new activation (a new version) starts afresh
+            if not self._broadcast_retries.ready(key, now):
                 continue
-            config = await self.storage.channel_configs.get(wf.store_id)
-            query = contact_query(wf.trigger.contact_filter, config.default_country if config else "")
-            rows = await self.storage.contacts.page(wf.store_id, query, after, BROADCAST_BATCH)
-            runs = [self.new_run(wf, c.id, f"b-{c.id}", {}) for _, c in rows]
-            updates = await self._advance(runs, self.clock(), {c.id: c for _, c in rows})
-            cursor = rows[-1][0] if rows else after
-            await self.storage.workflows.add_runs(updates, (wf.store_id, wf.id, cursor, len(rows) < BROADCAST_BATCH))
-            did = did or bool(rows)
+            try:
+                moved = await self._broadcast_page(b)
+            except Exception as e:
+                await self._broadcast_failed(b, key, e)
+                continue
+            self._broadcast_retries.succeeded(key)
+            did = did or moved
         if did:
             self.wakeup.set()  # runs that moved on to a next node
         return did
+
+    async def _broadcast_page(self, b: BroadcastDue) -> bool:
+        """One page of one broadcast; True if it turned contacts into runs."""
+        wf = await self.storage.workflows.get(b.store_id, b.workflow_id)
+        if wf is None or wf.version != b.version:
+            return False  # deleted or changed since: the next batch sees it as it is now
+        if wf.trigger.start_time is not None and wf.trigger.start_time > self.clock():
+            return False
+        config = await self.storage.channel_configs.get(wf.store_id)
+        query = contact_query(
+            wf.trigger.contact_filter, config.default_country if config else "", "trigger.broadcast.contact_filter"
+        )
+        rows = await self.storage.contacts.page(wf.store_id, query, b.after, BROADCAST_BATCH)
+        runs = [self.new_run(wf, c.id, f"b-{c.id}", {}) for _, c in rows]
+        updates = await self._advance(runs, self.clock(), {c.id: c for _, c in rows})
+        cursor = rows[-1][0] if rows else b.after
+        await self.storage.workflows.add_runs(updates, (wf.store_id, wf.id, cursor, len(rows) < BROADCAST_BATCH))
+        return bool(rows)
+
+    async def _broadcast_failed(self, b: BroadcastDue, key: tuple[str, str, int], error: Exception) -> None:
+        now = self.clock()
+        attempts, retry = self._broadcast_retries.failed(key, now)
+        name = f"stores/{b.store_id}/workflows/{b.workflow_id}"
+        log.warning(
+            "broadcast page failed; retrying later",
+            exc_info=error,
+            extra={"workflow": name, "attempts": attempts, "retry_time": retry.isoformat()},
+        )
+        why = f"the broadcast failed {attempts} time(s) in a row, next try at {retry.isoformat()}: {_reason(error)}"
+        try:
+            await self.storage.workflows.set_error(b.store_id, b.workflow_id, b.version, why, now)
+        except Exception:
+            log.exception("could not record a workflow's error", extra={"workflow": name})
 
     # -- stepping --------------------------------------------------------------------------------
 
@@ -149,53 +209,90 @@ class WorkflowEngine:
     async def _advance(
         self, runs: list[Run], now: datetime, contacts: dict[str, Contact] | None = None
     ) -> list[RunUpdate]:
-        """Each run's move by one node (not saved). `contacts` are the runs' contacts when already read."""
-        workflows: dict[tuple[str, str], Workflow | None] = {}
+        """Each run's move by one node (not saved). `contacts` are the runs' contacts when already read.
+
+        Whatever raises for one run (or for reading its workflow) fails that run, with the reason as
+        its last step: the others move on, and the round is saved."""
+        workflows: dict[tuple[str, str], Workflow | Exception | None] = {}
         for run in runs:
             key = (run.store_id, run.workflow_id)
             if key not in workflows:
-                workflows[key] = await self.storage.workflows.get(*key)
+                try:
+                    workflows[key] = await self.storage.workflows.get(*key)
+                except Exception as e:
+                    log.exception("cannot read a workflow; failing its runs", extra={"workflow_id": key[1]})
+                    workflows[key] = e
         updates: list[RunUpdate] = []
         sends: list[tuple[Run, SendSmsStep, SendRequest]] = []
         for n, run in enumerate(runs):
             if n % 50 == 49:
                 await asyncio.sleep(0)  # keep the loop responsive to other RPCs during big rounds
             wf = workflows[(run.store_id, run.workflow_id)]
-            node = wf.node(run.current_node) if wf else None
-            if wf is None or node is None or run.step_count >= MAX_STEPS:
-                why = "failed: the node no longer exists" if wf and not node else "failed: too many steps"
-                updates.append(self._moved(run, RunState.FAILED, run.current_node, now, why))
+            if isinstance(wf, Exception):
+                updates.append(self._failed(run, now, f"the workflow cannot be read: {_reason(wf)}"))
                 continue
-            step = node.step
-            if isinstance(step, SendSmsStep):
-                known = contacts.get(run.contact_id) if contacts else None
-                sends.append((run, step, await self._send_request(wf, run, step, known)))
-            elif isinstance(step, ReceivedSmsStep):
-                since, until = received_window(step, now)
-                count = await self.storage.messages.count_received(
-                    run.store_id,
-                    run.contact_id,
-                    step.sms_content,
-                    None if step.type is SmsType.UNSPECIFIED else step.type,
-                    since,
-                    until,
-                )
-                yes = compare_count(step, count)
-                updates.append(
-                    self._go(run, step.yes_next if yes else step.no_next, now, f"{'yes' if yes else 'no'} ({count})")
-                )
-            elif isinstance(step, WaitStep):
-                updates.append(self._wait(run, step, now))
-            elif isinstance(step, UpdateContactStep):
-                updates.append(await self._update_contact(wf, run, step, now))
-            else:  # EndStep or a node that says nothing
-                assert step is None or isinstance(step, EndStep)
-                updates.append(self._moved(run, RunState.COMPLETED, run.current_node, now, "ended"))
+            try:
+                moved = await self._step(wf, run, now, contacts)
+            except Exception as e:
+                log.exception("a workflow step failed; failing its run", extra={"run_id": run.id})
+                updates.append(self._failed(run, now, _reason(e)))
+                continue
+            if isinstance(moved, RunUpdate):
+                updates.append(moved)
+            else:
+                sends.append(moved)
         if sends:
-            results = await self.sender.send_many([req for _, _, req in sends])
-            for (run, step, _), result in zip(sends, results, strict=True):
-                updates.append(self._sent(run, step, result, now))
+            updates += await self._send(sends, now)
         return updates
+
+    async def _step(
+        self, wf: Workflow | None, run: Run, now: datetime, contacts: dict[str, Contact] | None
+    ) -> RunUpdate | tuple[Run, SendSmsStep, SendRequest]:
+        """A run's move by one node, or the send it makes (sent with the round's others)."""
+        node = wf.node(run.current_node) if wf else None
+        if wf is None or node is None or run.step_count >= MAX_STEPS:
+            why = "failed: the node no longer exists" if wf and not node else "failed: too many steps"
+            return self._moved(run, RunState.FAILED, run.current_node, now, why)
+        step = node.step
+        if isinstance(step, SendSmsStep):
+            known = contacts.get(run.contact_id) if contacts else None
+            return run, step, await self._send_request(wf, run, step, known)
+        if isinstance(step, ReceivedSmsStep):
+            since, until = received_window(step, now)
+            count = await self.storage.messages.count_received(
+                run.store_id,
+                run.contact_id,
+                step.sms_content,
+                None if step.type is SmsType.UNSPECIFIED else step.type,
+                since,
+                until,
+            )
+            yes = compare_count(step, count)
+            return self._go(run, step.yes_next if yes else step.no_next, now, f"{'yes' if yes else 'no'} ({count})")
+        if isinstance(step, WaitStep):
+            return self._wait(run, step, now)
+        if isinstance(step, UpdateContactStep):
+            return await self._update_contact(wf, run, step, now)
+        assert step is None or isinstance(step, EndStep)  # EndStep or a node that says nothing
+        return self._moved(run, RunState.COMPLETED, run.current_node, now, "ended")
+
+    async def _send(self, sends: list[tuple[Run, SendSmsStep, SendRequest]], now: datetime) -> list[RunUpdate]:
+        """The round's sends in one batch. Should the batch raise, each is sent again alone (request
+        ids make that safe): only the runs whose own send raises fail."""
+        try:
+            results: list[Message | DomainError | Exception] = [
+                *await self.sender.send_many([req for _, _, req in sends])
+            ]
+        except Exception:
+            log.exception("a batch of workflow sends failed; sending them one by one")
+            results = []
+            for _, _, req in sends:
+                try:
+                    results += await self.sender.send_many([req])
+                except Exception as e:
+                    log.exception("a workflow send failed; failing its run", extra={"run_id": req.workflow_run})
+                    results.append(e)
+        return [self._sent(run, step, result, now) for (run, step, _), result in zip(sends, results, strict=True)]
 
     async def _send_request(self, wf: Workflow, run: Run, step: SendSmsStep, contact: Contact | None) -> SendRequest:
         if contact is None and step.recipient_mode is RecipientMode.ALERT and run.contact_id:
@@ -216,9 +313,9 @@ class WorkflowEngine:
             contact=contact,
         )
 
-    def _sent(self, run: Run, step: SendSmsStep, result: Message | DomainError, now: datetime) -> RunUpdate:
-        if isinstance(result, DomainError):
-            return self._moved(run, RunState.FAILED, run.current_node, now, f"failed: {result.message}")
+    def _sent(self, run: Run, step: SendSmsStep, result: Message | Exception, now: datetime) -> RunUpdate:
+        if isinstance(result, Exception):
+            return self._failed(run, now, _reason(result))
         outcome = result.status.name.lower() + (f": {result.status_reason}" if result.status_reason else "")
         return self._go(run, step.next, now, outcome, result.id)
 
@@ -236,7 +333,7 @@ class WorkflowEngine:
             store = await self.contacts.store(run.store_id)
             await self.contacts.update(store, run.contact_id, step.patch, "", ActivitySource.WORKFLOW)
         except DomainError as e:
-            return self._moved(run, RunState.FAILED, run.current_node, now, f"failed: {e.message}")
+            return self._failed(run, now, _reason(e))
         return self._go(run, step.next, now, "updated")
 
     def _go(self, run: Run, next_node: str, now: datetime, outcome: str, message_id: str = "") -> RunUpdate:
@@ -244,9 +341,22 @@ class WorkflowEngine:
         state = RunState.RUNNING if next_node else RunState.COMPLETED
         return self._moved(run, state, next_node or run.current_node, now, outcome, message_id)
 
+    def _failed(self, run: Run, now: datetime, why: str) -> RunUpdate:
+        """Fail the run where it is; `why` becomes its last step's outcome."""
+        return self._moved(run, RunState.FAILED, run.current_node, now, f"failed: {why}")
+
     @staticmethod
     def _moved(run: Run, state: RunState, node: str, now: datetime, outcome: str, message_id: str = "") -> RunUpdate:
         moved = replace(
             run, state=state, current_node=node, wake_time=now, update_time=now, step_count=run.step_count + 1
         )
         return RunUpdate(moved, (RunStep(run.current_node, now, outcome, message_id),))
+
+
+def _reason(error: Exception) -> str:
+    """Why something failed, for a run's step or a workflow's `last_error`: a domain error's message,
+    else the exception's type and text (the stack trace is in the log)."""
+    if isinstance(error, DomainError):
+        return error.message
+    text = f"{type(error).__name__}: {error}"
+    return text if len(text) <= 300 else text[:299] + "…"

@@ -18,6 +18,7 @@ from ..records import record
 
 __all__ = [
     "Applied",
+    "BroadcastDue",
     "ChannelConfigRepository",
     "ContactKey",
     "ContactQuery",
@@ -130,6 +131,16 @@ class EventEffects:
 
     messages: list[bool]
     contacts: list[tuple[Contact, bool]]
+
+
+@dataclass(frozen=True, slots=True)
+class BroadcastDue:
+    """A broadcast still turning contacts into runs: its workflow's key and version, and its cursor."""
+
+    store_id: str
+    workflow_id: str
+    version: int
+    after: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -337,8 +348,12 @@ class WorkflowRepository(Protocol):
         """ACTIVE workflows with this trigger."""
         ...
 
-    async def broadcasts_due(self) -> list[tuple[Workflow, int]]:
+    async def broadcasts_due(self) -> list[BroadcastDue]:
         """ACTIVE broadcasts not yet through their contacts, with their cursor."""
+        ...
+
+    async def set_error(self, store_id: str, workflow_id: str, version: int, error: str, time: datetime) -> None:
+        """Record why the engine could not move a workflow still at `version` (its etag stays)."""
         ...
 
     async def add_runs(

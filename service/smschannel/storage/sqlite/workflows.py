@@ -9,7 +9,7 @@ from typing import Any
 
 from ...domain.workflows import Run, RunState, RunStep, Workflow, WorkflowState, graph_from_json, graph_to_json
 from ...errors import Aborted
-from .. import RunUpdate
+from .. import BroadcastDue, RunUpdate
 from . import jsoncol
 from .db import Database, Row, from_micros, to_micros
 
@@ -29,6 +29,8 @@ def _workflow_from_row(row: Row) -> Workflow:
         create_time=from_micros(row["create_time"]),
         update_time=from_micros(row["update_time"]),
         version=row["version"],
+        last_error=row["last_error"],
+        last_error_time=from_micros(row["last_error_time"]) if row["last_error_time"] else None,
     )
 
 
@@ -195,6 +197,11 @@ class SqliteWorkflows:
                     " WHERE store_id = ? AND workflow_id = ? AND state = 3",
                     (to_micros(now), wf.store_id, wf.id),
                 )
+                # A fresh start: an error of the workflow's previous activation says nothing of this one.
+                await tx.execute(
+                    "UPDATE workflows SET last_error = '', last_error_time = 0 WHERE store_id = ? AND id = ?",
+                    (wf.store_id, wf.id),
+                )
 
     async def delete(self, store_id: str, workflow_id: str, etag: str) -> None:
         """Delete a workflow with its runs (messages stay in the log)."""
@@ -210,19 +217,32 @@ class SqliteWorkflows:
         )
         return [_workflow_from_row(r) for r in rows]
 
-    async def broadcasts_due(self) -> list[tuple[Workflow, int]]:
-        """ACTIVE broadcast workflows not yet through their contacts, with their cursor."""
+    async def broadcasts_due(self) -> list[BroadcastDue]:
+        """ACTIVE broadcast workflows not yet through their contacts, with their cursor. Keys only: the
+        engine reads each workflow on its own, so one that cannot be read fails alone."""
         rows = await self._db.fetch_all(
-            "SELECT * FROM workflows WHERE state = 2 AND trigger_kind = 'broadcast' AND broadcast_done = 0"
+            "SELECT store_id, id, version, broadcast_after FROM workflows"
+            " WHERE state = 2 AND trigger_kind = 'broadcast' AND broadcast_done = 0 ORDER BY seq"
         )
-        return [(_workflow_from_row(r), r["broadcast_after"]) for r in rows]
+        return [BroadcastDue(r["store_id"], r["id"], r["version"], r["broadcast_after"]) for r in rows]
+
+    async def set_error(self, store_id: str, workflow_id: str, version: int, error: str, time: datetime) -> None:
+        """Record why the engine could not move the workflow at `version` (an edit or a re-activation
+        since makes it moot); the version, the etag, stays."""
+        await self._db.write(
+            lambda conn: conn.execute(
+                "UPDATE workflows SET last_error = ?, last_error_time = ?"
+                " WHERE store_id = ? AND id = ? AND version = ?",
+                (error, to_micros(time), store_id, workflow_id, version),
+            )
+        )
 
     async def add_runs(
         self, runs: Sequence[RunUpdate], broadcast: tuple[str, str, int, bool] | None = None
     ) -> list[Run]:
         """Store new runs, each with the steps it has already taken (ids and request ids already used
         are skipped, with their steps); returns the runs stored. With `broadcast` = (store, workflow,
-        cursor, done), advance that broadcast in the same transaction."""
+        cursor, done), advance that broadcast in the same transaction (it moved: its error is cleared)."""
 
         def insert(conn: sqlite3.Connection) -> list[Run]:
             created = _new_runs(conn, runs)
@@ -231,7 +251,8 @@ class SqliteWorkflows:
             if broadcast is not None:
                 store_id, workflow_id, after, done = broadcast
                 conn.execute(
-                    "UPDATE workflows SET broadcast_after = ?, broadcast_done = ? WHERE store_id = ? AND id = ?",
+                    "UPDATE workflows SET broadcast_after = ?, broadcast_done = ?, last_error = '',"
+                    " last_error_time = 0 WHERE store_id = ? AND id = ?",
                     (after, int(done), store_id, workflow_id),
                 )
             return [u.run for u in created]
