@@ -1,19 +1,32 @@
 """Generate the Python code of protos/ into service/smschannel/v1 (never edited by hand).
 
 The proto package `smschannel.v1` is the Python import path, so the generated `_pb2_grpc` files'
-`from smschannel.v1 import ...` lines resolve without rewriting. Run by `make gen`.
+`from smschannel.v1 import ...` lines resolve without rewriting. Run by `make gen`; the Python client's
+build (clients/python/setup.py) runs `generate` too, so a wheel of the client carries the same code.
 """
 
 from __future__ import annotations
 
 import shutil
 import sys
-from importlib import resources
+from importlib import metadata, resources
 from pathlib import Path
 
 from grpc_tools import protoc
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def plugin(name: str) -> Path:
+    """The protoc plugin script installed with the mypy-protobuf that this interpreter imports.
+
+    Not looked up on PATH nor beside sys.executable: make runs the venv's Python without activating it,
+    and pip's isolated build environment (building the client's wheel) installs scripts elsewhere."""
+    dist = metadata.distribution("mypy-protobuf")
+    for file in dist.files or ():
+        if file.name == name:
+            return Path(str(dist.locate_file(file))).resolve()
+    sys.exit(f"{name} is not among the files of the installed mypy-protobuf")
 
 
 def generate(out: Path, package: str = "smschannel") -> None:
@@ -26,15 +39,13 @@ def generate(out: Path, package: str = "smschannel") -> None:
     target = out / package / "v1"
     shutil.rmtree(target, ignore_errors=True)
     target.mkdir(parents=True)
-    # The mypy-protobuf plugins live beside this interpreter (the venv), which need not be on PATH.
-    bindir = Path(sys.executable).parent
     well_known = str(resources.files("grpc_tools") / "_proto")
     args = [
         "protoc",
         f"-I{ROOT / 'protos'}",
         f"-I{well_known}",
-        f"--plugin=protoc-gen-mypy={bindir / 'protoc-gen-mypy'}",
-        f"--plugin=protoc-gen-mypy_grpc={bindir / 'protoc-gen-mypy_grpc'}",
+        f"--plugin=protoc-gen-mypy={plugin('protoc-gen-mypy')}",
+        f"--plugin=protoc-gen-mypy_grpc={plugin('protoc-gen-mypy_grpc')}",
         f"--python_out={build}",
         f"--grpc_python_out={build}",
         f"--mypy_out=quiet:{build}",

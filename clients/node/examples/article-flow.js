@@ -3,7 +3,24 @@
 //   node examples/article-flow.js <target> <admin key> <instasent token> [fake instasent base URL]
 // Channel config → callback URL → contacts with national numbers → an SMS content with an
 // unsubscribe variable → a newsletter workflow → the message log (→ what Instasent received, an opt-out).
+// Every step's outcome is checked (the token valid, the consenting contacts' messages SENT, the opt-out
+// applied, Ana UNSUBSCRIBED); the first that is not as the article says sets exit status 1. The fake is
+// shared by everyone using the same token (the README walkthrough, an earlier run), so the flow only
+// looks at its own SMS there: those whose clientId is one of this store's message ids.
 const { createClient } = require('..');
+
+const ANA = '+34612345678';
+const BRUNO = '+34699111222';
+const CARLA = '+34611000111';
+// Accepted by Instasent; DELIVERED once the delivery report has come back.
+const ACCEPTED = ['MESSAGE_STATUS_SENT', 'MESSAGE_STATUS_DELIVERED'];
+
+// A step that did not have the outcome the article promises.
+class FlowFailed extends Error {}
+
+function expect(ok, what) {
+  if (!ok) throw new FlowFailed(what);
+}
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
@@ -12,7 +29,7 @@ async function waitFor(check, what, seconds = 30) {
     if (await check()) return;
     await sleep(100);
   }
-  throw new Error(`timed out waiting for ${what}`);
+  throw new FlowFailed(`timed out waiting for ${what}`);
 }
 
 async function http(method, url, body) {
@@ -20,15 +37,21 @@ async function http(method, url, body) {
     method,
     headers: { 'content-type': 'application/json' },
     body: body ? JSON.stringify(body) : undefined,
+    signal: AbortSignal.timeout(10000),
   });
+  if (!res.ok) throw new FlowFailed(`${method} ${url} answered ${res.status}: ${await res.text()}`);
   return res.json();
 }
 
 async function run(target, adminKey, token, fake = '', say = console.log) {
   const storeId = `node-${Math.random().toString(16).slice(2, 8)}`;
   const admin = createClient(target, adminKey);
-  const created = await admin.sms.CreateStore({ store_id: storeId, store: { display_name: 'Node shop' } });
-  admin.close();
+  let created;
+  try {
+    created = await admin.sms.CreateStore({ store_id: storeId, store: { display_name: 'Node shop' } });
+  } finally {
+    admin.close();
+  }
   say(`1. store ${created.store.name} created`);
   const client = createClient(target, created.api_key);
   try {
@@ -41,6 +64,10 @@ async function run(target, adminKey, token, fake = '', say = console.log) {
       },
     });
     say(`   token ${config.api_token_hint} is ${config.token_status}; callback URL ${config.callback_url}`);
+    expect(
+      config.token_status === 'TOKEN_STATUS_VALID',
+      `Instasent did not accept the token: ${config.token_status} ${config.token_status_message}`.trim(),
+    );
     if (fake) await http('POST', `${fake}/_fake/tokens`, { token, callback_url: config.callback_url });
 
     const imported = await client.contacts.ImportContacts([
@@ -54,6 +81,7 @@ async function run(target, adminKey, token, fake = '', say = console.log) {
       },
     ]);
     say(`2. imported ${imported.created_count} contacts`);
+    expect(imported.created_count === 3, `${imported.created_count} of 3 contacts imported`);
 
     const content = await client.sms.CreateSmsContent({
       parent: `stores/${storeId}`,
@@ -99,16 +127,31 @@ async function run(target, adminKey, token, fake = '', say = console.log) {
       statuses[m.recipient] = m.status;
       say(`   ${m.recipient} ${m.status} ${JSON.stringify(m.text)} ${m.status_reason}`);
     }
+    expect(log.messages.length === 3, `${log.messages.length} messages for 3 contacts`);
+    for (const phone of [ANA, BRUNO]) {
+      expect(ACCEPTED.includes(statuses[phone]), `the message to ${phone} is ${statuses[phone]}, not SENT`);
+    }
+    expect(statuses[CARLA] === 'MESSAGE_STATUS_SKIPPED', `Carla's message is ${statuses[CARLA]}`);
     const result = { statuses };
     if (fake) {
-      const mine = (await http('GET', `${fake}/_fake/messages`)).messages.filter((r) => r.token === token);
+      // A message's id is its clientId at Instasent: this store's SMS among everyone's.
+      const clientIds = new Map(log.messages.map((m) => [m.name.split('/').pop(), m.recipient]));
+      const received = (await http('GET', `${fake}/_fake/messages`)).messages;
+      const mine = received.filter((r) => r.token === token && clientIds.has(r.client_id));
       say('5. what Instasent received:');
       for (const r of mine) say(`   to ${r.to}: ${JSON.stringify(r.text)}`);
-      const ana = mine.find((r) => r.to === '+34612345678');
-      await http('POST', `${fake}/_fake/stop`, { id: ana.id });
+      const phones = mine.map((r) => r.to).sort();
+      expect(phones.join() === [ANA, BRUNO].join(), `Instasent received ${JSON.stringify(phones)}`);
+      const [anaClientId] = [...clientIds].find(([, phone]) => phone === ANA);
+      const answer = await http('POST', `${fake}/_fake/stop`, { token, clientId: anaClientId });
+      expect(answer.delivered === true, 'the sidecar did not acknowledge the `stop` callback');
       const found = await client.contacts.ListContacts({ parent: `stores/${storeId}`, filter: 'email = ana@example.com' });
-      say(`6. Ana opted out: she is now ${found.contacts[0].sms_subscription_status}`);
-      Object.assign(result, { received: mine.map((r) => r.to).sort(), ana: found.contacts[0].sms_subscription_status });
+      const ana = found.contacts[0].sms_subscription_status;
+      const acts = await client.contacts.ListActivities({ parent: found.contacts[0].name, filter: 'type = SMS_UNSUBSCRIBE' });
+      say(`6. Ana opted out: she is now ${ana}, with ${acts.activities.length} 'SMS unsubscribe' activity`);
+      expect(ana === 'SMS_SUBSCRIPTION_STATUS_UNSUBSCRIBED', `Ana is ${ana} after her opt-out`);
+      expect(acts.activities.length === 1, `Ana has ${acts.activities.length} 'SMS unsubscribe' activities`);
+      Object.assign(result, { received: phones, ana, anaUnsubscribes: acts.activities.length });
     }
     return result;
   } finally {
@@ -116,12 +159,13 @@ async function run(target, adminKey, token, fake = '', say = console.log) {
   }
 }
 
-module.exports = { run };
+module.exports = { run, FlowFailed };
 
 if (require.main === module) {
   const [target, adminKey, token, fake] = process.argv.slice(2);
+  // exitCode rather than exit(), which can cut a piped stderr short; with the channels closed Node ends.
   run(target, adminKey, token, fake).catch((err) => {
-    console.error(err);
-    process.exit(1);
+    console.error(err instanceof FlowFailed ? `the article flow failed: ${err.message}` : err);
+    process.exitCode = 1;
   });
 }

@@ -6,6 +6,11 @@
 Channel config → callback URL → contacts with national numbers → an SMS content with an unsubscribe
 variable → a newsletter (Send SMS) workflow → the messages. With --fake-instasent (the demo), it also
 points the fake's callbacks at the sidecar, shows what Instasent received, and clicks an opt-out link.
+
+Every step's outcome is checked (the token valid, the consenting contacts' messages SENT, the opt-out
+applied, the contact UNSUBSCRIBED); the first that is not as the article says ends it with exit status 1.
+The fake is shared by everyone using the same token (the README walkthrough, an earlier run), so the
+flow only ever looks at its own messages there: the SMS whose clientId is one of this store's message ids.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import urllib.error
 import urllib.request
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -24,26 +30,44 @@ from smschannel_client.v1 import contacts_service_pb2 as contacts
 from smschannel_client.v1 import sms_channel_service_pb2 as sms
 from smschannel_client.v1 import workflow_service_pb2 as wf
 
+ANA, BRUNO, CARLA = "+34612345678", "+34699111222", "+34611000111"
+# Accepted by Instasent; DELIVERED once the fake's (or Instasent's) delivery report has come back.
+ACCEPTED = {"MESSAGE_STATUS_SENT", "MESSAGE_STATUS_DELIVERED"}
+
+
+class FlowFailed(Exception):
+    """A step did not have the outcome the article promises."""
+
+
+def expect(ok: bool, what: str) -> None:
+    """Stop the flow with `what` unless `ok`."""
+    if not ok:
+        raise FlowFailed(what)
+
 
 def _http(method: str, url: str, body: dict[str, Any] | None = None) -> Any:
     data = json.dumps(body).encode() if body is not None else None
     req = urllib.request.Request(url, data=data, method=method, headers={"content-type": "application/json"})
-    with urllib.request.urlopen(req, timeout=10) as resp:
-        return json.loads(resp.read())
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return json.loads(resp.read())
+    except urllib.error.HTTPError as e:
+        raise FlowFailed(f"{method} {url} answered {e.code}: {e.read().decode(errors='replace')}") from e
 
 
 async def wait_for(check: Callable[[], Any], what: str, seconds: float = 30) -> None:
+    """Poll `check` until true; FlowFailed after `seconds`."""
     for _ in range(int(seconds / 0.1)):
         if await check():
             return
         await asyncio.sleep(0.1)
-    raise TimeoutError(what)
+    raise FlowFailed(f"timed out waiting for {what}")
 
 
 async def run(
     target: str, admin_key: str, token: str, fake: str = "", store_id: str = "", say: Callable[[str], None] = print
 ) -> dict[str, Any]:
-    """Play the article; returns what happened (for tests)."""
+    """Play the article; returns what happened (for tests), or raises FlowFailed at the first step that failed."""
     store_id = store_id or f"shop-{uuid.uuid4().hex[:6]}"
     async with Client(target, admin_key) as admin:
         created = await admin.sms.CreateStore(
@@ -61,13 +85,16 @@ async def run(
                 )
             )
         )
-        say(f"   channel: token {config.api_token_hint} is {sms.TokenStatus.Name(config.token_status)}")
+        token_status = sms.TokenStatus.Name(config.token_status)
+        say(f"   channel: token {config.api_token_hint} is {token_status}")
+        expect(
+            config.token_status == sms.TOKEN_STATUS_VALID,
+            f"Instasent did not accept the token: {token_status} {config.token_status_message}".rstrip(),
+        )
         say(f"   paste into Instasent (API Tokens → Callback URL): {config.callback_url}")
         if fake:
-            path = config.callback_url.split("/instasent/", 1)[1]
-            sidecar = _sidecar_base(config.callback_url)
             await asyncio.to_thread(
-                _http, "POST", f"{fake}/_fake/tokens", {"token": token, "callback_url": f"{sidecar}/instasent/{path}"}
+                _http, "POST", f"{fake}/_fake/tokens", {"token": token, "callback_url": config.callback_url}
             )
 
         rows = [
@@ -91,6 +118,7 @@ async def run(
 
         imported = await client.contacts.ImportContacts(stream())
         say(f"2. imported {imported.created_count} contacts (national numbers → E.164; Carla has not consented)")
+        expect(imported.created_count == len(rows), f"{imported.created_count} of {len(rows)} contacts imported")
 
         content = await client.sms.CreateSmsContent(
             sms.CreateSmsContentRequest(
@@ -147,19 +175,26 @@ async def run(
         for m in log.messages:
             reason = f" ({m.status_reason})" if m.status_reason else ""
             say(f"   {m.recipient:>14} {common.MessageStatus.Name(m.status):<24} {m.text!r}{reason}")
-        result: dict[str, Any] = {
-            "store": store_id,
-            "statuses": {m.recipient: common.MessageStatus.Name(m.status) for m in log.messages},
-        }
+        statuses = {m.recipient: common.MessageStatus.Name(m.status) for m in log.messages}
+        expect(len(log.messages) == len(rows), f"{len(log.messages)} messages for {len(rows)} contacts")
+        for phone in (ANA, BRUNO):
+            expect(statuses.get(phone) in ACCEPTED, f"the message to {phone} is {statuses.get(phone)}, not SENT")
+        expect(statuses.get(CARLA) == "MESSAGE_STATUS_SKIPPED", f"Carla's message is {statuses.get(CARLA)}")
+        result: dict[str, Any] = {"store": store_id, "statuses": statuses}
         if fake:
+            # A message's id is its clientId at Instasent: this store's SMS among everyone's.
+            client_ids = {m.name.rsplit("/", 1)[1]: m.recipient for m in log.messages}
             received = (await asyncio.to_thread(_http, "GET", f"{fake}/_fake/messages"))["messages"]
-            mine = [r for r in received if r["token"] == token]
+            mine = [r for r in received if r["token"] == token and r["client_id"] in client_ids]
             say("5. what Instasent received:")
             for r in mine:
                 say(f"   to {r['to']} from {r['sender']}: {r['text']!r}")
-            ana = next(r for r in mine if r["to"] == "+34612345678")
-            await asyncio.to_thread(_http, "POST", f"{fake}/_fake/stop", {"id": ana["id"]})
+            expect(sorted(r["to"] for r in mine) == [ANA, BRUNO], f"Instasent received {[r['to'] for r in mine]}")
+            ana_client_id = next(c for c, phone in client_ids.items() if phone == ANA)
+            stop = {"token": token, "clientId": ana_client_id}
+            answer = await asyncio.to_thread(_http, "POST", f"{fake}/_fake/stop", stop)
             say("6. Ana clicked the unsubscribe link; Instasent called the callback URL with `stop`")
+            expect(answer.get("delivered") is True, "the sidecar did not acknowledge the `stop` callback")
             found = await client.contacts.ListContacts(
                 contacts.ListContactsRequest(parent=f"stores/{store_id}", filter="email = ana@example.com")
             )
@@ -168,22 +203,24 @@ async def run(
             )
             status = common.SmsSubscriptionStatus.Name(found.contacts[0].sms_subscription_status)
             say(f"   Ana is now {status}, with {len(acts.activities)} 'SMS unsubscribe' activity")
+            expect(status == "SMS_SUBSCRIPTION_STATUS_UNSUBSCRIBED", f"Ana is {status} after her opt-out")
+            expect(len(acts.activities) == 1, f"Ana has {len(acts.activities)} 'SMS unsubscribe' activities")
             result |= {"received": [r["to"] for r in mine], "ana": status, "ana_unsubscribes": len(acts.activities)}
         return result
 
 
-def _sidecar_base(callback_url: str) -> str:
-    return callback_url.split("/instasent/callbacks/", 1)[0]
-
-
 def main() -> None:
+    """The command line: play the article; exit status 1, with the reason, when a step fails."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--target", default="127.0.0.1:50051")
     parser.add_argument("--admin-key", required=True)
     parser.add_argument("--instasent-token", required=True)
     parser.add_argument("--fake-instasent", default="", help="base URL of the fake Instasent (demo only)")
     args = parser.parse_args()
-    asyncio.run(run(args.target, args.admin_key, args.instasent_token, args.fake_instasent))
+    try:
+        asyncio.run(run(args.target, args.admin_key, args.instasent_token, args.fake_instasent))
+    except FlowFailed as e:
+        raise SystemExit(f"the article flow failed: {e}") from None
 
 
 if __name__ == "__main__":
