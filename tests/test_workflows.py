@@ -23,7 +23,7 @@ from smschannel.v1 import sms_channel_service_pb2 as pb
 from smschannel.v1 import workflow_service_pb2 as wpb
 
 from .conftest import StoreCtx, Stubs, create_store, eventually, make_config
-from .rpc_errors import status_of
+from .rpc_errors import reason, status_of
 from .test_sending import content, literal, send, until_status
 
 SUBSCRIBED = common.SMS_SUBSCRIPTION_STATUS_SUBSCRIBED
@@ -123,6 +123,31 @@ async def test_activation_reports_every_violation_at_once(stubs: Stubs, sending_
     } <= found
     assert len([v for v in found if v == ("BAD_VARIABLES", "nodes/a")]) == 1
     assert sum(1 for t, s in violations(e.value) if (t, s) == ("BAD_VARIABLES", "nodes/a")) == 2
+    # A client that does not decode details still reads why: the first three reasons are in the message.
+    message = e.value.details() or ""
+    assert "nodes/a: " in message
+    assert "and " in message
+    assert "more" in message
+
+
+async def test_a_content_an_active_or_paused_workflow_uses_cannot_be_deleted(
+    stubs: Stubs, sending_store: StoreCtx
+) -> None:
+    used = await content(stubs, sending_store, "Gracias")
+    wf = await create_workflow(
+        stubs, sending_store, wpb.Trigger(event=wpb.EventTrigger(event_name="paid")), [send_node("s", used.name)]
+    )
+    delete = pb.DeleteSmsContentRequest(name=used.name)
+    await activate(stubs, sending_store, wf)
+    for _ in ("ACTIVE", "PAUSED"):
+        with pytest.raises(grpc.aio.AioRpcError) as e:
+            await stubs.sms.DeleteSmsContent(delete, metadata=sending_store.md)
+        assert e.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert reason(e.value) == "CONTENT_IN_USE"
+        assert wf.name in (e.value.details() or "")
+        await stubs.workflows.PauseWorkflow(wpb.PauseWorkflowRequest(name=wf.name), metadata=sending_store.md)
+    await stubs.workflows.DeleteWorkflow(wpb.DeleteWorkflowRequest(name=wf.name), metadata=sending_store.md)
+    await stubs.sms.DeleteSmsContent(delete, metadata=sending_store.md)
 
 
 async def test_a_loop_with_a_wait_is_fine_and_an_empty_graph_is_not(stubs: Stubs, sending_store: StoreCtx) -> None:

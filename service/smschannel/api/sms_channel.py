@@ -17,7 +17,8 @@ from ..domain.messages import SmsContent
 from ..domain.phones import normalize_country
 from ..domain.stores import ApiKey, Store, new_store
 from ..domain.templates import validate_text, variables_of
-from ..errors import Aborted, FieldViolation, InvalidArgument, NotFound, echo
+from ..domain.workflows import WorkflowState
+from ..errors import Aborted, FailedPrecondition, FieldViolation, InvalidArgument, NotFound, Violation, echo
 from ..filters import Term, parse_filter
 from ..names import (
     ApiKeyName,
@@ -270,11 +271,28 @@ class SmsChannelServicer(pb_grpc.SmsChannelServiceServicer):
     async def DeleteSmsContent(
         self, request: pb.DeleteSmsContentRequest, context: grpc.aio.ServicerContext
     ) -> empty_pb2.Empty:
-        """Delete an SMS content; logged messages keep their text."""
+        """Delete an SMS content; logged messages keep their text. Refused while an ACTIVE or PAUSED
+        workflow sends or counts it (its runs would fail): pause it no more, edit or delete it first."""
         name = SmsContentName.parse("name", request.name)
         await self._get_store(StoreName(name.store))
+        users = await self._workflows_using(name.store, name.sms_content)
+        if users:
+            why = f"{name} is used by {len(users)} workflow(s) that can still run: {', '.join(users[:3])}"
+            violations = [Violation("CONTENT_IN_USE", user, f"sends or counts {name}") for user in users]
+            raise FailedPrecondition(why, violations, reason="CONTENT_IN_USE")
         await self._storage.sms_contents.delete(name.store, name.sms_content, request.etag)
         return empty_pb2.Empty()
+
+    async def _workflows_using(self, store_id: str, content_id: str) -> list[str]:
+        """The ACTIVE and PAUSED workflows of a store whose nodes name this content (a DRAFT's
+        activation checks its contents anyway)."""
+        users = []
+        for state in (WorkflowState.ACTIVE, WorkflowState.PAUSED):
+            after = 0
+            while page := await self._storage.workflows.page(store_id, state, after, 100):
+                users += [str(WorkflowName(store_id, wf.id)) for _, wf in page if content_id in wf.sms_contents()]
+                after = page[-1][0]
+        return users
 
     async def AnalyzeSmsText(
         self, request: pb.AnalyzeSmsTextRequest, context: grpc.aio.ServicerContext

@@ -186,6 +186,14 @@ class Workflow:
         """The node with this id."""
         return next((n for n in self.nodes if n.id == node_id), None)
 
+    def sms_contents(self) -> set[str]:
+        """The ids of the SMS contents its nodes send or count."""
+        return {
+            n.step.sms_content
+            for n in self.nodes
+            if isinstance(n.step, SendSmsStep | ReceivedSmsStep) and n.step.sms_content
+        }
+
 
 def graph_violations(
     wf: Workflow,
