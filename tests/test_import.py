@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import AsyncIterator, Sequence
 
 import grpc
@@ -203,3 +205,33 @@ async def test_rows_naming_a_missing_contact_or_lifting_a_rejection_are_row_erro
     assert all(
         c.mobile_phone_status != common.MOBILE_PHONE_STATUS_ACTIVE for c in listed.contacts if c.email == "rej@x.co"
     )
+
+
+async def test_an_abandoned_import_is_logged_cancelled(
+    stubs: Stubs, es_store: StoreCtx, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A client that goes away mid-stream: the access log says CANCELLED, not OK."""
+    sent = asyncio.Event()
+
+    async def rows() -> AsyncIterator[pb.ImportContactsRequest]:
+        yield pb.ImportContactsRequest(parent=es_store.name, contacts=[pb.Contact(email="half@x.co")])
+        sent.set()
+        await asyncio.Event().wait()  # never finishes the stream
+
+    with caplog.at_level(logging.INFO, logger="smschannel.rpc"):
+        call = stubs.contacts.ImportContacts(rows(), metadata=es_store.md)
+        await sent.wait()
+        call.cancel()
+
+        def logged() -> list[str]:
+            return [
+                str(getattr(r, "code", ""))
+                for r in caplog.records
+                if getattr(r, "method", "") == "/smschannel.v1.ContactsService/ImportContacts"
+            ]
+
+        for _ in range(200):
+            if logged():
+                break
+            await asyncio.sleep(0.01)
+    assert logged() == ["CANCELLED"]
