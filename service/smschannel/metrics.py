@@ -83,9 +83,9 @@ class Metrics:
         """Count messages by what the provider did with them."""
         self.provider.labels(outcome).inc(count)
 
-    def observe_callback(self, status: str, outcome: str) -> None:
-        """Count one callback."""
-        self.callbacks.labels(status[:20], outcome).inc()
+    def observe_callback(self, status: str, outcome: str, count: int = 1) -> None:
+        """Count callbacks of one status and outcome."""
+        self.callbacks.labels(status[:20], outcome).inc(count)
 
     def serve(self, addr: str) -> None:
         """Expose /metrics on `addr` (a failure to bind is logged, never fatal)."""

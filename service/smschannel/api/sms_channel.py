@@ -18,7 +18,16 @@ from ..domain.phones import normalize_country
 from ..domain.stores import ApiKey, Store, new_store
 from ..domain.templates import validate_text, variables_of
 from ..domain.workflows import WorkflowState
-from ..errors import Aborted, FailedPrecondition, FieldViolation, InvalidArgument, NotFound, Violation, echo
+from ..errors import (
+    Aborted,
+    DomainError,
+    FailedPrecondition,
+    FieldViolation,
+    InvalidArgument,
+    NotFound,
+    Violation,
+    echo,
+)
 from ..filters import Term, parse_filter
 from ..names import (
     ApiKeyName,
@@ -32,7 +41,7 @@ from ..names import (
     validate_id,
 )
 from ..operations.channel import ChannelChanges, ChannelOps
-from ..operations.provider_events import ProviderEvent, ProviderEvents
+from ..operations.provider_events import EventOutcome, ProviderEvent, ProviderEvents
 from ..operations.sending import Sender, SendRequest
 from ..storage import MessageQuery, Storage
 from ..v1 import sms_channel_service_pb2 as pb
@@ -41,6 +50,7 @@ from .convert import time_from_proto, timestamp
 from .interceptor import current_principal
 from .messages_proto import content_to_proto, mappings_from_proto, message_to_proto
 from .pagination import PageTokens, page_size
+from .status import code_of
 
 __all__ = ["SmsChannelServicer"]
 
@@ -113,6 +123,36 @@ _OUTCOMES = {
     "unknown_message": pb.PROVIDER_EVENT_OUTCOME_UNKNOWN_MESSAGE,
     "ignored": pb.PROVIDER_EVENT_OUTCOME_IGNORED,
 }
+
+MAX_EVENT_BATCH = 500
+
+
+def _event_from_proto(request: pb.ReportProviderEventRequest, prefix: str) -> ProviderEvent:
+    """A callback as the sidecar reported it."""
+    parent = StoreName.parse(prefix + "parent", request.parent)
+    has_time = request.HasField("event_time")
+    return ProviderEvent(
+        store_id=parent.store,
+        callback_secret=request.callback_secret,
+        status=request.status,
+        provider_id=request.provider_id.strip(),
+        client_id=request.client_id.strip(),
+        code=request.code,
+        event_time=time_from_proto(prefix + "event_time", request.event_time) if has_time else None,
+    )
+
+
+def _event_answer(store_id: str, outcome: EventOutcome) -> pb.ReportProviderEventResponse:
+    return pb.ReportProviderEventResponse(
+        outcome=_OUTCOMES[outcome.outcome],
+        message=str(MessageName(store_id, outcome.message.id)) if outcome.message else "",
+        contacts=list(outcome.contacts),
+    )
+
+
+def _failed_event(error: DomainError) -> pb.ProviderEventResult:
+    return pb.ProviderEventResult(code=code_of(error), error_message=error.message[:300])
+
 
 _MESSAGE_FILTERS = {
     "contact": {"="},
@@ -196,24 +236,30 @@ class SmsChannelServicer(pb_grpc.SmsChannelServiceServicer):
     ) -> pb.ReportProviderEventResponse:
         """Apply one Instasent callback (the sidecar's provider-events key only)."""
         current_principal().require(Role.PROVIDER_EVENTS, "report provider events")
-        parent = StoreName.parse("parent", request.parent)
-        has_time = request.HasField("event_time")
-        outcome = await self._events.apply(
-            ProviderEvent(
-                store_id=parent.store,
-                callback_secret=request.callback_secret,
-                status=request.status,
-                provider_id=request.provider_id.strip(),
-                client_id=request.client_id.strip(),
-                code=request.code,
-                event_time=time_from_proto("event_time", request.event_time) if has_time else None,
-            )
-        )
-        return pb.ReportProviderEventResponse(
-            outcome=_OUTCOMES[outcome.outcome],
-            message=str(MessageName(parent.store, outcome.message.id)) if outcome.message else "",
-            contacts=list(outcome.contacts),
-        )
+        event = _event_from_proto(request, "")
+        return _event_answer(event.store_id, await self._events.apply(event))
+
+    async def BatchReportProviderEvents(
+        self, request: pb.BatchReportProviderEventsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.BatchReportProviderEventsResponse:
+        """Apply the callbacks the sidecar has in flight, in one transaction; one result each."""
+        current_principal().require(Role.PROVIDER_EVENTS, "report provider events")
+        if not 1 <= len(request.requests) <= MAX_EVENT_BATCH:
+            raise InvalidArgument("requests", f"1 to {MAX_EVENT_BATCH} callbacks")
+        results: list[pb.ProviderEventResult | None] = [None] * len(request.requests)
+        events: list[tuple[int, ProviderEvent]] = []
+        for i, one in enumerate(request.requests):
+            try:
+                events.append((i, _event_from_proto(one, f"requests[{i}].")))
+            except DomainError as e:
+                results[i] = _failed_event(e)
+        outcomes = await self._events.apply_many([event for _, event in events])
+        for (i, event), outcome in zip(events, outcomes, strict=True):
+            if isinstance(outcome, DomainError):
+                results[i] = _failed_event(outcome)
+            else:
+                results[i] = pb.ProviderEventResult(response=_event_answer(event.store_id, outcome))
+        return pb.BatchReportProviderEventsResponse(results=[r for r in results if r is not None])
 
     # -- SMS contents ----------------------------------------------------------------------
 

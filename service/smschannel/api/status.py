@@ -19,7 +19,7 @@ from ..errors import (
     Unavailable,
 )
 
-__all__ = ["DOMAIN", "internal_status", "to_status", "with_request_id"]
+__all__ = ["DOMAIN", "code_of", "internal_status", "to_status", "with_request_id"]
 
 DOMAIN = "smschannel.example.com"
 # An error's texts ride in the trailers, which clients cap (8 KiB by default): bounded whatever the input.
@@ -54,9 +54,14 @@ def _pack(*details: object) -> list[any_pb2.Any]:
     return packed
 
 
+def code_of(err: DomainError) -> int:
+    """The google.rpc.Code of a domain error."""
+    return next((c for t, c in _CODES if isinstance(err, t)), code_pb2.UNKNOWN)
+
+
 def to_status(err: DomainError) -> grpc.Status:
     """The gRPC status for a domain error: its code, message, ErrorInfo and field/precondition details."""
-    code = next((c for t, c in _CODES if isinstance(err, t)), code_pb2.UNKNOWN)
+    code = code_of(err)
     message = err.message
     details: list[object] = [error_details_pb2.ErrorInfo(reason=err.reason, domain=DOMAIN)]
     if isinstance(err, InvalidArgument):

@@ -15,15 +15,18 @@ from __future__ import annotations
 
 import hmac
 import logging
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from ..domain.enums import ActivitySource, ActivityType, MessageStatus
 from ..domain.messages import Message, message_activity, provider_status
-from ..errors import InvalidArgument, NotFound
+from ..domain.stores import Store
+from ..errors import DomainError, InvalidArgument, NotFound
 from ..names import ContactName
-from ..storage import MessageUpdate, PhoneChange, Storage
+from ..records import record
+from ..storage import EventChange, MessageUpdate, PhoneChange, Storage
 from .channel import ChannelOps
 from .contacts import ContactOps
 
@@ -49,7 +52,7 @@ def _utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class ProviderEvent:
     """One callback as Instasent sent it."""
 
@@ -62,13 +65,23 @@ class ProviderEvent:
     event_time: datetime | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class EventOutcome:
     """What an event did: applied, duplicate, unknown_message or ignored; the message and contacts touched."""
 
     outcome: str
     message: Message | None = None
     contacts: tuple[str, ...] = ()
+
+
+@record
+class _Judged:
+    """An event whose store and secret hold, with its status read."""
+
+    event: ProviderEvent
+    store: Store
+    status: str
+    new_status: MessageStatus | None
 
 
 @dataclass
@@ -79,7 +92,7 @@ class ProviderEvents:
     channel: ChannelOps
     contacts: ContactOps
     clock: Callable[[], datetime] = field(default=_utcnow)
-    observe: Callable[[str, str], None] | None = None  # (status, outcome) for metrics
+    observe: Callable[[str, str, int], None] | None = None  # (status, outcome, count) for metrics
 
     async def apply(self, event: ProviderEvent) -> EventOutcome:
         """Apply one callback. A wrong store or secret is NotFound, whichever it is.
@@ -87,51 +100,96 @@ class ProviderEvents:
         The store and the secret are checked before any field of the event: the sidecar relies on it
         to answer 404 to a wrong secret whatever the body (it reports a malformed one with an empty
         status, which is INVALID_ARGUMENT only behind the right secret)."""
-        not_found = NotFound(f"stores/{event.store_id}/callbacks")
-        store = await self.storage.stores.get(event.store_id)
-        if store is None:
-            raise not_found
-        config = await self.channel.get(event.store_id)
-        if not hmac.compare_digest(event.callback_secret.encode(), config.callback_secret.encode()):
-            raise not_found
+        (outcome,) = await self.apply_many([event])
+        if isinstance(outcome, DomainError):
+            raise outcome
+        return outcome
+
+    async def apply_many(self, events: Sequence[ProviderEvent]) -> list[EventOutcome | DomainError]:
+        """Apply callbacks of any stores, each as `apply` would, their effects in one transaction; each
+        its outcome, or the error `apply` would raise for it (it does not stop the others)."""
+        results: list[EventOutcome | DomainError | None] = [None] * len(events)
+        counts: Counter[tuple[str, str]] = Counter()  # (status, outcome) → callbacks, for the metrics
+
+        def done(status: str, outcome: EventOutcome) -> EventOutcome:
+            counts[status, outcome.outcome] += 1
+            return outcome
+
+        judged: list[tuple[int, _Judged]] = []
+        stores: dict[str, Store | None] = {}
+        for i, event in enumerate(events):
+            try:
+                judged.append((i, await self._judge(event, stores)))
+            except DomainError as e:
+                results[i] = e
+        found = await self._find_all(judged)
+        now = self.clock()
+        changes: list[tuple[int, str, Message, EventChange]] = []
+        for i, j in judged:
+            if j.new_status is None and j.status != "stop":
+                log.warning("unknown callback status", extra={"store": j.store.id, "status": j.status[:40]})
+                results[i] = done("other", EventOutcome("ignored"))
+            elif (message := found.get(i)) is None:
+                log.warning("callback for no known message", extra={"store": j.store.id, "status": j.status})
+                results[i] = done(j.status, EventOutcome("unknown_message"))
+            else:
+                changes.append((i, j.status, message, self._change(j, message, now)))
+        # Every event's effects and its record in one transaction: each applied once, or not at all.
+        effects = await self.storage.messages.apply_events([c for _, _, _, c in changes]) if changes else []
+        for (i, status, message, _), effect in zip(changes, effects, strict=True):
+            if effect is None:  # this (provider id, status) was applied before
+                results[i] = done(status, EventOutcome("duplicate", message))
+                continue
+            contacts = tuple(str(ContactName(c.store_id, c.id)) for c, changed in effect.contacts if changed)
+            applied = any(effect.messages) or bool(contacts)
+            results[i] = done(status, EventOutcome("applied" if applied else "duplicate", message, contacts))
+        if self.observe is not None:
+            for (status, outcome), count in counts.items():
+                self.observe(status, outcome, count)
+        return [r for r in results if r is not None]
+
+    async def _judge(self, event: ProviderEvent, stores: dict[str, Store | None]) -> _Judged:
+        """The event's store, checked against its secret, and its status; NotFound or InvalidArgument."""
+        if event.store_id not in stores:
+            stores[event.store_id] = await self.storage.stores.get(event.store_id)
+        store = stores[event.store_id]
+        if store is None or not hmac.compare_digest(
+            event.callback_secret.encode(), (await self.channel.get(event.store_id)).callback_secret.encode()
+        ):
+            raise NotFound(f"stores/{event.store_id}/callbacks")  # whichever of the two is wrong
         status = event.status.strip().lower()
         if not status:
             raise InvalidArgument("status", "required: the callback's status")
-        new_status = provider_status(status)
-        if new_status is None and status != "stop":
-            log.warning("unknown callback status", extra={"store": event.store_id, "status": status[:40]})
-            return self._done("other", EventOutcome("ignored"))
-        message = await self._find(event)
-        if message is None:
-            log.warning("callback for no known message", extra={"store": event.store_id, "status": status})
-            return self._done(status, EventOutcome("unknown_message"))
-        key = message.provider_id or message.id
-        now = self.clock()
+        return _Judged(event, store, status, provider_status(status))
+
+    async def _find_all(self, judged: list[tuple[int, _Judged]]) -> dict[int, Message]:
+        """The message of each event (by its position) that has one to find: by clientId, else by
+        Instasent's id, read a store at a time."""
+        wanted = [(i, j) for i, j in judged if j.new_status is not None or j.status == "stop"]
+        found: dict[int, Message] = {}
+        for store_id in {j.store.id for _, j in wanted}:
+            mine = [(i, j.event) for i, j in wanted if j.store.id == store_id]
+            by_id = await self.storage.messages.get_many(store_id, {e.client_id for _, e in mine if e.client_id})
+            missing = {e.provider_id for _, e in mine if e.provider_id and e.client_id not in by_id}
+            by_provider = await self.storage.messages.find_by_provider_ids(store_id, missing) if missing else {}
+            for i, e in mine:
+                message = by_id.get(e.client_id) or by_provider.get(e.provider_id)
+                if message is not None:
+                    found[i] = message
+        return found
+
+    def _change(self, j: _Judged, message: Message, now: datetime) -> EventChange:
+        """What the event does to its message and to the contacts of the message's phone."""
         updates: list[MessageUpdate] = []
         change = None
-        if status == "stop":
-            change = PhoneChange(message.recipient, self.contacts.unsubscribe_change(store, ActivitySource.PROVIDER))
-        elif new_status is not None:
-            updates.append(self._update(message, new_status, event, now))
-            if new_status is MessageStatus.REJECTED:
-                reject = self.contacts.reject_change(store, ActivitySource.PROVIDER)
+        if j.status == "stop":
+            change = PhoneChange(message.recipient, self.contacts.unsubscribe_change(j.store, ActivitySource.PROVIDER))
+        elif j.new_status is not None:
+            updates.append(self._update(message, j.new_status, j.event, now))
+            if j.new_status is MessageStatus.REJECTED:
+                reject = self.contacts.reject_change(j.store, ActivitySource.PROVIDER)
                 change = PhoneChange(message.recipient, reject)
-        # The effects and the event's record in one transaction: applied once, or not at all.
-        effects = await self.storage.messages.apply_event(event.store_id, key, status, now, updates, change)
-        if effects is None:  # this (provider id, status) was applied before
-            return self._done(status, EventOutcome("duplicate", message))
-        changed_contacts = tuple(str(ContactName(c.store_id, c.id)) for c, changed in effects.contacts if changed)
-        applied = any(effects.messages) or bool(changed_contacts)
-        return self._done(status, EventOutcome("applied" if applied else "duplicate", message, changed_contacts))
-
-    async def _find(self, event: ProviderEvent) -> Message | None:
-        if event.client_id:
-            found = await self.storage.messages.get(event.store_id, event.client_id)
-            if found is not None:
-                return found
-        if event.provider_id:
-            return await self.storage.messages.find_by_provider_id(event.store_id, event.provider_id)
-        return None
+        return EventChange(j.store.id, message.provider_id or message.id, j.status, now, tuple(updates), change)
 
     @staticmethod
     def _update(message: Message, new: MessageStatus, event: ProviderEvent, now: datetime) -> MessageUpdate:
@@ -148,8 +206,3 @@ class ProviderEvents:
             delivery_time=(event.event_time or now) if new is MessageStatus.DELIVERED else None,
             activity=message_activity(message, kind, now, reason) if kind else None,
         )
-
-    def _done(self, status: str, outcome: EventOutcome) -> EventOutcome:
-        if self.observe is not None:
-            self.observe(status, outcome.outcome)
-        return outcome

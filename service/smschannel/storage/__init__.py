@@ -23,6 +23,7 @@ __all__ = [
     "ContactKey",
     "ContactQuery",
     "ContactRepository",
+    "EventChange",
     "EventEffects",
     "MessageQuery",
     "MessageRepository",
@@ -96,7 +97,7 @@ class MessageQuery:
     until: datetime | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class MessageUpdate:
     """A status change of one message, applied only while it is in one of the `expect` statuses."""
 
@@ -117,7 +118,7 @@ class MessageUpdate:
     segments: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class PhoneChange:
     """A change to every contact of the store with this phone (a provider's opt-out or rejection)."""
 
@@ -125,7 +126,20 @@ class PhoneChange:
     mutation: Mutation
 
 
-@dataclass(frozen=True, slots=True)
+@record
+class EventChange:
+    """A provider event to record once, with its effects: applied only if (store, provider key,
+    status) was never recorded."""
+
+    store_id: str
+    provider_key: str  # Instasent's id of the message, else ours
+    status: str
+    time: datetime
+    updates: tuple[MessageUpdate, ...] = ()
+    phone_change: PhoneChange | None = None
+
+
+@record
 class EventEffects:
     """What a provider event changed: each message update, and each contact with whether it changed."""
 
@@ -267,8 +281,12 @@ class MessageRepository(Protocol):
         """The message, or None."""
         ...
 
-    async def find_by_provider_id(self, store_id: str, provider_id: str) -> Message | None:
-        """The message with this provider id, or None."""
+    async def get_many(self, store_id: str, message_ids: Collection[str]) -> dict[str, Message]:
+        """The messages with these ids, by id (absent when unknown)."""
+        ...
+
+    async def find_by_provider_ids(self, store_id: str, provider_ids: Collection[str]) -> dict[str, Message]:
+        """The messages with these provider ids, by provider id (absent when unknown)."""
         ...
 
     async def find_by_request(self, store_id: str, request_id: str) -> Message | None:
@@ -305,17 +323,10 @@ class MessageRepository(Protocol):
         """How many SMS the contact received (SENT or DELIVERED) matching, by an indexed query."""
         ...
 
-    async def apply_event(
-        self,
-        store_id: str,
-        provider_id: str,
-        status: str,
-        now: datetime,
-        updates: Sequence[MessageUpdate] = (),
-        phone_change: PhoneChange | None = None,
-    ) -> EventEffects | None:
-        """A callback's effects (message updates, a change to the contacts of a phone) and its record,
-        in one transaction: None, and nothing changed, when this (provider id, status) was recorded."""
+    async def apply_events(self, events: Sequence[EventChange]) -> list[EventEffects | None]:
+        """Provider events' records and effects (message updates, changes to the contacts of a phone),
+        in order, in one transaction: None for an event whose (store, provider key, status) was
+        recorded before, or earlier in the batch, and which changes nothing."""
         ...
 
 

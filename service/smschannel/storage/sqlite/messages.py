@@ -4,22 +4,23 @@ from __future__ import annotations
 
 import operator
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import fields
 from datetime import datetime
+from enum import IntEnum
 from typing import Any
 
 from ...domain.contacts import Activity
 from ...domain.enums import MessageStatus, RecipientMode, SmsEncoding, SmsType
 from ...domain.messages import Message, SmsContent
 from ...errors import Aborted
-from .. import EventEffects, MessageQuery, MessageUpdate, PhoneChange
+from .. import EventChange, EventEffects, MessageQuery, MessageUpdate
 from .contacts import INSERT_ACTIVITY, activity_params, apply_to_phone
 from .db import Database, Row, from_micros, to_micros
 
 __all__ = ["SqliteMessages", "SqliteSmsContents"]
 
-_ENUMS: dict[str, type] = {
+_ENUMS: dict[str, type[IntEnum]] = {
     "type": SmsType,
     "recipient_mode": RecipientMode,
     "status": MessageStatus,
@@ -30,8 +31,18 @@ _MESSAGE_COLUMNS = [f.name for f in fields(Message)]
 _INSERT_MESSAGE = (
     f"INSERT INTO messages ({', '.join(_MESSAGE_COLUMNS)}) VALUES ({', '.join('?' * len(_MESSAGE_COLUMNS))})"
 )
+# Messages are read by position, after their seq (unpacking a row costs less than looking columns up by name).
+_SELECT_MESSAGE = f"SELECT seq, {', '.join(_MESSAGE_COLUMNS)} FROM messages"
 
 
+_IN_CHUNK = 500  # bound parameters per IN (...) lookup
+# Message ids are unique by themselves: `+store_id` keeps SQLite from choosing the (store, seq) index
+# for `store_id = ?`, which scanned every message of the store for each batch of callbacks. Provider
+# ids are unique per store; `!= ''` lets SQLite use their partial index (which leaves out empty ones).
+_BY_KEYS = {
+    "id": _SELECT_MESSAGE + " WHERE id IN ({marks}) AND +store_id = ?",
+    "provider_id": _SELECT_MESSAGE + " WHERE provider_id != '' AND provider_id IN ({marks}) AND store_id = ?",
+}
 _MESSAGE_VALUES = operator.attrgetter(*_MESSAGE_COLUMNS)  # all columns' values in one C call
 _TIME_AT = [i for i, name in enumerate(_MESSAGE_COLUMNS) if name in _TIMES]
 _ENUM_AT = [i for i, name in enumerate(_MESSAGE_COLUMNS) if name in _ENUMS]
@@ -48,17 +59,20 @@ def _message_params(m: Message) -> list[Any]:
     return values
 
 
+_FROM_INT = {
+    i: {int(member): member for member in _ENUMS[name]} for i, name in enumerate(_MESSAGE_COLUMNS) if name in _ENUMS
+}
+
+
 def message_from_row(row: Row) -> Message:
-    """A messages row → Message."""
-    values: dict[str, Any] = {}
-    for name in _MESSAGE_COLUMNS:
-        value = row[name]
-        if name in _TIMES:
-            value = None if value is None else from_micros(value)
-        elif name in _ENUMS:
-            value = _ENUMS[name](value)
-        values[name] = value
-    return Message(**values)
+    """A row of `_SELECT_MESSAGE` (its seq first) → Message."""
+    values = list(row)[1:]
+    for i in _TIME_AT:
+        if values[i] is not None:
+            values[i] = from_micros(values[i])
+    for i, members in _FROM_INT.items():
+        values[i] = members[values[i]]  # a dict, not the enum's call
+    return Message(*values)
 
 
 def _add(conn: sqlite3.Connection, messages: Sequence[Message]) -> list[Message]:
@@ -72,7 +86,7 @@ def _add(conn: sqlite3.Connection, messages: Sequence[Message]) -> list[Message]
         for i in range(0, len(request_ids), 500):
             chunk = request_ids[i : i + 500]
             sql = (
-                "SELECT * FROM messages WHERE store_id = ? AND request_id != ''"
+                f"{_SELECT_MESSAGE} WHERE store_id = ? AND request_id != ''"
                 f" AND request_id IN ({','.join('?' * len(chunk))})"
             )
             for row in conn.execute(sql, (store_id, *chunk)):
@@ -107,21 +121,32 @@ class SqliteMessages:
 
     async def get(self, store_id: str, message_id: str) -> Message | None:
         """The message, or None."""
-        row = await self._db.fetch_one("SELECT * FROM messages WHERE store_id = ? AND id = ?", (store_id, message_id))
+        row = await self._db.fetch_one(f"{_SELECT_MESSAGE} WHERE store_id = ? AND id = ?", (store_id, message_id))
         return None if row is None else message_from_row(row)
 
-    async def find_by_provider_id(self, store_id: str, provider_id: str) -> Message | None:
-        """The message Instasent knows by this id, or None."""
-        row = await self._db.fetch_one(
-            "SELECT * FROM messages WHERE store_id = ? AND provider_id != '' AND provider_id = ?",
-            (store_id, provider_id),
-        )
-        return None if row is None else message_from_row(row)
+    async def get_many(self, store_id: str, message_ids: Collection[str]) -> dict[str, Message]:
+        """The messages with these ids, by id: a bounded IN by primary key, read inline."""
+        return {m.id: m for m in await self._by_keys("id", store_id, message_ids)}
+
+    async def find_by_provider_ids(self, store_id: str, provider_ids: Collection[str]) -> dict[str, Message]:
+        """The messages Instasent knows by these ids, by provider id."""
+        return {m.provider_id: m for m in await self._by_keys("provider_id", store_id, provider_ids)}
+
+    async def _by_keys(self, column: str, store_id: str, keys: Collection[str]) -> list[Message]:
+        found: list[Message] = []
+        ordered = sorted(keys)
+        for i in range(0, len(ordered), _IN_CHUNK):
+            chunk = ordered[i : i + _IN_CHUNK]
+            rows = await self._db.fetch_by_keys(
+                _BY_KEYS[column].format(marks=",".join("?" * len(chunk))), (*chunk, store_id)
+            )
+            found += [message_from_row(r) for r in rows]
+        return found
 
     async def find_by_request(self, store_id: str, request_id: str) -> Message | None:
         """The message created by this request id, or None."""
         row = await self._db.fetch_one(
-            "SELECT * FROM messages WHERE store_id = ? AND request_id != '' AND request_id = ?", (store_id, request_id)
+            f"{_SELECT_MESSAGE} WHERE store_id = ? AND request_id != '' AND request_id = ?", (store_id, request_id)
         )
         return None if row is None else message_from_row(row)
 
@@ -150,15 +175,14 @@ class SqliteMessages:
             where.append("create_time < ?")
             params.append(to_micros(query.until))
         rows = await self._db.fetch_all(
-            f"SELECT * FROM messages WHERE {' AND '.join(where)} ORDER BY seq DESC LIMIT ?", (*params, limit)
+            f"{_SELECT_MESSAGE} WHERE {' AND '.join(where)} ORDER BY seq DESC LIMIT ?", (*params, limit)
         )
-        return [(row["seq"], message_from_row(row)) for row in rows]
+        return [(row[0], message_from_row(row)) for row in rows]
 
     async def due(self, now: datetime, limit: int) -> list[Message]:
         """QUEUED messages whose next attempt is due, oldest first."""
         rows = await self._db.fetch_all(
-            "SELECT * FROM messages WHERE status = 1 AND next_attempt_time <= ?"
-            " ORDER BY next_attempt_time, seq LIMIT ?",
+            f"{_SELECT_MESSAGE} WHERE status = 1 AND next_attempt_time <= ? ORDER BY next_attempt_time, seq LIMIT ?",
             (to_micros(now), limit),
         )
         return [message_from_row(r) for r in rows]
@@ -175,26 +199,30 @@ class SqliteMessages:
             return []
         return await self._db.write(lambda conn: _apply_updates(conn, updates))
 
-    async def apply_event(
-        self,
-        store_id: str,
-        provider_id: str,
-        status: str,
-        now: datetime,
-        updates: Sequence[MessageUpdate] = (),
-        phone_change: PhoneChange | None = None,
-    ) -> EventEffects | None:
-        """A callback's effects and its record in one transaction: the record goes first, so a
-        duplicate changes nothing, and a failure leaves no record (the retried callback applies)."""
+    async def apply_events(self, events: Sequence[EventChange]) -> list[EventEffects | None]:
+        """Callbacks' records and effects in one transaction. Each record goes first, so a duplicate
+        (before, or earlier in the batch) changes nothing, and a failure leaves no record: the
+        retried callbacks apply. The message updates of all the batch are applied together, in order."""
 
-        def run(conn: sqlite3.Connection) -> EventEffects | None:
-            if not conn.execute(_RECORD_EVENT, (store_id, provider_id, status, to_micros(now))).rowcount:
-                return None
-            changed = _apply_updates(conn, updates) if updates else []
-            contacts = apply_to_phone(conn, store_id, phone_change.phone, phone_change.mutation) if phone_change else []
-            return EventEffects(changed, contacts)
+        def run(conn: sqlite3.Connection) -> list[EventEffects | None]:
+            fresh = [
+                bool(conn.execute(_RECORD_EVENT, (e.store_id, e.provider_key, e.status, to_micros(e.time))).rowcount)
+                for e in events
+            ]
+            updates = [u for e, new in zip(events, fresh, strict=True) if new for u in e.updates]
+            changed = iter(_apply_updates(conn, updates) if updates else [])
+            effects: list[EventEffects | None] = []
+            for e, new in zip(events, fresh, strict=True):
+                if not new:
+                    effects.append(None)
+                    continue
+                messages = [next(changed) for _ in e.updates]
+                change = e.phone_change
+                contacts = apply_to_phone(conn, e.store_id, change.phone, change.mutation) if change else []
+                effects.append(EventEffects(messages, contacts))
+            return effects
 
-        return await self._db.write(run)
+        return await self._db.write_rows(len(events), run)
 
     async def count_received(
         self,

@@ -1,0 +1,142 @@
+"""BatchReportProviderEvents and the sidecar's Batcher: callbacks in flight applied together, each
+judged alone, answered only once stored."""
+
+from __future__ import annotations
+
+import asyncio
+
+import grpc
+import pytest
+from google.rpc import code_pb2
+
+from smschannel.auth import derive_provider_events_key
+from smschannel.sidecar.batcher import Batcher
+from smschannel.v1 import common_pb2 as common
+from smschannel.v1 import contacts_service_pb2 as cpb
+from smschannel.v1 import sms_channel_service_pb2 as pb
+
+from .conftest import SECRET_KEY, StoreCtx, Stubs, eventually
+from .test_sending import content, message, send
+
+EVENTS = (("authorization", f"Bearer {derive_provider_events_key(SECRET_KEY)}"),)
+
+
+async def secret_of(stubs: Stubs, store: StoreCtx) -> str:
+    config = await stubs.sms.GetSmsChannelConfig(
+        pb.GetSmsChannelConfigRequest(name=f"{store.name}/smsChannelConfig"), metadata=store.md
+    )
+    return str(config.callback_url.rsplit("/", 1)[1])
+
+
+async def sent_message(stubs: Stubs, store: StoreCtx, phone: str) -> pb.Message:
+    c = await stubs.contacts.CreateContact(
+        cpb.CreateContactRequest(parent=store.name, contact=cpb.Contact(mobile_phone=phone)), metadata=store.md
+    )
+    text = await content(stubs, store, "Pedido enviado")
+    m = await send(stubs, store, sms_content=text.name, contact=c.name)
+
+    async def sent() -> bool:
+        return (await message(stubs, store, m.name)).status == common.MESSAGE_STATUS_SENT
+
+    await eventually(sent, "the SMS at Instasent")
+    return await message(stubs, store, m.name)
+
+
+async def test_each_event_of_a_batch_is_judged_alone(
+    stubs: Stubs, sending_store: StoreCtx, other_store: StoreCtx
+) -> None:
+    m = await sent_message(stubs, sending_store, "612 000 901")
+    secret = await secret_of(stubs, sending_store)
+    client_id = m.name.rsplit("/", 1)[1]
+
+    def event(**fields: str) -> pb.ReportProviderEventRequest:
+        base = {"parent": sending_store.name, "callback_secret": secret, "client_id": client_id, "status": "delivered"}
+        return pb.ReportProviderEventRequest(**(base | fields))
+
+    answer = await stubs.sms.BatchReportProviderEvents(
+        pb.BatchReportProviderEventsRequest(
+            requests=[
+                event(),
+                event(),  # the same callback again, in the same batch
+                event(callback_secret="wrong"),
+                event(parent=other_store.name),  # another store's name with this store's secret
+                event(status=""),
+                event(client_id="nosuchmessage"),
+                event(status="banana"),
+                event(parent="stores/X!"),
+            ]
+        ),
+        metadata=EVENTS,
+    )
+    got = [(r.code, pb.ProviderEventOutcome.Name(r.response.outcome) if r.code == 0 else "") for r in answer.results]
+    assert got == [
+        (code_pb2.OK, "PROVIDER_EVENT_OUTCOME_APPLIED"),
+        (code_pb2.OK, "PROVIDER_EVENT_OUTCOME_DUPLICATE"),
+        (code_pb2.NOT_FOUND, ""),
+        (code_pb2.NOT_FOUND, ""),
+        (code_pb2.INVALID_ARGUMENT, ""),
+        (code_pb2.OK, "PROVIDER_EVENT_OUTCOME_UNKNOWN_MESSAGE"),
+        (code_pb2.OK, "PROVIDER_EVENT_OUTCOME_IGNORED"),
+        (code_pb2.INVALID_ARGUMENT, ""),
+    ]
+    assert answer.results[0].response.message == m.name
+    assert (await message(stubs, sending_store, m.name)).status == common.MESSAGE_STATUS_DELIVERED
+
+
+async def test_a_batch_is_for_the_sidecar_only_and_bounded(stubs: Stubs, sending_store: StoreCtx) -> None:
+    one = pb.ReportProviderEventRequest(parent=sending_store.name, callback_secret="x", status="stop", client_id="m")
+    with pytest.raises(grpc.aio.AioRpcError) as e:
+        await stubs.sms.BatchReportProviderEvents(
+            pb.BatchReportProviderEventsRequest(requests=[one]), metadata=sending_store.md
+        )
+    assert e.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    for count in (0, 501):
+        with pytest.raises(grpc.aio.AioRpcError) as e:
+            await stubs.sms.BatchReportProviderEvents(
+                pb.BatchReportProviderEventsRequest(requests=[one] * count), metadata=EVENTS
+            )
+        assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def _request(n: int) -> pb.ReportProviderEventRequest:
+    return pb.ReportProviderEventRequest(client_id=str(n), status="delivered")
+
+
+async def test_the_batcher_groups_what_arrives_while_a_call_is_out() -> None:
+    calls: list[int] = []
+    release = asyncio.Event()
+
+    async def send(batch: pb.BatchReportProviderEventsRequest) -> pb.BatchReportProviderEventsResponse:
+        calls.append(len(batch.requests))
+        await release.wait()
+        return pb.BatchReportProviderEventsResponse(
+            results=[
+                pb.ProviderEventResult(response=pb.ReportProviderEventResponse(message=r.client_id))
+                for r in batch.requests
+            ]
+        )
+
+    batcher = Batcher(send, max_batch=50)
+    first = asyncio.ensure_future(batcher.report(_request(0)))
+    await asyncio.sleep(0.01)
+    assert calls == [1]  # alone, it left at once: no timer
+    rest = [asyncio.ensure_future(batcher.report(_request(n))) for n in range(1, 121)]
+    await asyncio.sleep(0.01)
+    assert calls == [1]  # they wait while a call is out
+    release.set()
+    results = await asyncio.gather(first, *rest)
+    assert [r.response.message for r in results] == [str(n) for n in range(121)]  # each its own answer
+    assert calls == [1, 50, 50, 20]
+
+
+async def test_a_failed_call_fails_each_of_its_callers() -> None:
+    async def down(batch: pb.BatchReportProviderEventsRequest) -> pb.BatchReportProviderEventsResponse:
+        raise ConnectionError("the server is away")
+
+    async def short(batch: pb.BatchReportProviderEventsRequest) -> pb.BatchReportProviderEventsResponse:
+        return pb.BatchReportProviderEventsResponse()  # fewer results than callbacks
+
+    for failing in (down, short):
+        batcher = Batcher(failing)
+        results = await asyncio.gather(*(batcher.report(_request(n)) for n in range(5)), return_exceptions=True)
+        assert all(isinstance(r, Exception) for r in results)
