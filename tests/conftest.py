@@ -10,6 +10,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+import uvloop
 
 from smschannel.asgi import serve_in_loop
 from smschannel.config import Config
@@ -80,6 +81,11 @@ def make_config(tmp: Path, **overrides: object) -> Config:
     """The production config for an in-process server on a free port and a fresh SQLite file."""
     config = Config.from_env({**TEST_ENV, "SMSCHANNEL_DB": str(tmp / "test.db")})
     return replace(config, **overrides)  # type: ignore[arg-type]
+
+
+def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> dict[str, Callable[[], object]]:
+    """The tests' event loop is the server's: uvloop, as `smschannel server` runs it."""
+    return {"uvloop": uvloop.new_event_loop}
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -23,9 +23,11 @@ def _split_addr(addr: str) -> tuple[str, int]:
 
 def run_server(config: Config) -> None:
     """The gRPC server in the foreground."""
+    import uvloop
+
     from .server import serve
 
-    asyncio.run(serve(config))
+    uvloop.run(serve(config))
 
 
 def run_sidecar(config: Config) -> None:
