@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -63,6 +64,19 @@ class Server:
         pids = children.read_text().split() if children.exists() else []
         return process_cpu(self.proc.pid), sum(process_cpu(int(p)) for p in pids)
 
+    def cpu_by_role(self) -> dict[str, float]:
+        """CPU seconds of each live child process by its role (`server`, `sidecar`, or the command line's
+        last word), for `smschannel run`, whose children are the server and the sidecar."""
+        children = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children")
+        out: dict[str, float] = {}
+        for pid in children.read_text().split() if children.exists() else []:
+            try:
+                role = Path(f"/proc/{pid}/cmdline").read_bytes().rstrip(b"\0").split(b"\0")[-1].decode()
+            except OSError:
+                continue
+            out[role] = out.get(role, 0.0) + process_cpu(int(pid))
+        return out
+
     def create_store(self, store_id: str = "bench") -> str:
         """A store; returns its key."""
         with grpc.insecure_channel(self.addr) as ch:
@@ -113,6 +127,8 @@ def server(command: str = "server", code: str = "", **env: str) -> Iterator[Serv
             proc.send_signal(signal.SIGTERM)
             proc.wait(timeout=60)
             log.close()
+            if os.environ.get("BENCH_LOG"):  # keep the server's log: BENCH_LOG=/tmp/server.log
+                shutil.copy(Path(tmp) / "server.log", os.environ["BENCH_LOG"])
             errors = [
                 line for line in (Path(tmp) / "server.log").read_text().splitlines() if '"level": "error"' in line
             ]
