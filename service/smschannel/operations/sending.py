@@ -11,10 +11,12 @@ from ..domain.channel import ChannelConfig, validate_sender
 from ..domain.contacts import Contact
 from ..domain.enums import MessageStatus, RecipientMode, SmsType
 from ..domain.messages import Message, SmsContent
-from ..domain.phones import normalize_phone
-from ..domain.sending import VariableSource, check_mappings, render_for, skip_reason
+from ..domain.phones import country_of, normalize_phone
+from ..domain.sending import Rendered, VariableSource, check_mappings, render_for, skip_reason
+from ..domain.templates import marker_replacement
 from ..errors import DomainError, FailedPrecondition, InvalidArgument, NotFound, RequestIdReused, Violation, echo
 from ..names import new_id
+from ..records import record
 from ..storage import Storage
 from .channel import ChannelOps
 
@@ -27,7 +29,7 @@ def _utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class SendRequest:
     """Everything a send needs; `contact_id` for CONTACT mode, else `alert_phone` (ALERT mode)."""
 
@@ -50,11 +52,16 @@ class SendRequest:
 
 @dataclass
 class _Lookups:
-    """What a batch of sends reads once: contents, channel configs, mappings already checked."""
+    """What a batch of sends reads or works out once: contents, channel configs, mappings already
+    checked, senders already validated, and texts that are the same for every contact (a newsletter
+    whose variables are literals): rendered and measured once per unsubscribe replacement."""
 
     contents: dict[tuple[str, str], SmsContent | None] = field(default_factory=dict)
     configs: dict[str, ChannelConfig] = field(default_factory=dict)
     checked: set[tuple[object, ...]] = field(default_factory=set)
+    senders: dict[tuple[str, str], str] = field(default_factory=dict)
+    constant: dict[tuple[object, ...], bool] = field(default_factory=dict)
+    rendered: dict[tuple[object, ...], Rendered] = field(default_factory=dict)
 
 
 @dataclass
@@ -160,10 +167,12 @@ class Sender:
         if req.store_id not in lookups.configs:
             lookups.configs[req.store_id] = await self.channel.get(req.store_id)
         config = lookups.configs[req.store_id]
-        sender = req.sender.strip() or config.default_sender
-        if not sender:
-            raise InvalidArgument("sender", "required: name a sender or set smsChannelConfig.default_sender")
-        validate_sender("sender", sender)
+        sender = lookups.senders.get((req.store_id, req.sender))
+        if sender is None:
+            sender = req.sender.strip() or config.default_sender
+            if not sender:
+                raise InvalidArgument("sender", "required: name a sender or set smsChannelConfig.default_sender")
+            lookups.senders[req.store_id, req.sender] = validate_sender("sender", sender)
 
         contact = req.contact
         reason = None
@@ -185,7 +194,7 @@ class Sender:
             status = MessageStatus.SKIPPED
         elif not config.has_token:
             status, reason = MessageStatus.FAILED, NO_TOKEN
-        rendered = render_for(content.text, req.mappings, recipient, contact, req.event)
+        rendered = self._rendered(lookups, checked, content, req, recipient, contact)
         return Message(
             store_id=req.store_id,
             id=new_id(),
@@ -208,6 +217,27 @@ class Sender:
             segments=rendered.size.segments,
             next_attempt_time=now if status is MessageStatus.QUEUED else None,
         )
+
+    @staticmethod
+    def _rendered(
+        lookups: _Lookups,
+        checked: tuple[object, ...],
+        content: SmsContent,
+        req: SendRequest,
+        recipient: str,
+        contact: Contact | None,
+    ) -> Rendered:
+        """The text for this recipient; a text made of literals only is rendered and measured once per
+        unsubscribe replacement (a newsletter to 100,000 contacts renders it once or twice)."""
+        constant = lookups.constant.get(checked)
+        if constant is None:
+            constant = lookups.constant[checked] = all(s.kind == "literal" for s in req.mappings.values())
+        if not constant:
+            return render_for(content.text, req.mappings, recipient, contact, req.event)
+        key = (*checked, marker_replacement(country_of(recipient)))
+        if key not in lookups.rendered:
+            lookups.rendered[key] = render_for(content.text, req.mappings, recipient, None)
+        return lookups.rendered[key]
 
     @staticmethod
     def _answer(message: Message) -> Message:

@@ -157,7 +157,7 @@ class BroadcastDue:
     after: int
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class RunUpdate:
     """A run's new position after a round, with the steps it took."""
 
