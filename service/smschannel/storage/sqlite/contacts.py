@@ -264,12 +264,13 @@ class SqliteContacts:
         return [(row[0], contact_from_row(row)) for row in rows]
 
     async def reach(self, store_id: str, contact_ids: Collection[str]) -> dict[str, Reach]:
-        """The phone and statuses of these contacts now: four columns by primary key, read inline."""
+        """The phone and statuses of these contacts now: four columns by primary key, read on the
+        reader's thread (an outbox chunk of 100 took 4 µs a contact of the loop inline)."""
         found: dict[str, Reach] = {}
         ordered = sorted(contact_ids)
         for i in range(0, len(ordered), _IN_CHUNK):
             chunk = ordered[i : i + _IN_CHUNK]
-            rows = await self._db.fetch_by_keys(
+            rows = await self._db.fetch_all(
                 "SELECT id, mobile_phone, mobile_phone_status, sms_subscription_status FROM contacts"
                 f" WHERE store_id = ? AND id IN ({','.join('?' * len(chunk))})",
                 (store_id, *chunk),

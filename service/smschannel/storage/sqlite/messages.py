@@ -197,7 +197,7 @@ class SqliteMessages:
         changed, atomically. Returns which changed: an update whose message moved on is dropped."""
         if not updates:
             return []
-        return await self._db.write(lambda conn: _apply_updates(conn, updates))
+        return await self._db.write_rows(len(updates), lambda conn: _apply_updates(conn, updates))
 
     async def apply_events(self, events: Sequence[EventChange]) -> list[EventEffects | None]:
         """Callbacks' records and effects in one transaction. Each record goes first, so a duplicate
@@ -264,8 +264,45 @@ _UPDATE_MESSAGE = (
 )
 
 
+# The same change, made only while the message is in one of the expected statuses (a bit mask).
+_UPDATE_MESSAGE_IF = _UPDATE_MESSAGE + " AND ((1 << status) & ?) != 0"
+
+
+def _update_params(u: MessageUpdate) -> tuple[Any, ...]:
+    return (
+        int(u.status),
+        u.reason,
+        u.provider_id,
+        None if u.send_time is None else to_micros(u.send_time),
+        None if u.delivery_time is None else to_micros(u.delivery_time),
+        1 if u.attempted else 0,
+        None if u.next_attempt_time is None else to_micros(u.next_attempt_time),
+        to_micros(u.time),
+        u.recipient,
+        u.segments,
+        u.store_id,
+        u.message_id,
+    )
+
+
 def _apply_updates(conn: sqlite3.Connection, updates: Sequence[MessageUpdate]) -> list[bool]:
-    """Inside a write transaction: read the current statuses once, then write in bulk."""
+    """Inside a write transaction: each update applied only from a status it expects, in order (a
+    later update of a message sees an earlier one's status), with the activities of those applied.
+
+    Optimistic first: almost always every update applies (an answer of Instasent for messages still
+    QUEUED), so they are written with the expected statuses in the WHERE clause, and if SQLite changed
+    as many rows as there are updates, that is all. Else they are rolled back and judged one by one
+    on the statuses read first."""
+    conn.execute("SAVEPOINT updates")
+    done = conn.executemany(
+        _UPDATE_MESSAGE_IF, [(*_update_params(u), sum(1 << int(s) for s in u.expect)) for u in updates]
+    ).rowcount
+    if done == len(updates):
+        conn.execute("RELEASE updates")
+        _insert_activities(conn, [u.activity for u in updates if u.activity is not None])
+        return [True] * len(updates)
+    conn.execute("ROLLBACK TO updates")
+    conn.execute("RELEASE updates")
     current: dict[tuple[str, str], int] = {}
     keys = sorted({(u.store_id, u.message_id) for u in updates})
     for i in range(0, len(keys), 400):
@@ -283,28 +320,17 @@ def _apply_updates(conn: sqlite3.Connection, updates: Sequence[MessageUpdate]) -
         if not ok:
             continue
         current[key] = int(u.status)  # a later update of the same message sees this one
-        params.append(
-            (
-                int(u.status),
-                u.reason,
-                u.provider_id,
-                None if u.send_time is None else to_micros(u.send_time),
-                None if u.delivery_time is None else to_micros(u.delivery_time),
-                1 if u.attempted else 0,
-                None if u.next_attempt_time is None else to_micros(u.next_attempt_time),
-                to_micros(u.time),
-                u.recipient,
-                u.segments,
-                u.store_id,
-                u.message_id,
-            )
-        )
+        params.append(_update_params(u))
         if u.activity is not None:
             activities.append(u.activity)
     conn.executemany(_UPDATE_MESSAGE, params)
+    _insert_activities(conn, activities)
+    return changed
+
+
+def _insert_activities(conn: sqlite3.Connection, activities: list[Activity]) -> None:
     if activities:
         conn.executemany(INSERT_ACTIVITY, [activity_params(a) for a in activities])
-    return changed
 
 
 def _content_from_row(row: Row) -> SmsContent:
