@@ -2,11 +2,11 @@
 Send SMS workflow — to the fake Instasent; against a bare httpx blast of the same number of bulk
 requests to the same fake, in the same run.
 
-Goal (issue 5): ≥ 0.7 × the blast rate, exactly N/2 SMS received, zero duplicates, zero to ineligible.
-Also printed: the server's CPU per contact, and the storage floor — the SQL writes such a newsletter
-makes (a run, a step and a message per contact in pages, then a SENT update and an SMS_SENT activity
-per SMS in chunks of 100), alone, on the same schema: no design that keeps them in SQLite from one
-Python process can go faster than that.
+Goal (issue 16): ≥ 0.5 × the storage floor, exactly N/2 SMS received, zero duplicates, zero to
+ineligible. Also printed: the server's CPU per contact, the blast's rate, and the storage floor — the
+SQL writes such a newsletter makes (a run, a step and a message per contact in pages, then a SENT
+update and an SMS_SENT activity per SMS in chunks of 100), alone, on the same schema: no design that
+keeps them in SQLite from one Python process can go faster than that.
 Usage: python -m bench.newsletter [N]   (default 200,000)
 """
 
@@ -34,7 +34,7 @@ from smschannel.v1 import workflow_service_pb2 as wpb
 from smschannel.v1 import workflow_service_pb2_grpc as wpb_grpc
 
 TOKEN, BLAST_TOKEN = "bench-token", "blast-token"
-GOAL = 0.7
+GOAL = 0.5  # × the storage floor
 CONCURRENCY = 8
 
 
@@ -248,7 +248,8 @@ def main() -> None:
     print(
         f"newsletter to {count} contacts: {stats['received']} SMS at Instasent, {duplicates} duplicates,"
         f" {ineligible} to ineligible contacts; {rate:,.0f} SMS/s vs bare bulk blast {baseline:,.0f} SMS/s;"
-        f" server CPU {cpu_us:.0f} µs a contact; storage floor {floor:,.0f} SMS/s ({floor / baseline:.2f} × the blast)"
+        f" server CPU {cpu_us:.0f} µs a contact; storage floor {floor:,.0f} SMS/s ({floor / baseline:.2f} × the blast);"
+        f" the newsletter is {rate / floor:.2f} × the storage floor"
     )
     report(
         {
@@ -261,6 +262,7 @@ def main() -> None:
             "rate": round(rate),
             "baseline": round(baseline),
             "ratio": round(rate / baseline, 3),
+            "floor_ratio": round(rate / floor, 3),
             "goal": GOAL,
             "rss_mb": rss,
             "server_cpu_us_per_contact": round(cpu_us),

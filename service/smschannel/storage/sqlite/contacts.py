@@ -22,6 +22,7 @@ _COLUMNS = (
 )
 # Contacts are read by position (unpacking a row costs less than looking each column up by name).
 _SELECT_CONTACT = f"SELECT seq, {_COLUMNS} FROM contacts"
+_GET_CONTACT = f"{_SELECT_CONTACT} WHERE store_id = ? AND id = ?"
 _PHONE_STATUSES = {int(s): s for s in MobilePhoneStatus}
 _SUBSCRIPTIONS = {int(s): s for s in SmsSubscriptionStatus}
 _INSERT = f"INSERT INTO contacts ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
@@ -242,7 +243,7 @@ class SqliteContacts:
 
     async def get(self, store_id: str, contact_id: str) -> Contact | None:
         """The contact, or None."""
-        row = await self._db.fetch_one(f"{_SELECT_CONTACT} WHERE store_id = ? AND id = ?", (store_id, contact_id))
+        row = await self._db.fetch_one(_GET_CONTACT, (store_id, contact_id))
         return None if row is None else contact_from_row(row)
 
     async def page(self, store_id: str, query: ContactQuery, after: int, limit: int) -> list[tuple[int, Contact]]:
