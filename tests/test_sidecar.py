@@ -441,7 +441,8 @@ def test_redact_masks_the_secret_anywhere_after_callbacks(before: str, between: 
 
 @pytest.fixture
 def sidecar_log() -> Iterator[list[logging.LogRecord]]:
-    """The records of the sidecar's logger (our own handler: caplog is absent under `-p no:logging`)."""
+    """The records of the sidecar's logger at every level, DEBUG included (our own handler: caplog is
+    absent under `-p no:logging`)."""
     records: list[logging.LogRecord] = []
 
     class Keep(logging.Handler):
@@ -449,8 +450,11 @@ def sidecar_log() -> Iterator[list[logging.LogRecord]]:
             records.append(record)
 
     logger, handler = logging.getLogger("smschannel.sidecar"), Keep()
+    level = logger.level
     logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
     yield records
+    logger.setLevel(level)
     logger.removeHandler(handler)
 
 
