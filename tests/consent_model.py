@@ -534,17 +534,21 @@ class ConsentMachine(RuleBasedStateMachine):
 
     # -- sending ---------------------------------------------------------------------------------------
 
-    @rule(who=WHO, kind=KIND)
-    def send_to_contact(self, who: int, kind: str) -> None:
-        contact_id = self._contact_id(who)
-        sms, _, _ = self.stack.stubs()
-        request = pb.SendSmsRequest(
+    def _send_sms(self, kind: str, **target: str) -> pb.SendSmsRequest:
+        """A SendSms of the store's content, to a contact or an alert phone."""
+        return pb.SendSmsRequest(
             parent=self.parent,
             request_id=uuid.uuid4().hex,
             sms_content=self.content,
             type=_enum(common.SmsType, "SMS_TYPE_", kind),
-            contact=self.contact_name(contact_id),
+            **target,
         )
+
+    @rule(who=WHO, kind=KIND)
+    def send_to_contact(self, who: int, kind: str) -> None:
+        contact_id = self._contact_id(who)
+        sms, _, _ = self.stack.stubs()
+        request = self._send_sms(kind, contact=self.contact_name(contact_id))
         if contact_id not in self.model.people:
             self.expect("NOT_FOUND", sms.SendSms, request)
             return
@@ -554,14 +558,7 @@ class ConsentMachine(RuleBasedStateMachine):
     @rule(phone=PHONE, kind=KIND)
     def send_alert(self, phone: str, kind: str) -> None:
         sms, _, _ = self.stack.stubs()
-        request = pb.SendSmsRequest(
-            parent=self.parent,
-            request_id=uuid.uuid4().hex,
-            sms_content=self.content,
-            type=_enum(common.SmsType, "SMS_TYPE_", kind),
-            alert_phone=phone,
-        )
-        message = self.call(sms.SendSms, request)
+        message = self.call(sms.SendSms, self._send_sms(kind, alert_phone=phone))
         self._made(message, Sms(message.name, kind, alert=phone))
 
     @rule(kind=KIND)
