@@ -115,10 +115,10 @@ class Database:
         async with self._write_lock:
             return await self._on_writer_thread(fn)
 
-    async def write_rows(self, count: int, fn: Callable[[sqlite3.Connection], T]) -> T:
+    async def write_rows(self, count: int, fn: Callable[[sqlite3.Connection], T], inline: int = INLINE_ROWS) -> T:
         """`write` for a transaction of a few rows (an API call), `write_batch` for `count` beyond
-        INLINE_ROWS (an import batch, a workflow round)."""
-        return await (self.write(fn) if count <= INLINE_ROWS else self.write_batch(fn))
+        `inline` (an import batch, a workflow round)."""
+        return await (self.write(fn) if count <= inline else self.write_batch(fn))
 
     async def _on_writer_thread(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         # aiosqlite's own queue to its thread (private API, aiosqlite pinned to 0.22.1).
