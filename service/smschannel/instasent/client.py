@@ -61,10 +61,12 @@ class SmsItem:
 
 @dataclass(frozen=True, slots=True)
 class Accepted:
-    """An SMS Instasent created."""
+    """An SMS Instasent holds: created now, or `duplicate`: created by an earlier attempt with this
+    clientId (whose answer was lost), maybe to another number than this attempt's."""
 
     client_id: str
     provider_id: str
+    duplicate: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,13 +170,20 @@ class InstasentClient:
         body = await self._request("GET", "/organization/account/", token)
         return Account(balance=_find_number(body) or 0.0)
 
+    async def sent_to(self, token: str, provider_id: str) -> str:
+        """`GET /sms/{id}`: the number an SMS Instasent holds went to ("" when it does not say)."""
+        body = await self._request("GET", f"/sms/{provider_id}", token)
+        entity = body.get("entity", body) if isinstance(body, dict) else {}
+        to = entity.get("to") if isinstance(entity, dict) else None
+        return to if isinstance(to, str) else ""
+
     async def send(self, token: str, item: SmsItem) -> Accepted:
         """`POST /sms`: one SMS. A clientId Instasent already has counts as accepted (sent before)."""
         try:
             body = await self._request("POST", "/sms", token, item.body())
         except ProviderError as e:
             if e.status == 400 and (existing := _duplicate_of(e.body)) is not None:
-                return Accepted(item.client_id, existing)
+                return Accepted(item.client_id, existing, duplicate=True)
             raise
         entity = body.get("entity", body) if isinstance(body, dict) else {}
         return Accepted(item.client_id, str(entity.get("id", "")))
@@ -199,7 +208,7 @@ class InstasentClient:
             if not client_id and isinstance(index, int) and 0 <= index < len(items):
                 client_id = items[index].client_id
             if (existing := _duplicate_of(error)) is not None:
-                accepted.append(Accepted(client_id, existing))
+                accepted.append(Accepted(client_id, existing, duplicate=True))
                 continue
             refused.append(Refused(client_id, str(error.get("message") or error.get("fields") or error)))
         # An item the answer does not mention at all is treated as refused, never as sent.

@@ -184,7 +184,7 @@ class Dispatcher:
                     await self.channel.mark_token_invalid(store_id, e.message)
                 await self._fail(chunk, f"Instasent {e.status}: {e.message}")
             return
-        await self._record(chunk, accepted, refused)
+        await self._record(chunk, accepted, refused, token)
 
     async def _still_eligible(self, store_id: str, chunk: list[Message]) -> list[Message]:
         """The messages that may go now, judged on their contacts as they are now (one read for the
@@ -232,12 +232,13 @@ class Dispatcher:
             self._count("skipped", sum(ok for u, ok in zip(changes, changed, strict=True) if u.recipient is None))
         return go
 
-    async def _record(self, chunk: list[Message], accepted: list[Accepted], refused: list[Refused]) -> None:
+    async def _record(self, chunk: list[Message], accepted: list[Accepted], refused: list[Refused], token: str) -> None:
         now = self.clock()
         by_id = {m.id: m for m in chunk}
         updates = []
         for a in accepted:
             if (m := by_id.get(a.client_id)) is not None:
+                recipient, segments = await self._went_to(token, m, a)
                 updates.append(
                     MessageUpdate(
                         m.store_id,
@@ -249,6 +250,8 @@ class Dispatcher:
                         send_time=now,
                         attempted=True,
                         activity=message_activity(m, ActivityType.SMS_SENT, now),
+                        recipient=recipient,
+                        segments=segments,
                     )
                 )
         for r in refused:
@@ -257,6 +260,23 @@ class Dispatcher:
         await self.storage.messages.update(updates)
         self._count("sent", len(accepted))
         self._count("refused", len(refused))
+
+    async def _went_to(self, token: str, m: Message, a: Accepted) -> tuple[str | None, int | None]:
+        """The number the SMS went to, when it may not be the one just asked for (None: it is).
+
+        A clientId Instasent already holds was created by an earlier attempt whose answer was lost (a
+        timeout, a crash): maybe to the contact's number before it changed. The message records where
+        it really went, so that a later `rejected` or `stop` for it reaches that number's contacts."""
+        if not a.duplicate:
+            return None, None
+        try:
+            to = await self.instasent.sent_to(token, a.provider_id)
+        except ProviderError as e:
+            log.warning("outbox: cannot tell where an earlier attempt went", extra={"status": e.status})
+            return None, None
+        if not to or to == m.recipient:
+            return None, None
+        return to, measure_as_delivered(m.text, to).segments
 
     async def _fail(self, chunk: list[Message], reason: str) -> None:
         now = self.clock()
