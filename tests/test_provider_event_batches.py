@@ -4,6 +4,7 @@ judged alone, answered only once stored."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 
 import grpc
 import pytest
@@ -98,15 +99,44 @@ async def test_a_batch_is_for_the_sidecar_only_and_bounded(stubs: Stubs, sending
         assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 
-def _request(n: int) -> pb.ReportProviderEventRequest:
-    return pb.ReportProviderEventRequest(client_id=str(n), status="delivered")
+def _request(n: int, store: str = "stores/a") -> pb.ReportProviderEventRequest:
+    return pb.ReportProviderEventRequest(parent=store, client_id=str(n), status="delivered")
+
+
+def _answering(
+    calls: list[list[str]], delay: float = 0.0
+) -> Callable[..., Awaitable[pb.BatchReportProviderEventsResponse]]:
+    async def send(batch: pb.BatchReportProviderEventsRequest, seconds: float) -> pb.BatchReportProviderEventsResponse:
+        calls.append([r.parent for r in batch.requests])
+        await asyncio.sleep(delay)
+        return pb.BatchReportProviderEventsResponse(results=[pb.ProviderEventResult() for _ in batch.requests])
+
+    return send
+
+
+async def test_a_batch_takes_the_stores_in_turn() -> None:
+    calls: list[list[str]] = []
+    batcher = Batcher(_answering(calls, 0.05), max_batch=10)
+    first = asyncio.ensure_future(batcher.report(_request(0)))
+    await asyncio.sleep(0.01)  # the first call is out; the flood and the stop wait
+    flood = [asyncio.ensure_future(batcher.report(_request(n, "stores/big"))) for n in range(50)]
+    stop = asyncio.ensure_future(batcher.report(_request(0, "stores/small")))
+    await asyncio.gather(first, stop, *flood)
+    assert "stores/small" in calls[1]  # in the very next call, not behind 50 of another store
+
+
+async def test_a_late_answer_is_a_timeout_and_a_full_queue_refuses_at_once() -> None:
+    calls: list[list[str]] = []
+    batcher = Batcher(_answering(calls, 1.0), deadline=0.2, max_waiting=3)
+    results = await asyncio.gather(*(batcher.report(_request(n)) for n in range(5)), return_exceptions=True)
+    assert [type(r).__name__ for r in results] == ["TimeoutError"] * 3 + ["Overloaded"] * 2
 
 
 async def test_the_batcher_groups_what_arrives_while_a_call_is_out() -> None:
     calls: list[int] = []
     release = asyncio.Event()
 
-    async def send(batch: pb.BatchReportProviderEventsRequest) -> pb.BatchReportProviderEventsResponse:
+    async def send(batch: pb.BatchReportProviderEventsRequest, seconds: float) -> pb.BatchReportProviderEventsResponse:
         calls.append(len(batch.requests))
         await release.wait()
         return pb.BatchReportProviderEventsResponse(
@@ -130,10 +160,10 @@ async def test_the_batcher_groups_what_arrives_while_a_call_is_out() -> None:
 
 
 async def test_a_failed_call_fails_each_of_its_callers() -> None:
-    async def down(batch: pb.BatchReportProviderEventsRequest) -> pb.BatchReportProviderEventsResponse:
+    async def down(batch: pb.BatchReportProviderEventsRequest, seconds: float) -> pb.BatchReportProviderEventsResponse:
         raise ConnectionError("the server is away")
 
-    async def short(batch: pb.BatchReportProviderEventsRequest) -> pb.BatchReportProviderEventsResponse:
+    async def short(batch: pb.BatchReportProviderEventsRequest, seconds: float) -> pb.BatchReportProviderEventsResponse:
         return pb.BatchReportProviderEventsResponse()  # fewer results than callbacks
 
     for failing in (down, short):

@@ -195,9 +195,11 @@ def create_app(config: Config) -> ASGIApp:
         async with grpc.aio.insecure_channel(_grpc_target(config.grpc_addr)) as channel:
             stub = pb_grpc.SmsChannelServiceStub(channel)
 
-            async def send(batch: pb.BatchReportProviderEventsRequest) -> pb.BatchReportProviderEventsResponse:
+            async def send(
+                batch: pb.BatchReportProviderEventsRequest, seconds: float
+            ) -> pb.BatchReportProviderEventsResponse:
                 answer: pb.BatchReportProviderEventsResponse = await stub.BatchReportProviderEvents(
-                    batch, metadata=metadata, timeout=RPC_TIMEOUT
+                    batch, metadata=metadata, timeout=min(seconds, RPC_TIMEOUT)
                 )
                 return answer
 
@@ -216,7 +218,7 @@ def create_app(config: Config) -> ASGIApp:
         report.parent, report.callback_secret = f"stores/{store}", secret
         try:
             result = await state["batcher"].report(report)
-        except Exception as e:  # the batch's call failed: the server is away or overloaded
+        except Exception as e:  # the batch's call failed or is late: the server is away or overloaded
             code = e.code().name if isinstance(e, grpc.aio.AioRpcError) else type(e).__name__
             log.warning("server unavailable: asking Instasent to retry", extra={"code": code})
             return _RETRY

@@ -2,81 +2,121 @@
 
 Every SMS sent comes back as one or more callbacks, so the sidecar must absorb them as fast as the
 outbox sends. One RPC and one transaction per callback cannot: the server's cost is mostly per call
-and per commit. So the callbacks that arrive while earlier batches are on their way wait and leave
-together, up to MAX_BATCH, in one call that the server applies in one transaction. Nothing waits
-for a timer: with no batch in flight a callback leaves at once (on the next turn of the loop, with
-whatever arrived in the same turn), so a quiet sidecar adds no latency, and a busy one batches as
-much as the server's pace lets it. Each caller is answered with its own result once the batch is
-stored: never an acknowledgement before durability.
+and per commit. So the callbacks that arrive while a batch is on its way wait and leave together, up
+to MAX_BATCH, in one call that the server applies in one transaction. Nothing waits for a timer: with
+no batch in flight a callback leaves at once (on the next turn of the loop, with whatever arrived in
+the same turn), so a quiet sidecar adds no latency, and a busy one batches as much as the server's
+pace lets it. Each caller is answered with its own result once the batch is stored: never an
+acknowledgement before durability.
+
+Instasent wants an answer within 5 s, so each callback has a DEADLINE from its arrival: past it the
+caller answers 503 (Instasent retries; a callback stored meanwhile is then a duplicate), and a batch's
+call gets only the time its oldest callback has left. A batch takes the stores' callbacks in turn, so
+one store's flood does not hold up another store's `stop`; beyond MAX_WAITING waiting callbacks the
+sidecar is overloaded and answers 503 at once.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from ..v1 import sms_channel_service_pb2 as pb
 
-__all__ = ["MAX_BATCH", "Batcher"]
+__all__ = ["DEADLINE", "MAX_BATCH", "Batcher", "Overloaded"]
 
 MAX_BATCH = 200  # callbacks per call (the server takes up to 500)
+MAX_WAITING = 2_000  # callbacks waiting for a call, beyond which new ones are refused at once
 IN_FLIGHT = 1  # calls at once: while one is applied, the next one fills
+DEADLINE = 4.5  # seconds from a callback's arrival to its answer
 
-Send = Callable[[pb.BatchReportProviderEventsRequest], Awaitable[pb.BatchReportProviderEventsResponse]]
+Send = Callable[[pb.BatchReportProviderEventsRequest, float], Awaitable[pb.BatchReportProviderEventsResponse]]
+
+
+class Overloaded(Exception):
+    """Too many callbacks wait already: answer 503 now rather than late."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Waiting:
+    request: pb.ReportProviderEventRequest
+    done: asyncio.Future[pb.ProviderEventResult]
+    deadline: float  # the loop's clock
 
 
 @dataclass
 class Batcher:
-    """Send callbacks through `send` (the batch RPC, with its metadata and deadline) in groups."""
+    """Send callbacks through `send(batch, timeout)` (the batch RPC with its metadata) in groups."""
 
     send: Send
     max_batch: int = MAX_BATCH
+    max_waiting: int = MAX_WAITING
     in_flight: int = IN_FLIGHT
-    _waiting: list[tuple[pb.ReportProviderEventRequest, asyncio.Future[pb.ProviderEventResult]]] = field(
-        default_factory=list
-    )
+    deadline: float = DEADLINE
+    _waiting: dict[str, deque[_Waiting]] = field(default_factory=dict)  # by store (the request's parent)
+    _count: int = 0
     _calls: set[asyncio.Task[None]] = field(default_factory=set)  # held, so they are not collected midway
     _scheduled: bool = False
 
-    @property
-    def _flying(self) -> int:
-        return len(self._calls)
-
     async def report(self, request: pb.ReportProviderEventRequest) -> pb.ProviderEventResult:
-        """The callback's result once its batch is applied; the batch's RPC error if it failed."""
-        done: asyncio.Future[pb.ProviderEventResult] = asyncio.get_running_loop().create_future()
-        self._waiting.append((request, done))
-        if len(self._waiting) >= self.max_batch and self._flying < self.in_flight:
+        """The callback's result once its batch is applied; the batch's RPC error if it failed;
+        TimeoutError past the deadline; Overloaded when too many callbacks wait."""
+        if self._count >= self.max_waiting:
+            raise Overloaded
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[pb.ProviderEventResult] = loop.create_future()
+        self._waiting.setdefault(request.parent, deque()).append(_Waiting(request, done, loop.time() + self.deadline))
+        self._count += 1
+        if self._count >= self.max_batch and len(self._calls) < self.in_flight:
             self._flush()
-        elif not self._scheduled and self._flying < self.in_flight:
+        elif not self._scheduled and len(self._calls) < self.in_flight:
             self._scheduled = True  # on the next turn: the callbacks that arrive in this one go along
-            asyncio.get_running_loop().call_soon(self._flush)
-        return await done
+            loop.call_soon(self._flush)
+        return await asyncio.wait_for(done, self.deadline)  # on timeout `done` is cancelled: left out
 
     def _flush(self) -> None:
         self._scheduled = False
-        while self._waiting and self._flying < self.in_flight:
-            batch, self._waiting = self._waiting[: self.max_batch], self._waiting[self.max_batch :]
+        while self._count and len(self._calls) < self.in_flight:
+            batch = self._take()
+            if not batch:
+                break
             call = asyncio.ensure_future(self._call(batch))
             self._calls.add(call)
             call.add_done_callback(self._landed)
 
-    async def _call(
-        self, batch: list[tuple[pb.ReportProviderEventRequest, asyncio.Future[pb.ProviderEventResult]]]
-    ) -> None:
+    def _take(self) -> list[_Waiting]:
+        """Up to max_batch waiting callbacks, one store's after another's in turn; gone callers left out."""
+        batch: list[_Waiting] = []
+        while self._waiting and len(batch) < self.max_batch:
+            for parent in list(self._waiting):
+                queue = self._waiting[parent]
+                waiting = queue.popleft()
+                self._count -= 1
+                if not queue:
+                    del self._waiting[parent]
+                if not waiting.done.done():
+                    batch.append(waiting)
+                if len(batch) >= self.max_batch:
+                    break
+        return batch
+
+    async def _call(self, batch: list[_Waiting]) -> None:
+        timeout = max(0.05, min(w.deadline for w in batch) - asyncio.get_running_loop().time())
         try:
-            answer = await self.send(pb.BatchReportProviderEventsRequest(requests=[r for r, _ in batch]))
+            request = pb.BatchReportProviderEventsRequest(requests=[w.request for w in batch])
+            answer = await self.send(request, timeout)
             if len(answer.results) != len(batch):
                 raise RuntimeError(f"{len(answer.results)} results for {len(batch)} callbacks")
         except Exception as e:  # the call failed as a whole (the server away, a deadline): each caller learns it
-            for _, done in batch:
-                if not done.done():
-                    done.set_exception(e)
+            for w in batch:
+                if not w.done.done():
+                    w.done.set_exception(e)
         else:
-            for (_, done), result in zip(batch, answer.results, strict=True):
-                if not done.done():
-                    done.set_result(result)
+            for w, result in zip(batch, answer.results, strict=True):
+                if not w.done.done():
+                    w.done.set_result(result)
 
     def _landed(self, call: asyncio.Task[None]) -> None:
         self._calls.discard(call)
