@@ -11,12 +11,15 @@ import pytest
 from google.rpc import code_pb2
 
 from smschannel.auth import derive_provider_events_key
+from smschannel.instasent.fake import FakeInstasent
+from smschannel.server import App
 from smschannel.sidecar.batcher import Batcher
 from smschannel.v1 import common_pb2 as common
 from smschannel.v1 import contacts_service_pb2 as cpb
 from smschannel.v1 import sms_channel_service_pb2 as pb
 
 from .conftest import SECRET_KEY, StoreCtx, Stubs, eventually
+from .test_consent_at_sending import outage_store
 from .test_sending import content, message, send
 
 EVENTS = (("authorization", f"Bearer {derive_provider_events_key(SECRET_KEY)}"),)
@@ -170,3 +173,35 @@ async def test_a_failed_call_fails_each_of_its_callers() -> None:
         batcher = Batcher(failing)
         results = await asyncio.gather(*(batcher.report(_request(n)) for n in range(5)), return_exceptions=True)
         assert all(isinstance(r, Exception) for r in results)
+
+
+async def test_a_report_repeated_after_it_gave_the_message_its_provider_id_is_a_duplicate(
+    app: App, stubs: Stubs, fake: FakeInstasent
+) -> None:
+    """A report can come before the outbox records the SMS SENT (with Instasent's id): it sets that id.
+    Its repeat must still be the same event, not a new one keyed by the id it set."""
+    store, token = await outage_store(stubs, fake)
+    c = await stubs.contacts.CreateContact(
+        cpb.CreateContactRequest(parent=store.name, contact=cpb.Contact(mobile_phone="612 000 902")), metadata=store.md
+    )
+    text = await content(stubs, store, "Hola")
+    m = await send(stubs, store, sms_content=text.name, contact=c.name)  # QUEUED: Instasent is down
+    report = pb.ReportProviderEventRequest(
+        parent=store.name,
+        callback_secret=await secret_of(stubs, store),
+        client_id=m.name.rsplit("/", 1)[1],
+        provider_id="instasent-id-902",
+        status="delivered",
+    )
+    outcomes = []
+    for _ in range(2):
+        answer = await stubs.sms.BatchReportProviderEvents(
+            pb.BatchReportProviderEventsRequest(requests=[report]), metadata=EVENTS
+        )
+        outcomes.append(pb.ProviderEventOutcome.Name(answer.results[0].response.outcome))
+    fake.down.discard(token)
+    assert outcomes == ["PROVIDER_EVENT_OUTCOME_APPLIED", "PROVIDER_EVENT_OUTCOME_DUPLICATE"]
+    recorded = await app.storage.db.fetch_all(  # type: ignore[attr-defined]
+        "SELECT provider_id FROM provider_events WHERE store_id = ?", (store.id,)
+    )
+    assert [r[0] for r in recorded] == [m.name.rsplit("/", 1)[1]]  # one event, under our message id

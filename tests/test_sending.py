@@ -246,6 +246,15 @@ async def test_request_id_makes_a_retry_return_the_first_result(
     assert len([r for r in fake.received() if r.client_id == client_id]) == 1
 
 
+async def test_the_workflows_request_ids_are_not_for_sendsms(stubs: Stubs, sending_store: StoreCtx) -> None:
+    c = await contact(stubs, sending_store, mobile_phone="612 000 883")
+    txt = await content(stubs, sending_store, "Hola")
+    with pytest.raises(grpc.aio.AioRpcError) as e:
+        await send(stubs, sending_store, sms_content=txt.name, contact=c.name, request_id="wf:w1:b-c1:0")
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "request_id" in field_violations(e.value)
+
+
 async def test_a_request_id_reused_for_another_sms_is_refused(stubs: Stubs, sending_store: StoreCtx) -> None:
     a = await contact(stubs, sending_store, mobile_phone="612 000 881")
     b = await contact(stubs, sending_store, mobile_phone="612 000 882")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -20,6 +21,8 @@ from smschannel.domain.workflows import (
     Workflow,
     WorkflowState,
 )
+from smschannel.errors import InvalidArgument
+from smschannel.operations import workflow_engine
 from smschannel.server import App
 from smschannel.v1 import workflow_service_pb2 as wpb
 
@@ -207,3 +210,24 @@ async def test_out_of_range_times_and_durations_are_invalid_arguments(stubs: Stu
         await stubs.workflows.UpdateWorkflow(wpb.UpdateWorkflowRequest(workflow=wf), metadata=store.md)
     assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert set(field_violations(e.value)) == {"workflow.nodes[0].wait.until_time"}
+
+
+def test_a_stores_failure_is_logged_without_what_it_quotes() -> None:
+    """A broadcast filter's error quotes the store's phone number: the log keeps its reason only."""
+    records: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record)
+
+    logger, handler = logging.getLogger("smschannel.workflows"), Keep()
+    logger.addHandler(handler)
+    try:
+        error = InvalidArgument("trigger.broadcast.contact_filter", "'612 345 678' has no country code")
+        workflow_engine._log_failure("broadcast page failed; retrying later", error, workflow="stores/s/workflows/w")
+    finally:
+        logger.removeHandler(handler)
+    (record,) = records
+    assert record.exc_info is None
+    assert "612 345 678" not in str(record.__dict__)
+    assert getattr(record, "error", "") == "INVALID_ARGUMENT"

@@ -14,9 +14,10 @@ import pytest
 from google.protobuf import duration_pb2, struct_pb2
 from google.rpc import error_details_pb2
 
-from smschannel.domain.workflows import Comparison, ReceivedSmsStep, compare_count, received_window
+from smschannel.domain.workflows import Comparison, ReceivedSmsStep, Run, RunState, compare_count, received_window
 from smschannel.instasent.fake import FakeInstasent
 from smschannel.server import App
+from smschannel.storage import BroadcastPage, RunUpdate
 from smschannel.v1 import common_pb2 as common
 from smschannel.v1 import contacts_service_pb2 as cpb
 from smschannel.v1 import sms_channel_service_pb2 as pb
@@ -421,11 +422,11 @@ async def test_a_broadcast_page_retried_after_its_run_write_failed_sends_nothing
     real_add_runs = app.storage.workflows.add_runs
     failures: list[int] = []
 
-    async def add_runs_failing_once(runs: Any, broadcast: Any = None) -> Any:
-        if broadcast is not None and broadcast[1] == workflow_id and not failures:
+    async def add_runs_failing_once(runs: Any, page: Any = None) -> Any:
+        if page is not None and page.workflow_id == workflow_id and not failures:
             failures.append(len(runs))
             raise sqlite3.OperationalError("disk I/O error (injected)")
-        return await real_add_runs(runs, broadcast)
+        return await real_add_runs(runs, page)
 
     monkeypatch.setattr(app.storage.workflows, "add_runs", add_runs_failing_once)
     await activate(stubs, sending_store, wf)
@@ -470,3 +471,26 @@ async def test_a_wait_survives_a_restart(tmp_path: Path, fake: FakeInstasent) ->
             assert [s.node for s in done.steps] == ["w", "w", "end"]
     finally:
         await second.stop(grace=1)
+
+
+async def test_a_broadcast_page_landing_after_a_pause_or_a_delete_stores_nothing(
+    app: App, stubs: Stubs, sending_store: StoreCtx
+) -> None:
+    """A page's write may queue behind a Pause or a Delete: its runs must not land under a paused
+    workflow (nor under none), where no round takes them but the engine's timer keeps ringing."""
+    txt = await content(stubs, sending_store, "Hola {{unsubscribe}}")
+    paused = await create_workflow(
+        stubs, sending_store, wpb.Trigger(event=wpb.EventTrigger(event_name="never")), [send_node("s", txt.name)]
+    )
+    active = await activate(stubs, sending_store, paused)
+    await stubs.workflows.PauseWorkflow(wpb.PauseWorkflowRequest(name=paused.name), metadata=sending_store.md)
+    workflow_id = paused.name.rsplit("/", 1)[1]
+    stored = await app.storage.workflows.get(sending_store.id, workflow_id)
+    assert stored is not None
+    now = datetime.now(UTC) - timedelta(hours=1)
+    late = Run(sending_store.id, workflow_id, "b-late", "c-late", RunState.RUNNING, "s", now, now, now)
+    page = BroadcastPage(sending_store.id, workflow_id, int(active.etag.strip('W/"')), 150, False)
+    assert await app.storage.workflows.add_runs([RunUpdate(late)], page) == []
+    assert await app.storage.workflows.get_run(sending_store.id, workflow_id, "b-late") is None
+    wake = await app.storage.workflows.next_wake()
+    assert wake is None or wake > now  # no past timer of a run no round can take

@@ -43,6 +43,7 @@ from ..names import (
 from ..operations.channel import ChannelChanges, ChannelOps
 from ..operations.provider_events import EventOutcome, ProviderEvent, ProviderEvents
 from ..operations.sending import Sender, SendRequest
+from ..operations.workflow_engine import WORKFLOW_REQUEST_PREFIX
 from ..storage import MessageQuery, Storage
 from ..v1 import sms_channel_service_pb2 as pb
 from ..v1 import sms_channel_service_pb2_grpc as pb_grpc
@@ -376,6 +377,9 @@ class SmsChannelServicer(pb_grpc.SmsChannelServiceServicer):
             raise InvalidArgument("request_id", "required: a unique id per send (e.g. a UUID), for safe retries")
         if len(request.request_id) > 64:
             raise InvalidArgument("request_id", "at most 64 characters")
+        if request.request_id.strip().startswith(WORKFLOW_REQUEST_PREFIX):
+            # The workflows' own sends use these ids: one taken here would stand in for a run's SMS.
+            raise InvalidArgument("request_id", f"ids starting with {WORKFLOW_REQUEST_PREFIX!r} are the workflows'")
         content = SmsContentName.parse("sms_content", request.sms_content)
         if content.store != parent.store:
             raise NotFound(request.sms_content)

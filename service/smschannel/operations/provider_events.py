@@ -189,7 +189,9 @@ class ProviderEvents:
             if j.new_status is MessageStatus.REJECTED:
                 reject = self.contacts.reject_change(j.store, ActivitySource.PROVIDER)
                 change = PhoneChange(message.recipient, reject)
-        return EventChange(j.store.id, message.provider_id or message.id, j.status, now, tuple(updates), change)
+        # Keyed on our message id, which never changes: Instasent's id is set by the first report, so a
+        # repeat of that report keyed on it would be a new event.
+        return EventChange(j.store.id, message.id, j.status, now, tuple(updates), change)
 
     @staticmethod
     def _update(message: Message, new: MessageStatus, event: ProviderEvent, now: datetime) -> MessageUpdate:

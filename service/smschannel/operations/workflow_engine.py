@@ -38,18 +38,19 @@ from ..domain.workflows import (
     received_window,
 )
 from ..errors import Aborted, DomainError
-from ..storage import BroadcastDue, RunUpdate, Storage
+from ..storage import BroadcastDue, BroadcastPage, RunUpdate, Storage
 from .background import Backoff, nap, stop_task
 from .contacts import ContactOps, contact_query
 from .sending import Sender, SendRequest
 
-__all__ = ["WorkflowEngine"]
+__all__ = ["WORKFLOW_REQUEST_PREFIX", "WorkflowEngine"]
 
 log = logging.getLogger("smschannel.workflows")
 
 ROUND = 300  # runs per round
 BROADCAST_BATCH = 150  # contacts turned into runs per transaction (its work blocks the loop in slices)
 MAX_STEPS = 1000  # a run that takes more steps than this is failed (a runaway loop)
+WORKFLOW_REQUEST_PREFIX = "wf:"  # of a Send SMS step's request id (SendSms refuses ids that start so)
 # A broadcast whose page fails is tried again after 1 s, then 2, 4... and at most every 10 minutes.
 BROADCAST_RETRY_FIRST = timedelta(seconds=1)
 BROADCAST_RETRY_LONGEST = timedelta(minutes=10)
@@ -198,16 +199,17 @@ class WorkflowEngine:
         cursor = rows[-1][0] if rows else after
         last = len(rows) < BROADCAST_BATCH
         previous = self._writing.pop(key).task if key in self._writing else None
-        write = asyncio.ensure_future(self._write_page(previous, updates, (wf.store_id, wf.id, cursor, last)))
+        page = BroadcastPage(wf.store_id, wf.id, wf.version, cursor, last)
+        write = asyncio.ensure_future(self._write_page(previous, updates, page))
         self._writing[key] = _PageWrite(write, cursor, last)
         return bool(rows)
 
     async def _write_page(
-        self, previous: asyncio.Future[None] | None, updates: list[RunUpdate], broadcast: tuple[str, str, int, bool]
+        self, previous: asyncio.Future[None] | None, updates: list[RunUpdate], page: BroadcastPage
     ) -> None:
         if previous is not None:
             await previous  # the pages' cursors land in order, and not after one that failed
-        await self.storage.workflows.add_runs(updates, broadcast)
+        await self.storage.workflows.add_runs(updates, page)
 
     async def _finish_page_writes(self) -> None:
         """Let the page writes under way land (at a stop); a failed one is logged, the broadcast resumes."""
@@ -222,10 +224,12 @@ class WorkflowEngine:
         now = self.clock()
         attempts, retry = self._broadcast_retries.failed(key, now)
         name = f"stores/{b.store_id}/workflows/{b.workflow_id}"
-        log.warning(
+        _log_failure(
             "broadcast page failed; retrying later",
-            exc_info=error,
-            extra={"workflow": name, "attempts": attempts, "retry_time": retry.isoformat()},
+            error,
+            workflow=name,
+            attempts=attempts,
+            retry_time=retry.isoformat(),
         )
         why = f"the broadcast failed {attempts} time(s) in a row, next try at {retry.isoformat()}: {_reason(error)}"
         try:
@@ -272,7 +276,7 @@ class WorkflowEngine:
             try:
                 moved = await self._step(wf, run, now, contacts)
             except Exception as e:
-                log.exception("a workflow step failed; failing its run", extra={"run_id": run.id})
+                _log_failure("a workflow step failed; failing its run", e, run_id=run.id)
                 updates.append(self._failed(run, now, _reason(e)))
                 continue
             if isinstance(moved, RunUpdate):
@@ -343,7 +347,7 @@ class WorkflowEngine:
             sender=step.sender,
             contact_id=run.contact_id if step.recipient_mode is RecipientMode.CONTACT else "",
             alert_phone=step.alert_phone,
-            request_id=f"wf:{wf.id}:{run.id}:{run.step_count}",
+            request_id=f"{WORKFLOW_REQUEST_PREFIX}{wf.id}:{run.id}:{run.step_count}",
             workflow_id=wf.id,
             workflow_node=run.current_node,
             workflow_run=run.id,
@@ -411,6 +415,16 @@ class _PageWrite:
     task: asyncio.Future[None]
     cursor: int
     last: bool
+
+
+def _log_failure(event: str, error: Exception, **extra: object) -> None:
+    """A failure in the log. A domain error is the store's own (a filter, a number it gave): its text
+    may quote a phone or an email, so the log gets its reason only; the store reads the whole of it on
+    the run or in Workflow.last_error. Anything else is a fault of ours: its traceback is logged."""
+    if isinstance(error, DomainError):
+        log.warning(event, extra={**extra, "error": error.reason})
+    else:
+        log.warning(event, exc_info=error, extra=extra)
 
 
 def _reason(error: Exception) -> str:

@@ -19,6 +19,7 @@ from ..records import record
 __all__ = [
     "Applied",
     "BroadcastDue",
+    "BroadcastPage",
     "ChannelConfigRepository",
     "ContactKey",
     "ContactQuery",
@@ -128,11 +129,11 @@ class PhoneChange:
 
 @record
 class EventChange:
-    """A provider event to record once, with its effects: applied only if (store, provider key,
+    """A provider event to record once, with its effects: applied only if (store, message id,
     status) was never recorded."""
 
     store_id: str
-    provider_key: str  # Instasent's id of the message, else ours
+    message_id: str  # the key the event is recorded under, with its status
     status: str
     time: datetime
     updates: tuple[MessageUpdate, ...] = ()
@@ -155,6 +156,18 @@ class BroadcastDue:
     workflow_id: str
     version: int
     after: int
+
+
+@record
+class BroadcastPage:
+    """A broadcast's page to record with its runs: the cursor after it, and whether it was the last.
+    It is recorded only while the workflow is still ACTIVE at `version`."""
+
+    store_id: str
+    workflow_id: str
+    version: int
+    after: int
+    last: bool
 
 
 @record
@@ -325,7 +338,7 @@ class MessageRepository(Protocol):
 
     async def apply_events(self, events: Sequence[EventChange]) -> list[EventEffects | None]:
         """Provider events' records and effects (message updates, changes to the contacts of a phone),
-        in order, in one transaction: None for an event whose (store, provider key, status) was
+        in order, in one transaction: None for an event whose (store, message id, status) was
         recorded before, or earlier in the batch, and which changes nothing."""
         ...
 
@@ -367,11 +380,10 @@ class WorkflowRepository(Protocol):
         """Record why the engine could not move a workflow still at `version` (its etag stays)."""
         ...
 
-    async def add_runs(
-        self, runs: Sequence[RunUpdate], broadcast: tuple[str, str, int, bool] | None = None
-    ) -> list[Run]:
-        """Store new runs with the steps they already took (duplicates skipped), optionally advancing
-        a broadcast cursor atomically."""
+    async def add_runs(self, runs: Sequence[RunUpdate], page: BroadcastPage | None = None) -> list[Run]:
+        """Store new runs with the steps they already took (duplicates skipped); with a broadcast's
+        `page`, advance its cursor in the same transaction, or store nothing when the workflow was
+        paused, changed or deleted meanwhile."""
         ...
 
     async def find_run_by_request(self, store_id: str, workflow_id: str, request_id: str) -> Run | None:

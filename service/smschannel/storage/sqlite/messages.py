@@ -207,7 +207,7 @@ class SqliteMessages:
 
         def run(conn: sqlite3.Connection) -> list[EventEffects | None]:
             fresh = [
-                bool(conn.execute(_RECORD_EVENT, (e.store_id, e.provider_key, e.status, to_micros(e.time))).rowcount)
+                bool(conn.execute(_RECORD_EVENT, (e.store_id, e.message_id, e.status, to_micros(e.time))).rowcount)
                 for e in events
             ]
             updates = [u for e, new in zip(events, fresh, strict=True) if new for u in e.updates]

@@ -9,11 +9,13 @@ from typing import Any
 
 from ...domain.workflows import Run, RunState, RunStep, Workflow, WorkflowState, graph_from_json, graph_to_json
 from ...errors import Aborted
-from .. import BroadcastDue, RunUpdate
+from .. import BroadcastDue, BroadcastPage, RunUpdate
 from . import jsoncol
 from .db import Database, Row, from_micros, to_micros
 
 __all__ = ["SqliteWorkflows"]
+
+_ACTIVE = int(WorkflowState.ACTIVE)
 
 
 def _workflow_from_row(row: Row) -> Workflow:
@@ -237,24 +239,25 @@ class SqliteWorkflows:
             )
         )
 
-    async def add_runs(
-        self, runs: Sequence[RunUpdate], broadcast: tuple[str, str, int, bool] | None = None
-    ) -> list[Run]:
+    async def add_runs(self, runs: Sequence[RunUpdate], page: BroadcastPage | None = None) -> list[Run]:
         """Store new runs, each with the steps it has already taken (ids and request ids already used
-        are skipped, with their steps); returns the runs stored. With `broadcast` = (store, workflow,
-        cursor, done), advance that broadcast in the same transaction (it moved: its error is cleared)."""
+        are skipped, with their steps); returns the runs stored. With a broadcast's `page`, advance its
+        cursor in the same transaction (it moved: its error is cleared) — only while the workflow is
+        still ACTIVE at the page's version: a page written after a pause, an edit or a delete stores
+        nothing (its runs would run under a paused workflow, or under none)."""
 
         def insert(conn: sqlite3.Connection) -> list[Run]:
+            if page is not None:
+                moved = conn.execute(
+                    "UPDATE workflows SET broadcast_after = ?, broadcast_done = ?, last_error = '',"
+                    " last_error_time = 0 WHERE store_id = ? AND id = ? AND version = ? AND state = ?",
+                    (page.after, int(page.last), page.store_id, page.workflow_id, page.version, _ACTIVE),
+                )
+                if not moved.rowcount:
+                    return []
             created = _new_runs(conn, runs)
             conn.executemany(_INSERT_RUN, [_run_params(u.run) for u in created])
             _insert_steps(conn, created)
-            if broadcast is not None:
-                store_id, workflow_id, after, done = broadcast
-                conn.execute(
-                    "UPDATE workflows SET broadcast_after = ?, broadcast_done = ?, last_error = '',"
-                    " last_error_time = 0 WHERE store_id = ? AND id = ?",
-                    (after, int(done), store_id, workflow_id),
-                )
             return [u.run for u in created]
 
         return await self._db.write_batch(insert)
@@ -310,7 +313,13 @@ class SqliteWorkflows:
 
     async def next_wake(self) -> datetime | None:
         """The earliest timer of a running or waiting run."""
-        row = await self._db.fetch_one("SELECT MIN(wake_time) AS t FROM workflow_runs WHERE state IN (1, 2)")
+        # Of ACTIVE workflows only, as due_runs: a run left RUNNING under another would be a timer
+        # always past, waking the engine for nothing.
+        row = await self._db.fetch_one(
+            "SELECT MIN(r.wake_time) AS t FROM workflow_runs r JOIN workflows w"
+            " ON w.store_id = r.store_id AND w.id = r.workflow_id WHERE r.state IN (1, 2) AND w.state = ?",
+            (_ACTIVE,),
+        )
         return None if row is None or row["t"] is None else from_micros(row["t"])
 
     async def save_round(self, updates: Sequence[RunUpdate]) -> None:
