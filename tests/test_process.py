@@ -58,3 +58,27 @@ def test_admin_key_is_generated_once_and_works(tmp_path: Path) -> None:
         assert "SMSCHANNEL_ADMIN_KEY generated" not in err2
     finally:
         second.kill()
+
+
+def test_run_stops_its_children_when_it_dies_or_its_terminal_closes(tmp_path: Path) -> None:
+    """`smschannel run` killed with SIGKILL, or hung up: the server and the sidecar stop too, instead
+    of holding the ports and the database with no parent (they run in their own session)."""
+    for sig in (signal.SIGKILL, signal.SIGHUP):
+        addr = f"127.0.0.1:{free_port()}"
+        proc = start(
+            "run",
+            tmp_path,
+            SMSCHANNEL_GRPC_ADDR=addr,
+            SMSCHANNEL_HTTP_ADDR=f"127.0.0.1:{free_port()}",
+            SMSCHANNEL_ADMIN_KEY="k",
+        )
+        try:
+            wait_for(lambda: is_serving(addr), what="SERVING")  # noqa: B023
+            proc.send_signal(sig)
+            wait_for(lambda: not is_serving(addr), timeout=20, what="the server to stop")  # noqa: B023
+        finally:
+            proc.kill()
+            proc.wait()
+            for pipe in (proc.stdout, proc.stderr):  # not read: an orphaned child would hold them open
+                if pipe is not None:
+                    pipe.close()

@@ -64,33 +64,48 @@ def healthcheck(config: Config, role: str) -> int:
     return 0 if answer.status == health_pb2.HealthCheckResponse.SERVING else 1
 
 
+def _die_with_parent() -> None:
+    """In a child, before it runs: SIGTERM when `smschannel run` dies, even of SIGKILL (Linux)."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
 async def _run_both() -> int:
     """Server and sidecar as two child processes; a signal to us is passed to both, once.
 
     The children run in their own session, so a Ctrl-C on the terminal reaches them only through us:
-    each gets one SIGINT and drains, instead of a second signal arriving while it exits (it then died
-    of SIGTERM and `make run` reported Error 241). Exit 0 when both stopped cleanly."""
+    each gets one SIGTERM-like signal and drains, instead of a second one arriving while it exits (it
+    then died of SIGTERM and `make run` reported Error 241). A hang-up (the terminal closed) stops
+    them too, they stop if this process dies of anything, and a second Ctrl-C stops them at once.
+    Exit 0 when both stopped cleanly."""
     children = [
-        await asyncio.create_subprocess_exec(sys.executable, "-m", "smschannel", role, start_new_session=True)
+        await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "smschannel", role, start_new_session=True, preexec_fn=_die_with_parent
+        )
         for role in ("server", "sidecar")
     ]
     loop = asyncio.get_running_loop()
     stopping = False
 
-    def forward(sig: signal.Signals) -> None:
+    def stop(sig: signal.Signals) -> None:
         nonlocal stopping
-        if stopping:
-            return
-        stopping = True
         for child in children:
             if child.returncode is None:
-                child.send_signal(sig)
+                child.send_signal(signal.SIGKILL if stopping else sig)
+        stopping = True
 
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, forward, sig)
+    def asked(sig: signal.Signals) -> None:
+        stop(signal.SIGTERM if sig is signal.SIGHUP else sig)
+
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        loop.add_signal_handler(sig, asked, sig)
     waits = [asyncio.ensure_future(c.wait()) for c in children]
     await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-    forward(signal.SIGTERM)  # one ended by itself: stop the other too
+    if not stopping:
+        stop(signal.SIGTERM)  # one ended by itself: stop the other too
     codes = await asyncio.gather(*waits)
     return next((code for code in codes if code != 0), 0)
 
