@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import urllib.request
 from pathlib import Path
 
 import grpc
@@ -12,6 +13,27 @@ from smschannel.v1 import sms_channel_service_pb2 as pb
 from smschannel.v1 import sms_channel_service_pb2_grpc as pb_grpc
 
 from .procs import free_port, is_serving, start, wait_for
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_the_sidecar_stops_on_a_signal_with_exit_zero(tmp_path: Path, sig: signal.Signals) -> None:
+    http = f"127.0.0.1:{free_port()}"
+    proc = start("sidecar", tmp_path, SMSCHANNEL_HTTP_ADDR=http, SMSCHANNEL_GRPC_ADDR=f"127.0.0.1:{free_port()}")
+    try:
+        wait_for(lambda: _answers(f"http://{http}/healthz"), what="the sidecar")
+        proc.send_signal(sig)
+        assert proc.wait(timeout=15) == 0  # uvicorn raises the signal again once stopped: not fatal
+    finally:
+        proc.kill()
+        proc.communicate()
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=1) as answer:
+            return bool(answer.status == 200)
+    except OSError:
+        return False
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
@@ -82,3 +104,16 @@ def test_run_stops_its_children_when_it_dies_or_its_terminal_closes(tmp_path: Pa
             for pipe in (proc.stdout, proc.stderr):  # not read: an orphaned child would hold them open
                 if pipe is not None:
                     pipe.close()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_run_stops_both_on_a_signal_with_exit_zero(tmp_path: Path, sig: signal.Signals) -> None:
+    addr, http = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
+    proc = start("run", tmp_path, SMSCHANNEL_GRPC_ADDR=addr, SMSCHANNEL_HTTP_ADDR=http, SMSCHANNEL_ADMIN_KEY="k")
+    try:
+        wait_for(lambda: is_serving(addr) and _answers(f"http://{http}/healthz"), what="server and sidecar")
+        proc.send_signal(sig)
+        assert proc.wait(timeout=20) == 0  # it said 241 on SIGTERM: the sidecar died of the signal
+    finally:
+        proc.kill()
+        proc.communicate()

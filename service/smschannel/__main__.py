@@ -37,6 +37,11 @@ def run_sidecar(config: Config) -> None:
     from .sidecar.app import create_app
 
     host, port = _split_addr(config.http_addr)
+    # uvicorn stops gracefully on SIGINT/SIGTERM, then raises the signal again under the handler that
+    # was there before it: with the default one the sidecar died of it (exit -15, `run` then 241). A
+    # clean stop exits 0 (SPEC §11), so the handler it finds is one that does nothing.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: None)
     uvicorn.run(create_app(config), host=host, port=port, log_config=None, access_log=False)
 
 
