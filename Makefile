@@ -8,7 +8,7 @@ PROTOS := $(wildcard protos/smschannel/v1/*.proto)
 INSTALLED := $(VENV)/.installed
 GENERATED := service/smschannel/v1/__init__.py
 
-.PHONY: run test test-node lint gen venv bench h2load demo consent clean
+.PHONY: run test test-node lint gen venv bench load-generators demo consent clean
 
 run: $(GENERATED)
 	$(BIN)/python -m smschannel run
@@ -69,13 +69,14 @@ demo: $(GENERATED)
 	$(BIN)/python scripts/demo.py
 
 # Each bench is a module of the bench package (they share bench/_common.py): run as `python -m bench.<name>`.
-# get_contact loads gRPC servers with h2load, Debian's nghttp2-client.
-bench: $(GENERATED) h2load
+# C load generators, from Debian: h2load (nghttp2-client) for gRPC, wrk for the sidecar's callbacks.
+bench: $(GENERATED) load-generators
 	@for b in import get_contact newsletter broadcast callbacks; do echo "== bench.$$b"; $(BIN)/python -m bench.$$b || exit 1; done
 
-h2load:
-	@command -v h2load >/dev/null || { apt-get update -qq && apt-get install -y -qq nghttp2-client >/dev/null; } \
-		|| { echo "h2load is needed: apt-get install nghttp2-client"; exit 1; }
+load-generators:
+	@{ command -v h2load >/dev/null && command -v wrk >/dev/null; } \
+		|| { apt-get update -qq && apt-get install -y -qq nghttp2-client wrk >/dev/null; } \
+		|| { echo "the benches need h2load and wrk: apt-get install nghttp2-client wrk"; exit 1; }
 
 clean:
 	rm -rf $(VENV) $(TOOLS) service/smschannel/v1 clients/python/src/smschannel_client/v1 clients/node/node_modules \
