@@ -34,6 +34,7 @@ def run_sidecar(config: Config) -> None:
     """The HTTP sidecar in the foreground."""
     import uvicorn
 
+    from .asgi import uvicorn_config
     from .sidecar.app import create_app
 
     host, port = _split_addr(config.http_addr)
@@ -42,7 +43,7 @@ def run_sidecar(config: Config) -> None:
     # clean stop exits 0 (SPEC §11), so the handler it finds is one that does nothing.
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: None)
-    uvicorn.run(create_app(config), host=host, port=port, log_config=None, access_log=False)
+    uvicorn.Server(uvicorn_config(create_app(config), host, port)).run()
 
 
 def healthcheck(config: Config, role: str) -> int:
