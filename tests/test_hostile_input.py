@@ -166,13 +166,15 @@ def _struct(values: dict[str, Any]) -> struct_pb2.Struct:
     return out
 
 
-def _scalar(field: descriptor.FieldDescriptor, depth: int, names: dict[str, list[str]]) -> st.SearchStrategy[Any]:
+def _scalar(
+    field: descriptor.FieldDescriptor, depth: int, names: dict[str, list[str]], huge: bool = True
+) -> st.SearchStrategy[Any]:
     kind = field.type
     if kind == descriptor.FieldDescriptor.TYPE_MESSAGE:
         special = _special(field)
         if special is not None:
             return special
-        return messages(field.message_type, depth + 1, names) if depth < 4 else st.just(None)
+        return messages(field.message_type, depth + 1, names, huge) if depth < 4 else st.just(None)
     if kind == descriptor.FieldDescriptor.TYPE_ENUM:
         return st.sampled_from([v.number for v in field.enum_type.values] + [999, -1])
     if kind == descriptor.FieldDescriptor.TYPE_STRING:
@@ -190,29 +192,34 @@ def _is_map(field: descriptor.FieldDescriptor) -> bool:
     return field.type == descriptor.FieldDescriptor.TYPE_MESSAGE and field.message_type.GetOptions().map_entry
 
 
-def _field(field: descriptor.FieldDescriptor, depth: int, names: dict[str, list[str]]) -> st.SearchStrategy[Any]:
+def _field(
+    field: descriptor.FieldDescriptor, depth: int, names: dict[str, list[str]], huge: bool
+) -> st.SearchStrategy[Any]:
+    """`huge`: whether this field may be a huge list or map. Never inside another huge one: a thousand
+    elements of a thousand elements each would be millions of messages to build in this process."""
     if _is_map(field):
         key = _scalar(field.message_type.fields_by_name["key"], depth, names)
         value = _scalar(field.message_type.fields_by_name["value"], depth, names)
         few = st.dictionaries(key, value, max_size=3)
         string_keys = field.message_type.fields_by_name["key"].type == descriptor.FieldDescriptor.TYPE_STRING
-        many = value.map(lambda v: {f"k{i}": v for i in range(2000)}) if string_keys else st.nothing()
+        big = _scalar(field.message_type.fields_by_name["value"], depth, names, huge=False)
+        many = big.map(lambda v: {f"k{i}": v for i in range(2000)}) if string_keys and huge else st.nothing()
         return few | many
     if field.is_repeated:
-        one = _scalar(field, depth, names)
-        return st.lists(one, max_size=3) | one.map(lambda v: [v] * 1000)
-    return _scalar(field, depth, names)
+        many = _scalar(field, depth, names, huge=False).map(lambda v: [v] * 1000) if huge else st.nothing()
+        return st.lists(_scalar(field, depth, names, huge), max_size=3) | many
+    return _scalar(field, depth, names, huge)
 
 
 def messages(
-    desc: descriptor.Descriptor, depth: int = 0, names: dict[str, list[str]] | None = None
+    desc: descriptor.Descriptor, depth: int = 0, names: dict[str, list[str]] | None = None, huge: bool = True
 ) -> st.SearchStrategy[message.Message]:
     """Messages of `desc` with any subset of their fields set to hostile values (`names`: good values
     of the fields that name resources)."""
     names = names or {}
     # The fields that name the resource are always there: without them every call stops at the first check.
-    keys = {f.name: _field(f, depth, names) for f in desc.fields if f.name in ("parent", "name")}
-    optional = {f.name: _field(f, depth, names) for f in desc.fields if f.name not in keys}
+    keys = {f.name: _field(f, depth, names, huge) for f in desc.fields if f.name in ("parent", "name")}
+    optional = {f.name: _field(f, depth, names, huge) for f in desc.fields if f.name not in keys}
     return st.fixed_dictionaries(keys, optional=optional).map(lambda values: _build(desc, values))
 
 
