@@ -20,13 +20,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from ..domain.contacts import Contact
 from ..domain.enums import ActivitySource, ActivityType, MessageStatus
 from ..domain.messages import Message, message_activity, provider_status
 from ..domain.stores import Store
 from ..errors import DomainError, InvalidArgument, NotFound
-from ..names import ContactName
+from ..names import CallbacksName, ContactName
 from ..records import record
-from ..storage import EventChange, MessageUpdate, PhoneChange, Storage
+from ..storage import MessageUpdate, Mutation, Storage, UnitOfWork
 from .channel import ChannelOps
 from .contacts import ContactOps
 
@@ -72,6 +73,55 @@ class EventOutcome:
     outcome: str
     message: Message | None = None
     contacts: tuple[str, ...] = ()
+
+
+@record
+class _PhoneChange:
+    """A change to every contact of the store with this phone (a provider's opt-out or rejection)."""
+
+    phone: str
+    mutation: Mutation
+
+
+@record
+class _Change:
+    """A provider event to record once, with its effects: applied only if (store, message id,
+    status) was never recorded."""
+
+    store_id: str
+    message_id: str  # the key the event is recorded under, with its status
+    status: str
+    time: datetime
+    updates: tuple[MessageUpdate, ...] = ()
+    phone_change: _PhoneChange | None = None
+
+
+@record
+class _Effects:
+    """What a provider event changed: each message update, and each contact with whether it changed."""
+
+    messages: list[bool]
+    contacts: list[tuple[Contact, bool]]
+
+
+async def _apply_changes(changes: Sequence[_Change], tx: UnitOfWork) -> list[_Effects | None]:
+    """The events' records and effects, as one unit of work. Each record goes first, so a duplicate
+    (before, or earlier in the batch) changes nothing (None), and a failure leaves no record: the
+    retried callbacks apply. The message updates of the batch are applied together, in order."""
+    fresh = [await tx.provider_events.record(c.store_id, c.message_id, c.status, c.time) for c in changes]
+    changed = iter(
+        await tx.messages.update([u for c, new in zip(changes, fresh, strict=True) if new for u in c.updates])
+    )
+    effects: list[_Effects | None] = []
+    for c, new in zip(changes, fresh, strict=True):
+        if not new:
+            effects.append(None)
+            continue
+        messages = [next(changed) for _ in c.updates]
+        phone = c.phone_change
+        contacts = await tx.contacts.apply_by_phone(c.store_id, phone.phone, phone.mutation) if phone else []
+        effects.append(_Effects(messages, contacts))
+    return effects
 
 
 @record
@@ -124,7 +174,7 @@ class ProviderEvents:
                 results[i] = e
         found = await self._find_all(judged)
         now = self.clock()
-        changes: list[tuple[int, str, Message, EventChange]] = []
+        changes: list[tuple[int, str, Message, _Change]] = []
         for i, j in judged:
             if j.new_status is None and j.status != "stop":
                 log.warning("unknown callback status", extra={"store": j.store.id, "status": j.status[:40]})
@@ -135,7 +185,8 @@ class ProviderEvents:
             else:
                 changes.append((i, j.status, message, self._change(j, message, now)))
         # Every event's effects and its record in one transaction: each applied once, or not at all.
-        effects = await self.storage.messages.apply_events([c for _, _, _, c in changes]) if changes else []
+        batch = [c for _, _, _, c in changes]
+        effects = await self.storage.atomically(lambda tx: _apply_changes(batch, tx), len(batch)) if batch else []
         for (i, status, message, _), effect in zip(changes, effects, strict=True):
             if effect is None:  # this (provider id, status) was applied before
                 results[i] = done(status, EventOutcome("duplicate", message))
@@ -156,7 +207,7 @@ class ProviderEvents:
         if store is None or not hmac.compare_digest(
             event.callback_secret.encode(), (await self.channel.get(event.store_id)).callback_secret.encode()
         ):
-            raise NotFound(f"stores/{event.store_id}/callbacks")  # whichever of the two is wrong
+            raise NotFound(str(CallbacksName(event.store_id)))  # whichever of the two is wrong
         status = event.status.strip().lower()
         if not status:
             raise InvalidArgument("status", "required: the callback's status")
@@ -178,20 +229,20 @@ class ProviderEvents:
                     found[i] = message
         return found
 
-    def _change(self, j: _Judged, message: Message, now: datetime) -> EventChange:
+    def _change(self, j: _Judged, message: Message, now: datetime) -> _Change:
         """What the event does to its message and to the contacts of the message's phone."""
         updates: list[MessageUpdate] = []
         change = None
         if j.status == "stop":
-            change = PhoneChange(message.recipient, self.contacts.unsubscribe_change(j.store, ActivitySource.PROVIDER))
+            change = _PhoneChange(message.recipient, self.contacts.unsubscribe_change(j.store, ActivitySource.PROVIDER))
         elif j.new_status is not None:
             updates.append(self._update(message, j.new_status, j.event, now))
             if j.new_status is MessageStatus.REJECTED:
                 reject = self.contacts.reject_change(j.store, ActivitySource.PROVIDER)
-                change = PhoneChange(message.recipient, reject)
+                change = _PhoneChange(message.recipient, reject)
         # Keyed on our message id, which never changes: Instasent's id is set by the first report, so a
         # repeat of that report keyed on it would be a new event.
-        return EventChange(j.store.id, message.id, j.status, now, tuple(updates), change)
+        return _Change(j.store.id, message.id, j.status, now, tuple(updates), change)
 
     @staticmethod
     def _update(message: Message, new: MessageStatus, event: ProviderEvent, now: datetime) -> MessageUpdate:

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal, Protocol
+from typing import Literal, Protocol, TypeVar
 
 from ..domain.channel import ChannelConfig
 from ..domain.contacts import Activity, Contact
@@ -21,25 +21,28 @@ __all__ = [
     "BroadcastDue",
     "BroadcastPage",
     "ChannelConfigRepository",
+    "ContactChanges",
     "ContactKey",
     "ContactQuery",
     "ContactRepository",
-    "EventChange",
-    "EventEffects",
+    "MessageChanges",
     "MessageQuery",
     "MessageRepository",
     "MessageUpdate",
     "MetaRepository",
     "Mutation",
     "Outcome",
-    "PhoneChange",
+    "ProviderEventLog",
     "Reach",
     "RunUpdate",
     "SmsContentRepository",
     "Storage",
     "StoreRepository",
+    "UnitOfWork",
     "WorkflowRepository",
 ]
+
+T = TypeVar("T")
 
 # Given the current contact (None when none matched), the new contact and its activities.
 # It may raise a DomainError to refuse the change.
@@ -117,35 +120,6 @@ class MessageUpdate:
     # The contact's number changed while the message waited: it goes to, and records, the new one.
     recipient: str | None = None
     segments: int | None = None
-
-
-@record
-class PhoneChange:
-    """A change to every contact of the store with this phone (a provider's opt-out or rejection)."""
-
-    phone: str
-    mutation: Mutation
-
-
-@record
-class EventChange:
-    """A provider event to record once, with its effects: applied only if (store, message id,
-    status) was never recorded."""
-
-    store_id: str
-    message_id: str  # the key the event is recorded under, with its status
-    status: str
-    time: datetime
-    updates: tuple[MessageUpdate, ...] = ()
-    phone_change: PhoneChange | None = None
-
-
-@record
-class EventEffects:
-    """What a provider event changed: each message update, and each contact with whether it changed."""
-
-    messages: list[bool]
-    contacts: list[tuple[Contact, bool]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -336,12 +310,6 @@ class MessageRepository(Protocol):
         """How many SMS the contact received (SENT or DELIVERED) matching, by an indexed query."""
         ...
 
-    async def apply_events(self, events: Sequence[EventChange]) -> list[EventEffects | None]:
-        """Provider events' records and effects (message updates, changes to the contacts of a phone),
-        in order, in one transaction: None for an event whose (store, message id, status) was
-        recorded before, or earlier in the batch, and which changes nothing."""
-        ...
-
 
 class WorkflowRepository(Protocol):
     """Workflows and their durable runs."""
@@ -413,6 +381,54 @@ class WorkflowRepository(Protocol):
         ...
 
 
+class ProviderEventLog(Protocol):
+    """The provider events applied so far, so that a repeated callback changes nothing."""
+
+    async def record(self, store_id: str, message_id: str, status: str, time: datetime) -> bool:
+        """Record that (store, message id, status) was applied; False if it was recorded before."""
+        ...
+
+
+class MessageChanges(Protocol):
+    """Message writes inside a unit of work."""
+
+    async def update(self, updates: Sequence[MessageUpdate]) -> list[bool]:
+        """As MessageRepository.update, inside the unit of work's transaction."""
+        ...
+
+
+class ContactChanges(Protocol):
+    """Contact writes inside a unit of work."""
+
+    async def apply_by_phone(self, store_id: str, phone: str, mutation: Mutation) -> list[tuple[Contact, bool]]:
+        """As ContactRepository.apply_by_phone, inside the unit of work's transaction."""
+        ...
+
+
+class UnitOfWork(Protocol):
+    """One transaction over several aggregates, for a use case that must change them together (a
+    provider event: its record, its message and the contacts of its phone): the use case says what it
+    changes, instead of one repository writing another's aggregate behind its back.
+
+    A unit of work must await nothing but these writes (no I/O, no sleep): one backend runs it as one
+    synchronous step on its database thread, another inside one database transaction."""
+
+    @property
+    def provider_events(self) -> ProviderEventLog:
+        """Which provider events were applied."""
+        ...
+
+    @property
+    def messages(self) -> MessageChanges:
+        """Message writes."""
+        ...
+
+    @property
+    def contacts(self) -> ContactChanges:
+        """Contact writes."""
+        ...
+
+
 class Storage(Protocol):
     """Everything the service keeps."""
 
@@ -449,6 +465,11 @@ class Storage(Protocol):
     @property
     def workflows(self) -> WorkflowRepository:
         """Workflows and runs."""
+        ...
+
+    async def atomically(self, work: Callable[[UnitOfWork], Awaitable[T]], size: int) -> T:
+        """Run `work` as one transaction: all its writes land, or none. `size`: about how many rows it
+        writes (a backend may run small ones differently from big ones)."""
         ...
 
     async def close(self) -> None:

@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+from .. import UnitOfWork
 from .channel import SqliteChannelConfigs
 from .contacts import SqliteContacts
 from .db import Database
 from .messages import SqliteMessages, SqliteSmsContents
 from .stores import SqliteMeta, SqliteStores
+from .unit_of_work import run_unit_of_work
 from .workflows import SqliteWorkflows
 
 __all__ = ["Database", "SqliteStorage"]
+
+T = TypeVar("T")
 
 
 class SqliteStorage:
@@ -64,6 +71,10 @@ class SqliteStorage:
     def workflows(self) -> SqliteWorkflows:
         """Workflows and runs."""
         return self._workflows
+
+    async def atomically(self, work: Callable[[UnitOfWork], Awaitable[T]], size: int) -> T:
+        """`work` as one write transaction (see unit_of_work.py)."""
+        return await run_unit_of_work(self.db, work, size)
 
     async def close(self) -> None:
         """Close the connections."""

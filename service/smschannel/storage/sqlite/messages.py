@@ -14,11 +14,11 @@ from ...domain.contacts import Activity
 from ...domain.enums import MessageStatus, RecipientMode, SmsEncoding, SmsType
 from ...domain.messages import Message, SmsContent
 from ...errors import Aborted
-from .. import EventChange, EventEffects, MessageQuery, MessageUpdate
-from .contacts import INSERT_ACTIVITY, activity_params, apply_to_phone
+from .. import MessageQuery, MessageUpdate
+from .contacts import INSERT_ACTIVITY, activity_params
 from .db import Database, Row, from_micros, to_micros
 
-__all__ = ["SqliteMessages", "SqliteSmsContents"]
+__all__ = ["SqliteMessages", "SqliteSmsContents", "apply_updates"]
 
 _ENUMS: dict[str, type[IntEnum]] = {
     "type": SmsType,
@@ -36,7 +36,6 @@ _SELECT_MESSAGE = f"SELECT seq, {', '.join(_MESSAGE_COLUMNS)} FROM messages"
 
 
 _IN_CHUNK = 500  # bound parameters per IN (...) lookup
-CALLBACKS_INLINE = 100
 # Message ids are unique by themselves: `+store_id` keeps SQLite from choosing the (store, seq) index
 # for `store_id = ?`, which scanned every message of the store for each batch of callbacks. Provider
 # ids are unique per store; `!= ''` lets SQLite use their partial index (which leaves out empty ones).
@@ -198,35 +197,7 @@ class SqliteMessages:
         changed, atomically. Returns which changed: an update whose message moved on is dropped."""
         if not updates:
             return []
-        return await self._db.write_rows(len(updates), lambda conn: _apply_updates(conn, updates))
-
-    async def apply_events(self, events: Sequence[EventChange]) -> list[EventEffects | None]:
-        """Callbacks' records and effects in one transaction. Each record goes first, so a duplicate
-        (before, or earlier in the batch) changes nothing, and a failure leaves no record: the
-        retried callbacks apply. The message updates of all the batch are applied together, in order."""
-
-        def run(conn: sqlite3.Connection) -> list[EventEffects | None]:
-            fresh = [
-                bool(conn.execute(_RECORD_EVENT, (e.store_id, e.message_id, e.status, to_micros(e.time))).rowcount)
-                for e in events
-            ]
-            updates = [u for e, new in zip(events, fresh, strict=True) if new for u in e.updates]
-            changed = iter(_apply_updates(conn, updates) if updates else [])
-            effects: list[EventEffects | None] = []
-            for e, new in zip(events, fresh, strict=True):
-                if not new:
-                    effects.append(None)
-                    continue
-                messages = [next(changed) for _ in e.updates]
-                change = e.phone_change
-                contacts = apply_to_phone(conn, e.store_id, change.phone, change.mutation) if change else []
-                effects.append(EventEffects(messages, contacts))
-            return effects
-
-        # A batch of callbacks is a few short statements each: up to CALLBACKS_INLINE of them cost
-        # less inline than the hop to the database thread and back (bench/callbacks: server CPU a
-        # callback 113 -> 85-105 µs), and block the loop for about a millisecond.
-        return await self._db.write_rows(len(events), run, inline=CALLBACKS_INLINE)
+        return await self._db.write_rows(len(updates), lambda conn: apply_updates(conn, updates))
 
     async def count_received(
         self,
@@ -259,7 +230,6 @@ class SqliteMessages:
         return int(row["n"]) if row is not None else 0
 
 
-_RECORD_EVENT = "INSERT OR IGNORE INTO provider_events (store_id, provider_id, status, create_time) VALUES (?, ?, ?, ?)"
 _UPDATE_MESSAGE = (
     "UPDATE messages SET status = ?, status_reason = ?, provider_id = COALESCE(?, provider_id),"
     " send_time = COALESCE(?, send_time), delivery_time = COALESCE(?, delivery_time),"
@@ -289,7 +259,7 @@ def _update_params(u: MessageUpdate) -> tuple[Any, ...]:
     )
 
 
-def _apply_updates(conn: sqlite3.Connection, updates: Sequence[MessageUpdate]) -> list[bool]:
+def apply_updates(conn: sqlite3.Connection, updates: Sequence[MessageUpdate]) -> list[bool]:
     """Inside a write transaction: each update applied only from a status it expects, in order (a
     later update of a message sees an earlier one's status), with the activities of those applied.
 
