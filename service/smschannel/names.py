@@ -12,7 +12,9 @@ from typing import ClassVar, Self
 from .errors import InvalidArgument, echo
 
 __all__ = [
+    "ActivityName",
     "ApiKeyName",
+    "CallbacksName",
     "ChannelConfigName",
     "ContactName",
     "MessageName",
@@ -91,6 +93,21 @@ class ContactName(_Name):
     store: str
     contact: str
 
+    @staticmethod
+    def collection(store: str) -> str:
+        """`stores/{store}/contacts`, the collection a store's contacts are created in."""
+        return f"{StoreName(store)}/contacts"
+
+
+@dataclass(frozen=True)
+class ActivityName(_Name):
+    """`stores/{store}/contacts/{contact}/activities/{activity}`."""
+
+    template = "stores/{store}/contacts/{contact}/activities/{activity}"
+    store: str
+    contact: str
+    activity: str
+
 
 @dataclass(frozen=True)
 class SmsContentName(_Name):
@@ -143,4 +160,13 @@ class ChannelConfigName(_Name):
     """`stores/{store}/smsChannelConfig` (a singleton, AIP-156)."""
 
     template = "stores/{store}/smsChannelConfig"
+    store: str
+
+
+@dataclass(frozen=True)
+class CallbacksName(_Name):
+    """`stores/{store}/callbacks`: not a resource of the API but what a provider callback with an
+    unknown store or a wrong secret is NOT_FOUND about (its URL names both; the answer says neither)."""
+
+    template = "stores/{store}/callbacks"
     store: str
