@@ -11,7 +11,7 @@ from ..domain.contacts import Activity, Contact, ContactPatch, CustomValue, norm
 from ..domain.enums import MobilePhoneStatus, SmsSubscriptionStatus
 from ..domain.phones import normalize_phone
 from ..errors import FieldViolation, InvalidArgument, echo
-from ..names import ContactName
+from ..names import ActivityName, ContactName
 from ..storage import ContactKey
 from ..v1 import common_pb2
 from ..v1 import contacts_service_pb2 as pb
@@ -195,7 +195,7 @@ def activity_to_proto(a: Activity) -> pb.Activity:
     details = struct_pb2.Struct()
     details.update(a.details)
     return pb.Activity(
-        name=f"stores/{a.store_id}/contacts/{a.contact_id}/activities/{a.id}",
+        name=str(ActivityName(a.store_id, a.contact_id, a.id)),
         type=int(a.type),  # type: ignore[arg-type]
         create_time=timestamp(a.create_time),
         source=int(a.source),  # type: ignore[arg-type]

@@ -12,7 +12,7 @@ from ..domain.phones import normalize_phone
 from ..domain.stores import Store
 from ..errors import Aborted, AlreadyExists, DomainError, InvalidArgument, NotFound, echo
 from ..filters import Term, parse_filter
-from ..names import ContactName, new_id
+from ..names import ContactName, StoreName, new_id
 from ..records import record
 from ..storage import Applied, ContactKey, ContactQuery, Mutation, Outcome, Storage
 
@@ -91,7 +91,7 @@ class ContactOps:
         """The store, or NotFound."""
         store = await self.storage.stores.get(store_id)
         if store is None:
-            raise NotFound(f"stores/{store_id}")
+            raise NotFound(str(StoreName(store_id)))
         return store
 
     async def default_country(self, store_id: str) -> str:

@@ -15,7 +15,7 @@ from ..domain.phones import country_of, normalize_phone
 from ..domain.sending import Rendered, VariableSource, check_mappings, render_for, skip_reason
 from ..domain.templates import marker_replacement
 from ..errors import DomainError, FailedPrecondition, InvalidArgument, NotFound, RequestIdReused, Violation, echo
-from ..names import new_id
+from ..names import ChannelConfigName, ContactName, MessageName, SmsContentName, new_id
 from ..records import record
 from ..storage import Storage
 from .channel import ChannelOps
@@ -104,10 +104,11 @@ class Sender:
             same = False
         same = same and (first.sms_content_id, first.type) == (req.content_id, req.type)
         if not same or (req.sender.strip() and req.sender.strip() != first.sender):
+            name = str(MessageName(req.store_id, first.id))
             raise RequestIdReused(
-                f"stores/{req.store_id}/messages/{first.id}",
+                name,
                 f"request_id {echo(req.request_id)} was used by another request"
-                f" (stores/{req.store_id}/messages/{first.id}): use a new request id for a new SMS",
+                f" ({name}): use a new request id for a new SMS",
             )
         return first
 
@@ -144,7 +145,7 @@ class Sender:
             lookups.contents[key] = await self.storage.sms_contents.get(*key)
         content = lookups.contents[key]
         if content is None:
-            raise NotFound(f"stores/{req.store_id}/smsContents/{req.content_id}")
+            raise NotFound(str(SmsContentName(req.store_id, req.content_id)))
         if req.type is SmsType.UNSPECIFIED:
             raise InvalidArgument("type", "required: TRANSACTIONAL or NEWSLETTER")
         mode = RecipientMode.CONTACT if req.contact_id else RecipientMode.ALERT
@@ -180,7 +181,7 @@ class Sender:
             if contact is None or contact.id != req.contact_id:
                 contact = await self.storage.contacts.get(req.store_id, req.contact_id)
             if contact is None:
-                raise NotFound(f"stores/{req.store_id}/contacts/{req.contact_id}")
+                raise NotFound(str(ContactName(req.store_id, req.contact_id)))
             reason = skip_reason(contact, req.type)
             recipient = contact.mobile_phone
         else:
@@ -243,6 +244,6 @@ class Sender:
     def _answer(message: Message) -> Message:
         """The message, or FAILED_PRECONDITION when it could not be sent for want of a token."""
         if message.status is MessageStatus.FAILED and message.status_reason == NO_TOKEN:
-            subject = f"stores/{message.store_id}/smsChannelConfig"
+            subject = str(ChannelConfigName(message.store_id))
             raise FailedPrecondition(NO_TOKEN, [Violation("NO_PROVIDER_TOKEN", subject, NO_TOKEN)])
         return message

@@ -38,6 +38,7 @@ from ..domain.workflows import (
     received_window,
 )
 from ..errors import Aborted, DomainError
+from ..names import WorkflowName
 from ..storage import BroadcastDue, BroadcastPage, RunUpdate, Storage
 from .background import Backoff, nap, stop_task
 from .contacts import ContactOps, contact_query
@@ -223,7 +224,7 @@ class WorkflowEngine:
     async def _broadcast_failed(self, b: BroadcastDue, key: tuple[str, str, int], error: Exception) -> None:
         now = self.clock()
         attempts, retry = self._broadcast_retries.failed(key, now)
-        name = f"stores/{b.store_id}/workflows/{b.workflow_id}"
+        name = str(WorkflowName(b.store_id, b.workflow_id))
         _log_failure(
             "broadcast page failed; retrying later",
             error,
