@@ -55,6 +55,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from ..auth import derive_provider_events_key
 from ..config import Config
 from ..crypto import load_or_create_secret_key
+from ..names import StoreName
 from ..v1 import sms_channel_service_pb2 as pb
 from ..v1 import sms_channel_service_pb2_grpc as pb_grpc
 from .batcher import Batcher
@@ -215,7 +216,7 @@ def create_app(config: Config) -> ASGIApp:
         except _Malformed as e:
             # Not answered yet: the server judges the secret first (see the module's docstring).
             report, malformed = pb.ReportProviderEventRequest(), str(e)
-        report.parent, report.callback_secret = f"stores/{store}", secret
+        report.parent, report.callback_secret = str(StoreName(store)), secret
         try:
             result = await state["batcher"].report(report)
         except Exception as e:  # the batch's call failed or is late: the server is away or overloaded
