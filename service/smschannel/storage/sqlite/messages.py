@@ -35,6 +35,12 @@ _INSERT_MESSAGE = (
 _SELECT_MESSAGE = f"SELECT seq, {', '.join(_MESSAGE_COLUMNS)} FROM messages"
 
 
+# Statuses are bound as parameters: SQLite still proves `status = ?` (bound to QUEUED) implies the
+# outbox's partial index `WHERE status = 1`, as the query plan test shows.
+_QUEUED = int(MessageStatus.QUEUED)
+_RECEIVED = (int(MessageStatus.SENT), int(MessageStatus.DELIVERED))
+OUTBOX_DUE = f"{_SELECT_MESSAGE} WHERE status = ? AND next_attempt_time <= ? ORDER BY next_attempt_time, seq LIMIT ?"
+OUTBOX_NEXT = "SELECT MIN(next_attempt_time) AS t FROM messages WHERE status = ?"
 _IN_CHUNK = 500  # bound parameters per IN (...) lookup
 # Message ids are unique by themselves: `+store_id` keeps SQLite from choosing the (store, seq) index
 # for `store_id = ?`, which scanned every message of the store for each batch of callbacks. Provider
@@ -181,15 +187,12 @@ class SqliteMessages:
 
     async def due(self, now: datetime, limit: int) -> list[Message]:
         """QUEUED messages whose next attempt is due, oldest first."""
-        rows = await self._db.fetch_all(
-            f"{_SELECT_MESSAGE} WHERE status = 1 AND next_attempt_time <= ? ORDER BY next_attempt_time, seq LIMIT ?",
-            (to_micros(now), limit),
-        )
+        rows = await self._db.fetch_all(OUTBOX_DUE, (_QUEUED, to_micros(now), limit))
         return [message_from_row(r) for r in rows]
 
     async def next_due(self) -> datetime | None:
         """When the next QUEUED message is due, or None when the outbox is empty."""
-        row = await self._db.fetch_one("SELECT MIN(next_attempt_time) AS t FROM messages WHERE status = 1")
+        row = await self._db.fetch_one(OUTBOX_NEXT, (_QUEUED,))
         return None if row is None or row["t"] is None else from_micros(row["t"])
 
     async def update(self, updates: Sequence[MessageUpdate]) -> list[bool]:
@@ -211,9 +214,9 @@ class SqliteMessages:
         """SENT or DELIVERED messages of a contact, through the (store, contact, status, time) index."""
         sql = (
             "SELECT COUNT(*) AS n FROM messages"
-            " WHERE store_id = ? AND contact_id != '' AND contact_id = ? AND status IN (2, 3)"
+            " WHERE store_id = ? AND contact_id != '' AND contact_id = ? AND status IN (?, ?)"
         )
-        params: list[Any] = [store_id, contact_id]
+        params: list[Any] = [store_id, contact_id, *_RECEIVED]
         if since is not None:
             sql += " AND create_time >= ?"
             params.append(to_micros(since))
