@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import Any
 
 from ..errors import FailedPrecondition, FieldViolation, InvalidArgument, Violation, echo
-from ..names import new_id
+from ..names import ContactName, new_id
 from ..records import record
 from .enums import ActivitySource, ActivityType, MobilePhoneStatus, SmsSubscriptionStatus
 
@@ -161,7 +161,7 @@ def _starting_values(store_id: str, subscription: SmsSubscriptionStatus) -> Cont
 
 
 def _still_rejected(store_id: str, contact_id: str, phone: str, wanted: MobilePhoneStatus) -> FailedPrecondition:
-    subject = f"stores/{store_id}/contacts/{contact_id}"
+    subject = str(ContactName(store_id, contact_id))
     why = (
         f"{phone} was rejected by the provider: only a different number lifts a rejection,"
         f" so the phone cannot be made {wanted.name}"

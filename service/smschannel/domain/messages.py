@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from ..names import new_id
+from ..names import MessageName, new_id
 from ..records import record
 from .contacts import Activity
 from .enums import ActivitySource, ActivityType, MessageStatus, RecipientMode, SmsEncoding, SmsType
@@ -89,7 +89,7 @@ def message_activity(m: Message, kind: ActivityType, now: datetime, reason: str 
     if not m.contact_id:
         return None
     source = ActivitySource.WORKFLOW if m.workflow_id else ActivitySource.API
-    details = {"message": f"stores/{m.store_id}/messages/{m.id}"}
+    details = {"message": str(MessageName(m.store_id, m.id))}
     if reason:
         details["reason"] = reason
     return Activity(m.store_id, m.contact_id, new_id(), kind, source, now, details)

@@ -10,6 +10,7 @@ from typing import Any
 from ...domain.contacts import Activity, Contact, CustomValue
 from ...domain.enums import ActivitySource, ActivityType, MobilePhoneStatus, SmsSubscriptionStatus
 from ...errors import AlreadyExists, DomainError, echo
+from ...names import ContactName
 from .. import Applied, ContactKey, ContactQuery, Mutation, Outcome, Reach
 from . import jsoncol
 from .db import Database, Row, from_micros, to_micros
@@ -179,7 +180,7 @@ def _apply(conn: sqlite3.Connection, store_id: str, changes: Sequence[tuple[Cont
             owner = by_email.get(new.email) if new.email else None
             if owner is not None and owner.id != new.id:
                 raise AlreadyExists(
-                    f"stores/{store_id}/contacts/{owner.id}",
+                    str(ContactName(store_id, owner.id)),
                     f"email {echo(new.email)} belongs to another contact (stores/{store_id}/contacts/{owner.id})",
                 )
         except DomainError as e:
@@ -217,7 +218,7 @@ def _write(
             conn.executemany(_UPDATE, [_update_params(c) for c in updates.values()])
     except sqlite3.IntegrityError as e:
         # Only a contact id taken by a concurrent writer can get here: the lookups ran in this transaction.
-        raise AlreadyExists(f"stores/{store_id}/contacts", "a contact with that id already exists") from e
+        raise AlreadyExists(ContactName.collection(store_id), "a contact with that id already exists") from e
     _insert_activities(conn, activities)
 
 
@@ -293,7 +294,7 @@ class SqliteContacts:
 
     async def delete(self, store_id: str, contact_id: str, etag: str) -> None:
         """Delete a contact and its activities."""
-        name = f"stores/{store_id}/contacts/{contact_id}"
+        name = str(ContactName(store_id, contact_id))
         await self._db.delete_checked("contacts", store_id, contact_id, etag, name, "activities.contact_id")
 
     async def list_activities(

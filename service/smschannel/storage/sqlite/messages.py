@@ -14,6 +14,7 @@ from ...domain.contacts import Activity
 from ...domain.enums import MessageStatus, RecipientMode, SmsEncoding, SmsType
 from ...domain.messages import Message, SmsContent
 from ...errors import Aborted
+from ...names import SmsContentName
 from .. import MessageQuery, MessageUpdate
 from .contacts import INSERT_ACTIVITY, activity_params
 from .db import Database, Row, from_micros, to_micros
@@ -342,7 +343,7 @@ class SqliteSmsContents:
                 to_micros(content.update_time),
                 content.version,
             ),
-            f"stores/{content.store_id}/smsContents/{content.id}",
+            str(SmsContentName(content.store_id, content.id)),
         )
 
     async def get(self, store_id: str, content_id: str) -> SmsContent | None:
@@ -376,9 +377,9 @@ class SqliteSmsContents:
                 ),
             )
             if cur.rowcount == 0:
-                raise Aborted(f"stores/{content.store_id}/smsContents/{content.id} changed meanwhile; get it again")
+                raise Aborted(f"{SmsContentName(content.store_id, content.id)} changed meanwhile; get it again")
 
     async def delete(self, store_id: str, content_id: str, etag: str) -> None:
         """Delete a content (messages keep their copy of the text)."""
-        name = f"stores/{store_id}/smsContents/{content_id}"
+        name = str(SmsContentName(store_id, content_id))
         await self._db.delete_checked("sms_contents", store_id, content_id, etag, name)

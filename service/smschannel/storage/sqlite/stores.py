@@ -9,6 +9,7 @@ import aiosqlite
 from ...domain.enums import SmsSubscriptionStatus
 from ...domain.stores import ApiKey, Store
 from ...errors import AlreadyExists
+from ...names import StoreName
 from .db import Database, from_micros, to_micros
 
 __all__ = ["SqliteMeta", "SqliteStores"]
@@ -57,7 +58,7 @@ class SqliteStores:
                 )
                 await _insert_key(tx, first_key)
         except sqlite3.IntegrityError as e:
-            raise AlreadyExists(f"stores/{store.id}") from e
+            raise AlreadyExists(str(StoreName(store.id))) from e
 
     async def get(self, store_id: str) -> Store | None:
         """The store, or None."""

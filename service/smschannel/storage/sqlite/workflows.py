@@ -9,6 +9,7 @@ from typing import Any
 
 from ...domain.workflows import Run, RunState, RunStep, Workflow, WorkflowState, graph_from_json, graph_to_json
 from ...errors import Aborted
+from ...names import WorkflowName
 from .. import BroadcastDue, BroadcastPage, RunUpdate
 from . import jsoncol
 from .db import Database, Row, from_micros, to_micros
@@ -158,7 +159,7 @@ class SqliteWorkflows:
                 to_micros(wf.update_time),
                 wf.version,
             ),
-            f"stores/{wf.store_id}/workflows/{wf.id}",
+            str(WorkflowName(wf.store_id, wf.id)),
         )
 
     async def get(self, store_id: str, workflow_id: str) -> Workflow | None:
@@ -199,7 +200,7 @@ class SqliteWorkflows:
                 ),
             )
             if cur.rowcount == 0:
-                raise Aborted(f"stores/{wf.store_id}/workflows/{wf.id} changed meanwhile; get it again")
+                raise Aborted(f"{WorkflowName(wf.store_id, wf.id)} changed meanwhile; get it again")
             if wf.state is WorkflowState.PAUSED:
                 await tx.execute(
                     "UPDATE workflow_runs SET state = ? WHERE store_id = ? AND workflow_id = ? AND state IN (?, ?)",
@@ -219,7 +220,7 @@ class SqliteWorkflows:
 
     async def delete(self, store_id: str, workflow_id: str, etag: str) -> None:
         """Delete a workflow with its runs (messages stay in the log)."""
-        name = f"stores/{store_id}/workflows/{workflow_id}"
+        name = str(WorkflowName(store_id, workflow_id))
         children = ("workflow_run_steps.workflow_id", "workflow_runs.workflow_id")
         await self._db.delete_checked("workflows", store_id, workflow_id, etag, name, *children)
 
