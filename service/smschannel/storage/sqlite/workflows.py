@@ -11,9 +11,9 @@ from ...domain.workflows import Run, RunState, RunStep, Workflow, WorkflowState
 from ...errors import Aborted
 from ...names import WorkflowName
 from .. import BroadcastDue, BroadcastPage, RunUpdate
+from ..graph_json import graph_from_json, graph_to_json
 from . import jsoncol
 from .db import Database, Row, from_micros, to_micros
-from .graph_json import graph_from_json, graph_to_json
 
 __all__ = ["SqliteWorkflows"]
 

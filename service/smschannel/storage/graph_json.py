@@ -1,6 +1,6 @@
 """A workflow's graph (trigger, nodes, start node) as the JSON of its `graph` column.
 
-Beside the storage that uses it: the shape of stored JSON is storage's business (a migration may have
+Beside the storages that use it (every backend stores the same shape): the shape of stored JSON is storage's business (a migration may have
 to read an older one), not the domain's. Times are {"$t": ISO 8601}, durations {"$d": seconds}."""
 
 from __future__ import annotations
@@ -9,10 +9,10 @@ from dataclasses import asdict
 from datetime import datetime, timedelta
 from typing import Any
 
-from ...domain.contacts import ContactPatch
-from ...domain.enums import MobilePhoneStatus, RecipientMode, SmsSubscriptionStatus, SmsType
-from ...domain.sending import VariableSource
-from ...domain.workflows import (
+from ..domain.contacts import ContactPatch
+from ..domain.enums import MobilePhoneStatus, RecipientMode, SmsSubscriptionStatus, SmsType
+from ..domain.sending import VariableSource
+from ..domain.workflows import (
     Comparison,
     EndStep,
     Node,
