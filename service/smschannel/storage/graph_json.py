@@ -1,7 +1,8 @@
 """A workflow's graph (trigger, nodes, start node) as the JSON of its `graph` column.
 
-Beside the storages that use it (every backend stores the same shape): the shape of stored JSON is storage's business (a migration may have
-to read an older one), not the domain's. Times are {"$t": ISO 8601}, durations {"$d": seconds}."""
+In storage/, shared by every backend (they store one shape): how stored JSON is spelled is storage's
+business (a migration may have to read an older shape), not the domain's. Times are
+{"$t": ISO 8601}, durations {"$d": seconds}."""
 
 from __future__ import annotations
 
