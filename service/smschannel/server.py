@@ -29,8 +29,11 @@ from .metrics import Metrics
 from .operations.channel import ChannelOps
 from .operations.contacts import ContactOps
 from .operations.dispatcher import Dispatcher
+from .operations.messages import MessageLog
 from .operations.provider_events import ProviderEvents
 from .operations.sending import Sender
+from .operations.sms_contents import SmsContentOps
+from .operations.stores import StoreOps
 from .operations.worker_pool import WorkerPool
 from .operations.workflow_engine import WorkflowEngine
 from .storage import Storage
@@ -117,7 +120,10 @@ class App:
         sender.on_queued = dispatcher.offer
         contact_ops = ContactOps(storage)
         events = ProviderEvents(storage, channel, contact_ops, observe=metrics.observe_callback)
-        sms_channel = SmsChannelServicer(storage, channel, sender, events, tokens)
+        stores = StoreOps(storage)
+        sms_channel = SmsChannelServicer(
+            stores, SmsContentOps(storage), MessageLog(storage), channel, sender, events, tokens
+        )
         workers = WorkerPool(config.import_workers)
         contacts = ContactsServicer(contact_ops, tokens, workers)
         engine = WorkflowEngine(storage, sender, contact_ops)

@@ -1,34 +1,18 @@
-"""SmsChannelService: stores and keys (the channel, contents and sending come with their issues)."""
+"""SmsChannelService: proto in, use case (stores, SMS contents, the channel, sending, the log), proto out."""
 
 from __future__ import annotations
-
-from dataclasses import replace
-from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import grpc
 from google.protobuf import empty_pb2
 
-from ..auth import Role, hash_key, new_store_key
+from ..auth import Role
 from ..domain.analysis import analyze
 from ..domain.channel import ChannelConfig, validate_sender
-from ..domain.enums import MessageStatus, SmsType
-from ..domain.messages import SmsContent
+from ..domain.enums import SmsType
 from ..domain.phones import normalize_country
-from ..domain.stores import ApiKey, Store, new_store
+from ..domain.stores import Store
 from ..domain.templates import validate_text, variables_of
-from ..domain.workflows import WorkflowState
-from ..errors import (
-    Aborted,
-    DomainError,
-    FailedPrecondition,
-    FieldViolation,
-    InvalidArgument,
-    NotFound,
-    Violation,
-    echo,
-)
-from ..filters import Term, parse_filter
+from ..errors import DomainError, FieldViolation, InvalidArgument, NotFound, echo
 from ..names import (
     ApiKeyName,
     ChannelConfigName,
@@ -36,15 +20,16 @@ from ..names import (
     MessageName,
     SmsContentName,
     StoreName,
-    WorkflowName,
     new_id,
     validate_id,
 )
 from ..operations.channel import ChannelChanges, ChannelOps
+from ..operations.messages import MessageLog, message_query
 from ..operations.provider_events import EventOutcome, ProviderEvent, ProviderEvents
 from ..operations.sending import Sender, SendRequest
+from ..operations.sms_contents import CONTENT_FIELDS, SmsContentOps
+from ..operations.stores import StoreOps
 from ..operations.workflow_engine import WORKFLOW_REQUEST_PREFIX
-from ..storage import MessageQuery, Storage
 from ..v1 import sms_channel_service_pb2 as pb
 from ..v1 import sms_channel_service_pb2_grpc as pb_grpc
 from .convert import time_from_proto, timestamp
@@ -155,78 +140,22 @@ def _failed_event(error: DomainError) -> pb.ProviderEventResult:
     return pb.ProviderEventResult(code=code_of(error), error_message=error.message[:300])
 
 
-_MESSAGE_FILTERS = {
-    "contact": {"="},
-    "workflow": {"="},
-    "sms_content": {"="},
-    "type": {"="},
-    "status": {"="},
-    "create_time": {">=", "<", ">", "<="},
-}
-
-
-def _time(term: Term) -> datetime:
-    """A filter's time in UTC: the offset applied here, so `0001-01-01T00:00:00+14:00` is refused, not
-    an overflow later."""
-    try:
-        t = datetime.fromisoformat(term.value.replace("Z", "+00:00"))
-        return (t if t.tzinfo else t.replace(tzinfo=UTC)).astimezone(UTC)
-    except (ValueError, OverflowError):
-        raise InvalidArgument("filter", f"{term.field}: {echo(term.value)} is not an RFC 3339 time") from None
-
-
-def _just_after(t: datetime) -> datetime:
-    """The next microsecond (the last one a datetime holds has none: nothing is later anyway)."""
-    return t + timedelta(microseconds=1) if t < _LAST else t
-
-
-_LAST = datetime.max.replace(tzinfo=UTC)
-
-
-def message_query(store: str, text: str) -> MessageQuery:
-    """A ListMessages filter → MessageQuery (names must belong to the store)."""
-    values: dict[str, Any] = {}
-    for term in parse_filter(text, _MESSAGE_FILTERS):
-        if term.field == "contact":
-            values["contact_id"] = _own(ContactName.parse("filter", term.value), store).contact
-        elif term.field == "workflow":
-            values["workflow_id"] = _own(WorkflowName.parse("filter", term.value), store).workflow
-        elif term.field == "sms_content":
-            values["sms_content_id"] = _own(SmsContentName.parse("filter", term.value), store).sms_content
-        elif term.field == "type":
-            values["type"] = SmsType[_enum_name(term, "SMS_TYPE_", SmsType)]
-        elif term.field == "status":
-            values["status"] = MessageStatus[_enum_name(term, "MESSAGE_STATUS_", MessageStatus)]
-        else:
-            t = _time(term)
-            if term.op in (">=", ">"):
-                values["since"] = _just_after(t) if term.op == ">" else t
-            else:
-                values["until"] = _just_after(t) if term.op == "<=" else t
-    return MessageQuery(**values)
-
-
-def _own(name: Any, store: str) -> Any:
-    if name.store != store:
-        raise InvalidArgument("filter", f"{name} is not in stores/{store}")
-    return name
-
-
-def _enum_name(term: Term, prefix: str, kind: type[SmsType] | type[MessageStatus]) -> str:
-    name = term.value.upper().removeprefix(prefix)
-    if name not in kind.__members__ or name == "UNSPECIFIED":
-        allowed = ", ".join(m for m in kind.__members__ if m != "UNSPECIFIED")
-        raise InvalidArgument("filter", f"{term.field} must be one of {allowed}, not {echo(term.value)}")
-    return name
-
-
 class SmsChannelServicer(pb_grpc.SmsChannelServiceServicer):
     """The SmsChannelService RPCs."""
 
     def __init__(
-        self, storage: Storage, channel: ChannelOps, sender: Sender, events: ProviderEvents, tokens: PageTokens
+        self,
+        stores: StoreOps,
+        contents: SmsContentOps,
+        messages: MessageLog,
+        channel: ChannelOps,
+        sender: Sender,
+        events: ProviderEvents,
+        tokens: PageTokens,
     ) -> None:
-        self._storage = storage
+        self._stores = stores
+        self._contents = contents
+        self._messages = messages
         self._channel = channel
         self._sender = sender
         self._events = events
@@ -269,27 +198,26 @@ class SmsChannelServicer(pb_grpc.SmsChannelServiceServicer):
     ) -> pb.SmsContent:
         """Create an SMS content."""
         parent = StoreName.parse("parent", request.parent)
-        await self._get_store(parent)
+        store = await self._get_store(parent)
         content_id = validate_id("sms_content_id", request.sms_content_id) if request.sms_content_id else new_id()
-        now = datetime.now(UTC)
-        display_name, text = _content_fields(request.sms_content, {"display_name", "text"}, "sms_content.")
-        content = SmsContent(parent.store, content_id, display_name, text, now, now)
-        await self._storage.sms_contents.create(content)
-        return content_to_proto(content)
+        msg = request.sms_content
+        return content_to_proto(await self._contents.create(store, content_id, msg.display_name, msg.text))
 
     async def GetSmsContent(self, request: pb.GetSmsContentRequest, context: grpc.aio.ServicerContext) -> pb.SmsContent:
         """Get an SMS content."""
-        return content_to_proto(await self._content(SmsContentName.parse("name", request.name)))
+        name = SmsContentName.parse("name", request.name)
+        store = await self._get_store(StoreName(name.store))
+        return content_to_proto(await self._contents.get(store, name.sms_content))
 
     async def ListSmsContents(
         self, request: pb.ListSmsContentsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListSmsContentsResponse:
         """List SMS contents, oldest first."""
         parent = StoreName.parse("parent", request.parent)
-        await self._get_store(parent)
+        store = await self._get_store(parent)
         limit = page_size(request.page_size)
         after = self._tokens.decode(request.page_token, request.parent) or 0
-        rows = await self._storage.sms_contents.page(parent.store, after, limit + 1)
+        rows = await self._contents.page(store, after, limit + 1)
         token = self._tokens.encode(rows[limit - 1][0], request.parent) if len(rows) > limit else ""
         return pb.ListSmsContentsResponse(
             sms_contents=[content_to_proto(c) for _, c in rows[:limit]], next_page_token=token
@@ -300,20 +228,14 @@ class SmsChannelServicer(pb_grpc.SmsChannelServiceServicer):
     ) -> pb.SmsContent:
         """Update the display name and/or the text."""
         msg = request.sms_content
-        current = await self._content(SmsContentName.parse("sms_content.name", msg.name))
-        if msg.etag and msg.etag != current.etag:
-            raise Aborted(f"{msg.name} changed since etag {msg.etag}; get it again")
-        paths = set(request.update_mask.paths) or {p for p in ("display_name", "text") if getattr(msg, p)}
+        name = SmsContentName.parse("sms_content.name", msg.name)
+        store = await self._get_store(StoreName(name.store))
+        # No mask: the fields sent. An unknown path is reported with the fields' own violations.
+        paths = set(request.update_mask.paths) or {p for p in CONTENT_FIELDS if getattr(msg, p)}
         if paths == {"*"}:
-            paths = {"display_name", "text"}
-        display_name, text = _content_fields(msg, paths, "sms_content.", current)
-        new = replace(
-            current, display_name=display_name, text=text, update_time=datetime.now(UTC), version=current.version + 1
-        )
-        if (new.display_name, new.text) == (current.display_name, current.text):
-            return content_to_proto(current)
-        await self._storage.sms_contents.update(new, current.version)
-        return content_to_proto(new)
+            paths = set(CONTENT_FIELDS)
+        content = await self._contents.update(store, name.sms_content, msg.etag, paths, msg.display_name, msg.text)
+        return content_to_proto(content)
 
     async def DeleteSmsContent(
         self, request: pb.DeleteSmsContentRequest, context: grpc.aio.ServicerContext
@@ -321,25 +243,9 @@ class SmsChannelServicer(pb_grpc.SmsChannelServiceServicer):
         """Delete an SMS content; logged messages keep their text. Refused while an ACTIVE or PAUSED
         workflow sends or counts it (its runs would fail): pause it no more, edit or delete it first."""
         name = SmsContentName.parse("name", request.name)
-        await self._get_store(StoreName(name.store))
-        users = await self._workflows_using(name.store, name.sms_content)
-        if users:
-            why = f"{name} is used by {len(users)} workflow(s) that can still run: {', '.join(users[:3])}"
-            violations = [Violation("CONTENT_IN_USE", user, f"sends or counts {name}") for user in users]
-            raise FailedPrecondition(why, violations, reason="CONTENT_IN_USE")
-        await self._storage.sms_contents.delete(name.store, name.sms_content, request.etag)
+        store = await self._get_store(StoreName(name.store))
+        await self._contents.delete(store, name.sms_content, request.etag)
         return empty_pb2.Empty()
-
-    async def _workflows_using(self, store_id: str, content_id: str) -> list[str]:
-        """The ACTIVE and PAUSED workflows of a store whose nodes name this content (a DRAFT's
-        activation checks its contents anyway)."""
-        users = []
-        for state in (WorkflowState.ACTIVE, WorkflowState.PAUSED):
-            after = 0
-            while page := await self._storage.workflows.page(store_id, state, after, 100):
-                users += [str(WorkflowName(store_id, wf.id)) for _, wf in page if content_id in wf.sms_contents()]
-                after = page[-1][0]
-        return users
 
     async def AnalyzeSmsText(
         self, request: pb.AnalyzeSmsTextRequest, context: grpc.aio.ServicerContext
@@ -409,47 +315,31 @@ class SmsChannelServicer(pb_grpc.SmsChannelServiceServicer):
         """Get a message of the log."""
         name = MessageName.parse("name", request.name)
         current_principal().check_store(name.store, name)
-        message = await self._storage.messages.get(name.store, name.message)
-        if message is None:
-            raise NotFound(str(name))
-        return message_to_proto(message)
+        return message_to_proto(await self._messages.get(name.store, name.message))
 
     async def ListMessages(
         self, request: pb.ListMessagesRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListMessagesResponse:
         """The log, newest first, filtered."""
         parent = StoreName.parse("parent", request.parent)
-        await self._get_store(parent)
+        store = await self._get_store(parent)
         limit = page_size(request.page_size)
         before = self._tokens.decode(request.page_token, request.parent, request.filter)
-        query = message_query(parent.store, request.filter)
-        rows = await self._storage.messages.page(parent.store, query, before, limit + 1)
+        query = message_query(store.id, request.filter)
+        rows = await self._messages.page(store, query, before, limit + 1)
         token = self._tokens.encode(rows[limit - 1][0], request.parent, request.filter) if len(rows) > limit else ""
         return pb.ListMessagesResponse(messages=[message_to_proto(m) for _, m in rows[:limit]], next_page_token=token)
-
-    async def _content(self, name: SmsContentName) -> SmsContent:
-        await self._get_store(StoreName(name.store))
-        content = await self._storage.sms_contents.get(name.store, name.sms_content)
-        if content is None:
-            raise NotFound(str(name))
-        return content
 
     async def CreateStore(
         self, request: pb.CreateStoreRequest, context: grpc.aio.ServicerContext
     ) -> pb.CreateStoreResponse:
         """Admin only: create a store and return its first key once."""
         current_principal().require(Role.ADMIN, "create stores")
-        now = datetime.now(UTC)
-        store = new_store(
-            request.store_id,
-            request.store.display_name,
-            request.store.default_sms_subscription_status,
-            now,
+        msg = request.store
+        store, issued = await self._stores.create(
+            request.store_id, msg.display_name, msg.default_sms_subscription_status
         )
-        clear = new_store_key()
-        key = ApiKey(store.id, new_id(), "first key", hash_key(clear), now)
-        await self._storage.stores.create(store, key)
-        return pb.CreateStoreResponse(store=store_to_proto(store), api_key=clear)
+        return pb.CreateStoreResponse(store=store_to_proto(store), api_key=issued.clear)
 
     async def GetStore(self, request: pb.GetStoreRequest, context: grpc.aio.ServicerContext) -> pb.Store:
         """Get a store the caller may see."""
@@ -458,18 +348,13 @@ class SmsChannelServicer(pb_grpc.SmsChannelServiceServicer):
     async def CreateApiKey(self, request: pb.CreateApiKeyRequest, context: grpc.aio.ServicerContext) -> pb.ApiKey:
         """Create another key for a store; the clear key is in this response only."""
         parent = StoreName.parse("parent", request.parent)
-        await self._get_store(parent)
-        display_name = request.api_key.display_name.strip()
-        if len(display_name) > 200:
-            raise InvalidArgument("api_key.display_name", "at most 200 characters")
-        clear = new_store_key()
-        key = ApiKey(parent.store, new_id(), display_name, hash_key(clear), datetime.now(UTC))
-        await self._storage.stores.add_api_key(key)
+        store = await self._get_store(parent)
+        issued = await self._stores.create_api_key(store, request.api_key.display_name)
         return pb.ApiKey(
-            name=str(ApiKeyName(parent.store, key.id)),
-            display_name=key.display_name,
-            key=clear,
-            create_time=timestamp(key.create_time),
+            name=str(ApiKeyName(issued.key.store_id, issued.key.id)),
+            display_name=issued.key.display_name,
+            key=issued.clear,
+            create_time=timestamp(issued.key.create_time),
         )
 
     async def GetSmsChannelConfig(
@@ -502,35 +387,9 @@ class SmsChannelServicer(pb_grpc.SmsChannelServiceServicer):
         return config_to_proto(config, self._channel.callback_url(config))
 
     async def _get_store(self, name: StoreName) -> Store:
+        """The store, if the caller may see it."""
         current_principal().check_store(name.store, name)
-        store = await self._storage.stores.get(name.store)
-        if store is None:
-            raise NotFound(str(name))
-        return store
-
-
-def _content_fields(
-    msg: pb.SmsContent, paths: set[str], prefix: str, current: SmsContent | None = None
-) -> tuple[str, str]:
-    """Validated (display_name, text) for the paths given; the others stay as in `current`."""
-    violations: list[FieldViolation] = []
-    display_name = current.display_name if current else ""
-    text = current.text if current else ""
-    for path in sorted(paths):
-        if path == "display_name":
-            display_name = msg.display_name.strip()
-            if not display_name or len(display_name) > 200:
-                violations.append(FieldViolation(prefix + path, "required, at most 200 characters"))
-        elif path == "text":
-            try:
-                text = validate_text(prefix + path, msg.text)
-            except InvalidArgument as e:
-                violations.extend(e.violations)
-        else:
-            violations.append(FieldViolation("update_mask", f"{echo(path)} is not a writable field of SmsContent"))
-    if violations:
-        raise InvalidArgument.of(violations)
-    return display_name, text
+        return await self._stores.get(name.store)
 
 
 def _sms_type(value: int) -> SmsType:
