@@ -36,6 +36,7 @@ from .operations.sms_contents import SmsContentOps
 from .operations.stores import StoreOps
 from .operations.worker_pool import WorkerPool
 from .operations.workflow_engine import WorkflowEngine
+from .operations.workflows import WorkflowOps
 from .storage import Storage
 from .storage.sqlite import SqliteStorage
 from .v1 import (
@@ -128,7 +129,7 @@ class App:
         contacts = ContactsServicer(contact_ops, tokens, workers)
         engine = WorkflowEngine(storage, sender, contact_ops)
         contact_ops.on_created = engine.contacts_created
-        workflows = WorkflowServicer(storage, engine, tokens)
+        workflows = WorkflowServicer(WorkflowOps(storage, engine), stores, tokens)
         api.register(sms_channel_service_pb2_grpc.add_SmsChannelServiceServicer_to_server, sms_channel, server)
         api.register(contacts_service_pb2_grpc.add_ContactsServiceServicer_to_server, contacts, server)
         api.register(workflow_service_pb2_grpc.add_WorkflowServiceServicer_to_server, workflows, server)
