@@ -1,0 +1,103 @@
+"""The message log, which is also the outbox: the repository protocol and its records."""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+from ..domain.contacts import Activity
+from ..domain.enums import MessageStatus, SmsType
+from ..domain.messages import Message
+from ..records import record
+
+__all__ = ["MessageQuery", "MessageRepository", "MessageUpdate"]
+
+
+@dataclass(frozen=True, slots=True)
+class MessageQuery:
+    """ListMessages filters (None = any); `since` inclusive, `until` exclusive."""
+
+    contact_id: str | None = None
+    workflow_id: str | None = None
+    sms_content_id: str | None = None
+    type: SmsType | None = None
+    status: MessageStatus | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+
+
+@record
+class MessageUpdate:
+    """A status change of one message, applied only while it is in one of the `expect` statuses."""
+
+    store_id: str
+    message_id: str
+    status: MessageStatus
+    expect: frozenset[MessageStatus]
+    time: datetime
+    reason: str = ""
+    provider_id: str | None = None
+    send_time: datetime | None = None
+    delivery_time: datetime | None = None
+    next_attempt_time: datetime | None = None
+    attempted: bool = False
+    activity: Activity | None = None  # recorded only if the message changed
+    # The contact's number changed while the message waited: it goes to, and records, the new one.
+    recipient: str | None = None
+    segments: int | None = None
+
+
+class MessageRepository(Protocol):
+    """The message log, which is also the outbox (QUEUED messages)."""
+
+    async def add(self, messages: Sequence[Message]) -> list[Message]:
+        """Store messages; one whose request id is known returns the first message instead."""
+        ...
+
+    async def get(self, store_id: str, message_id: str) -> Message | None:
+        """The message, or None."""
+        ...
+
+    async def get_many(self, store_id: str, message_ids: Collection[str]) -> dict[str, Message]:
+        """The messages with these ids, by id (absent when unknown)."""
+        ...
+
+    async def find_by_provider_ids(self, store_id: str, provider_ids: Collection[str]) -> dict[str, Message]:
+        """The messages with these provider ids, by provider id (absent when unknown)."""
+        ...
+
+    async def find_by_request(self, store_id: str, request_id: str) -> Message | None:
+        """The message created by this request id, or None."""
+        ...
+
+    async def page(
+        self, store_id: str, query: MessageQuery, before: int | None, limit: int
+    ) -> list[tuple[int, Message]]:
+        """Matching messages older than position `before`, newest first."""
+        ...
+
+    async def due(self, now: datetime, limit: int) -> list[Message]:
+        """QUEUED messages due by `now`, oldest first."""
+        ...
+
+    async def next_due(self) -> datetime | None:
+        """When the next QUEUED message is due."""
+        ...
+
+    async def update(self, updates: Sequence[MessageUpdate]) -> list[bool]:
+        """Apply status changes (and the activities of those that changed) atomically; which changed."""
+        ...
+
+    async def count_received(
+        self,
+        store_id: str,
+        contact_id: str,
+        content_id: str,
+        sms_type: SmsType | None,
+        since: datetime | None,
+        until: datetime | None,
+    ) -> int:
+        """How many SMS the contact received (SENT or DELIVERED) matching, by an indexed query."""
+        ...

@@ -1,0 +1,61 @@
+"""Units of work: one transaction over several aggregates."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Protocol
+
+from ..domain.contacts import Contact
+from .contacts import Mutation
+from .messages import MessageUpdate
+
+__all__ = ["ContactChanges", "MessageChanges", "ProviderEventLog", "UnitOfWork"]
+
+
+class ProviderEventLog(Protocol):
+    """The provider events applied so far, so that a repeated callback changes nothing."""
+
+    async def record(self, store_id: str, message_id: str, status: str, time: datetime) -> bool:
+        """Record that (store, message id, status) was applied; False if it was recorded before."""
+        ...
+
+
+class MessageChanges(Protocol):
+    """Message writes inside a unit of work."""
+
+    async def update(self, updates: Sequence[MessageUpdate]) -> list[bool]:
+        """As MessageRepository.update, inside the unit of work's transaction."""
+        ...
+
+
+class ContactChanges(Protocol):
+    """Contact writes inside a unit of work."""
+
+    async def apply_by_phone(self, store_id: str, phone: str, mutation: Mutation) -> list[tuple[Contact, bool]]:
+        """As ContactRepository.apply_by_phone, inside the unit of work's transaction."""
+        ...
+
+
+class UnitOfWork(Protocol):
+    """One transaction over several aggregates, for a use case that must change them together (a
+    provider event: its record, its message and the contacts of its phone): the use case says what it
+    changes, instead of one repository writing another's aggregate behind its back.
+
+    A unit of work must await nothing but these writes (no I/O, no sleep): one backend runs it as one
+    synchronous step on its database thread, another inside one database transaction."""
+
+    @property
+    def provider_events(self) -> ProviderEventLog:
+        """Which provider events were applied."""
+        ...
+
+    @property
+    def messages(self) -> MessageChanges:
+        """Message writes."""
+        ...
+
+    @property
+    def contacts(self) -> ContactChanges:
+        """Contact writes."""
+        ...
