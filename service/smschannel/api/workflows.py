@@ -120,7 +120,10 @@ class WorkflowServicer(pb_grpc.WorkflowServiceServicer):
         if not request.event_name.strip():
             raise InvalidArgument("event_name", "required")
         contact = ContactName.parse("contact", request.contact)
-        raw = json_format.MessageToDict(request.properties) if request.HasField("properties") else {}
+        try:
+            raw = json_format.MessageToDict(request.properties) if request.HasField("properties") else {}
+        except ValueError as e:  # NaN or Infinity: JSON has no such number
+            raise InvalidArgument("properties", "numbers must be finite (no NaN or Infinity)") from e
         event = {k: _property_text(v) for k, v in raw.items()}
         runs = await self._ops.trigger_event(store, request.event_name.strip(), contact, event, request.request_id)
         return pb.TriggerEventResponse(
