@@ -51,7 +51,6 @@ class ContactsServicer(pb_grpc.ContactsServiceServicer):
 
     def __init__(self, ops: ContactOps, tokens: PageTokens, workers: WorkerPool) -> None:
         self._ops = ops
-        self._storage = ops.storage
         self._tokens = tokens
         self._workers = workers
 
@@ -71,10 +70,7 @@ class ContactsServicer(pb_grpc.ContactsServiceServicer):
         """Get a contact."""
         name = ContactName.parse("name", request.name)
         current_principal().check_store(name.store, name)
-        contact = await self._storage.contacts.get(name.store, name.contact)
-        if contact is None:
-            raise NotFound(str(name))
-        return contact_to_proto(contact)
+        return contact_to_proto(await self._ops.get(name))
 
     async def ListContacts(
         self, request: pb.ListContactsRequest, context: grpc.aio.ServicerContext
@@ -85,9 +81,11 @@ class ContactsServicer(pb_grpc.ContactsServiceServicer):
         limit = page_size(request.page_size)
         after = self._tokens.decode(request.page_token, request.parent, request.filter) or 0
         query = contact_query(request.filter, await self._ops.default_country(store.id))
-        rows = await self._storage.contacts.page(store.id, query, after, limit + 1)
-        token = self._tokens.encode(rows[limit - 1][0], request.parent, request.filter) if len(rows) > limit else ""
-        return pb.ListContactsResponse(contacts=[contact_to_proto(c) for _, c in rows[:limit]], next_page_token=token)
+        rows = await self._ops.page(store, query, after, limit + 1)
+        page = self._tokens.page(rows, limit, request.parent, request.filter)
+        return pb.ListContactsResponse(
+            contacts=[contact_to_proto(c) for c in page.items], next_page_token=page.next_page_token
+        )
 
     async def UpdateContact(self, request: pb.UpdateContactRequest, context: grpc.aio.ServicerContext) -> pb.Contact:
         """Update the fields of the mask (the fields set when there is no mask; `*` for all)."""
@@ -106,7 +104,7 @@ class ContactsServicer(pb_grpc.ContactsServiceServicer):
         """Delete a contact and its activities."""
         name = ContactName.parse("name", request.name)
         await self._store(name)
-        await self._storage.contacts.delete(name.store, name.contact, request.etag)
+        await self._ops.delete(name, request.etag)
         return empty_pb2.Empty()
 
     async def UpsertContactInfo(
@@ -143,8 +141,8 @@ class ContactsServicer(pb_grpc.ContactsServiceServicer):
         else:
             raise InvalidArgument("contact", "required: a contact name or a phone")
         return pb.UnsubscribeSmsResponse(
-            contacts=[str(ContactName(c.store_id, c.id)) for c, _ in results],
-            changed_count=sum(changed for _, changed in results),
+            contacts=[str(ContactName(t.contact.store_id, t.contact.id)) for t in results],
+            changed_count=sum(t.changed for t in results),
         )
 
     async def ListActivities(
@@ -153,15 +151,13 @@ class ContactsServicer(pb_grpc.ContactsServiceServicer):
         """A contact's activities, newest first."""
         name = ContactName.parse("parent", request.parent)
         await self._store(name)
-        if await self._storage.contacts.get(name.store, name.contact) is None:
-            raise NotFound(str(name))
         limit = page_size(request.page_size)
         before = self._tokens.decode(request.page_token, request.parent, request.filter)
         types = {ActivityType(enum_value(ActivityType, t)) for t in parse_filter(request.filter, _ACTIVITY_FILTERS)}
-        rows = await self._storage.contacts.list_activities(name.store, name.contact, types or None, before, limit + 1)
-        token = self._tokens.encode(rows[limit - 1][0], request.parent, request.filter) if len(rows) > limit else ""
+        rows = await self._ops.activities(name, types or None, before, limit + 1)
+        page = self._tokens.page(rows, limit, request.parent, request.filter)
         return pb.ListActivitiesResponse(
-            activities=[activity_to_proto(a) for _, a in rows[:limit]], next_page_token=token
+            activities=[activity_to_proto(a) for a in page.items], next_page_token=page.next_page_token
         )
 
     async def ImportContacts(

@@ -217,10 +217,9 @@ class SmsChannelServicer(pb_grpc.SmsChannelServiceServicer):
         store = await self._get_store(parent)
         limit = page_size(request.page_size)
         after = self._tokens.decode(request.page_token, request.parent) or 0
-        rows = await self._contents.page(store, after, limit + 1)
-        token = self._tokens.encode(rows[limit - 1][0], request.parent) if len(rows) > limit else ""
+        page = self._tokens.page(await self._contents.page(store, after, limit + 1), limit, request.parent)
         return pb.ListSmsContentsResponse(
-            sms_contents=[content_to_proto(c) for _, c in rows[:limit]], next_page_token=token
+            sms_contents=[content_to_proto(c) for c in page.items], next_page_token=page.next_page_token
         )
 
     async def UpdateSmsContent(
@@ -327,8 +326,10 @@ class SmsChannelServicer(pb_grpc.SmsChannelServiceServicer):
         before = self._tokens.decode(request.page_token, request.parent, request.filter)
         query = message_query(store.id, request.filter)
         rows = await self._messages.page(store, query, before, limit + 1)
-        token = self._tokens.encode(rows[limit - 1][0], request.parent, request.filter) if len(rows) > limit else ""
-        return pb.ListMessagesResponse(messages=[message_to_proto(m) for _, m in rows[:limit]], next_page_token=token)
+        page = self._tokens.page(rows, limit, request.parent, request.filter)
+        return pb.ListMessagesResponse(
+            messages=[message_to_proto(m) for m in page.items], next_page_token=page.next_page_token
+        )
 
     async def CreateStore(
         self, request: pb.CreateStoreRequest, context: grpc.aio.ServicerContext

@@ -68,9 +68,9 @@ class WorkflowServicer(pb_grpc.WorkflowServiceServicer):
         limit = page_size(request.page_size)
         after = self._tokens.decode(request.page_token, request.parent, request.filter) or 0
         rows = await self._ops.page(store, state, after, limit + 1)
-        token = self._tokens.encode(rows[limit - 1][0], request.parent, request.filter) if len(rows) > limit else ""
+        page = self._tokens.page(rows, limit, request.parent, request.filter)
         return pb.ListWorkflowsResponse(
-            workflows=[workflow_to_proto(w) for _, w in rows[:limit]], next_page_token=token
+            workflows=[workflow_to_proto(w) for w in page.items], next_page_token=page.next_page_token
         )
 
     async def UpdateWorkflow(self, request: pb.UpdateWorkflowRequest, context: grpc.aio.ServicerContext) -> pb.Workflow:
@@ -140,9 +140,9 @@ class WorkflowServicer(pb_grpc.WorkflowServiceServicer):
         limit = page_size(request.page_size)
         after = self._tokens.decode(request.page_token, request.parent, request.filter) or 0
         rows = await self._ops.page_runs(wf, query, after, limit + 1)
-        token = self._tokens.encode(rows[limit - 1][0], request.parent, request.filter) if len(rows) > limit else ""
+        page = self._tokens.page(rows, limit, request.parent, request.filter)
         return pb.ListWorkflowRunsResponse(
-            workflow_runs=[run_to_proto(r) for _, r in rows[:limit]], next_page_token=token
+            workflow_runs=[run_to_proto(r) for r in page.items], next_page_token=page.next_page_token
         )
 
     async def GetWorkflowRun(
@@ -150,7 +150,8 @@ class WorkflowServicer(pb_grpc.WorkflowServiceServicer):
     ) -> pb.WorkflowRun:
         """A run with every step: time, outcome and the message it produced."""
         name = WorkflowRunName.parse("name", request.name)
-        return run_to_proto(*await self._ops.get_run(await self._store(name), name.workflow, name.run))
+        found = await self._ops.get_run(await self._store(name), name.workflow, name.run)
+        return run_to_proto(found.run, found.steps)
 
 
 def _property_text(value: object) -> str:

@@ -14,7 +14,7 @@ from ..errors import Aborted, AlreadyExists, DomainError, InvalidArgument, NotFo
 from ..filters import Term, parse_filter
 from ..names import ContactName, StoreName, new_id
 from ..records import record
-from ..storage import Applied, ContactKey, ContactQuery, Mutation, Outcome, Storage
+from ..storage import Applied, ContactKey, ContactQuery, Mutation, Outcome, Positioned, Storage, Touched
 
 __all__ = ["ContactOps", "ImportRow", "contact_query", "enum_value"]
 
@@ -93,6 +93,29 @@ class ContactOps:
         if store is None:
             raise NotFound(str(StoreName(store_id)))
         return store
+
+    async def get(self, name: ContactName) -> Contact:
+        """The contact, or NotFound."""
+        contact = await self.storage.contacts.get(name.store, name.contact)
+        if contact is None:
+            raise NotFound(str(name))
+        return contact
+
+    async def page(self, store: Store, query: ContactQuery, after: int, limit: int) -> list[Positioned[Contact]]:
+        """Up to `limit` contacts matching `query` after position `after`, oldest first."""
+        return await self.storage.contacts.page(store.id, query, after, limit)
+
+    async def delete(self, name: ContactName, etag: str) -> None:
+        """Delete a contact and its activities; NotFound, or Aborted on a stale etag."""
+        await self.storage.contacts.delete(name.store, name.contact, etag)
+
+    async def activities(
+        self, name: ContactName, types: set[ActivityType] | None, before: int | None, limit: int
+    ) -> list[Positioned[Activity]]:
+        """Up to `limit` of a contact's activities before position `before`, newest first; NotFound
+        when the contact is not there (an empty list would say it has none)."""
+        await self.get(name)
+        return await self.storage.contacts.list_activities(name.store, name.contact, types, before, limit)
 
     async def default_country(self, store_id: str) -> str:
         """The country of numbers without `+`/`00` ("" when the channel has none)."""
@@ -205,11 +228,11 @@ class ContactOps:
 
     async def unsubscribe(
         self, store: Store, source: ActivitySource, *, contact_id: str = "", phone: str = ""
-    ) -> list[tuple[Contact, bool]]:
+    ) -> list[Touched]:
         """UNSUBSCRIBED for one contact, or for every contact of the store with `phone` (E.164).
 
         The one change for ContactsService.UnsubscribeSms and the provider's `stop` callbacks."""
         if phone:
             return await self.storage.contacts.apply_by_phone(store.id, phone, self.unsubscribe_change(store, source))
         applied = await self.upsert(store, ContactKey(contact_id=contact_id), _unsubscribed(), source, contact_id)
-        return [(applied.contact, applied.kind != "unchanged")]
+        return [Touched(applied.contact, applied.kind != "unchanged")]

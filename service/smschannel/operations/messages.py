@@ -12,7 +12,7 @@ from ..domain.stores import Store
 from ..errors import InvalidArgument, NotFound, echo
 from ..filters import Term, parse_filter
 from ..names import ContactName, MessageName, SmsContentName, WorkflowName
-from ..storage import MessageQuery, Storage
+from ..storage import MessageQuery, Positioned, Storage
 
 __all__ = ["MessageLog", "message_query"]
 
@@ -96,6 +96,6 @@ class MessageLog:
 
     async def page(
         self, store: Store, query: MessageQuery, before: int | None, limit: int
-    ) -> list[tuple[int, Message]]:
+    ) -> list[Positioned[Message]]:
         """Up to `limit` matching messages older than position `before` (the caller makes the token)."""
         return await self.storage.messages.page(store.id, query, before, limit)

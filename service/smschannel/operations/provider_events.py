@@ -20,14 +20,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from ..domain.contacts import Contact
 from ..domain.enums import ActivitySource, ActivityType, MessageStatus
 from ..domain.messages import Message, message_activity, provider_status
 from ..domain.stores import Store
 from ..errors import DomainError, InvalidArgument, NotFound
 from ..names import CallbacksName, ContactName
 from ..records import record
-from ..storage import MessageUpdate, Mutation, Storage, UnitOfWork
+from ..storage import MessageUpdate, Mutation, Storage, Touched, UnitOfWork
 from .channel import ChannelOps
 from .contacts import ContactOps
 
@@ -101,7 +100,7 @@ class _Effects:
     """What a provider event changed: each message update, and each contact with whether it changed."""
 
     messages: list[bool]
-    contacts: list[tuple[Contact, bool]]
+    contacts: list[Touched]
 
 
 async def _apply_changes(changes: Sequence[_Change], tx: UnitOfWork) -> list[_Effects | None]:
@@ -191,7 +190,7 @@ class ProviderEvents:
             if effect is None:  # this (provider id, status) was applied before
                 results[i] = done(status, EventOutcome("duplicate", message))
                 continue
-            contacts = tuple(str(ContactName(c.store_id, c.id)) for c, changed in effect.contacts if changed)
+            contacts = tuple(str(ContactName(t.contact.store_id, t.contact.id)) for t in effect.contacts if t.changed)
             applied = any(effect.messages) or bool(contacts)
             results[i] = done(status, EventOutcome("applied" if applied else "duplicate", message, contacts))
         if self.observe is not None:

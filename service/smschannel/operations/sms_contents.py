@@ -12,7 +12,7 @@ from ..domain.templates import validate_text
 from ..domain.workflows import WorkflowState
 from ..errors import Aborted, FailedPrecondition, FieldViolation, InvalidArgument, NotFound, Violation, echo
 from ..names import SmsContentName, WorkflowName
-from ..storage import Storage
+from ..storage import Positioned, Storage
 
 __all__ = ["CONTENT_FIELDS", "SmsContentOps"]
 
@@ -61,7 +61,7 @@ class SmsContentOps:
             raise NotFound(str(SmsContentName(store.id, content_id)))
         return content
 
-    async def page(self, store: Store, after: int, limit: int) -> list[tuple[int, SmsContent]]:
+    async def page(self, store: Store, after: int, limit: int) -> list[Positioned[SmsContent]]:
         """Up to `limit` contents after position `after`, oldest first (the caller makes the token)."""
         return await self.storage.sms_contents.page(store.id, after, limit)
 
@@ -108,6 +108,6 @@ class SmsContentOps:
         for state in (WorkflowState.ACTIVE, WorkflowState.PAUSED):
             after = 0
             while page := await self.storage.workflows.page(store_id, state, after, 100):
-                users += [str(WorkflowName(store_id, wf.id)) for _, wf in page if content_id in wf.sms_contents()]
-                after = page[-1][0]
+                users += [str(WorkflowName(store_id, p.item.id)) for p in page if content_id in p.item.sms_contents()]
+                after = page[-1].position
         return users

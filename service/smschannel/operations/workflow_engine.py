@@ -195,9 +195,10 @@ class WorkflowEngine:
             wf.trigger.contact_filter, config.default_country if config else "", "trigger.broadcast.contact_filter"
         )
         rows = await self.storage.contacts.page(wf.store_id, query, after, BROADCAST_BATCH)
-        runs = [self.new_run(wf, c.id, f"b-{c.id}", {}) for _, c in rows]
-        updates = await self._advance(runs, self.clock(), {c.id: c for _, c in rows})
-        cursor = rows[-1][0] if rows else after
+        contacts = [row.item for row in rows]
+        runs = [self.new_run(wf, c.id, f"b-{c.id}", {}) for c in contacts]
+        updates = await self._advance(runs, self.clock(), {c.id: c for c in contacts})
+        cursor = rows[-1].position if rows else after
         last = len(rows) < BROADCAST_BATCH
         previous = self._writing.pop(key).task if key in self._writing else None
         page = BroadcastPage(wf.store_id, wf.id, wf.version, cursor, last)

@@ -11,12 +11,12 @@ from datetime import UTC, datetime
 
 from ..domain.phones import normalize_phone
 from ..domain.stores import Store
-from ..domain.workflows import Node, Run, RunState, RunStep, Trigger, Workflow, WorkflowState, graph_violations
+from ..domain.workflows import Node, Run, RunState, Trigger, Workflow, WorkflowState, graph_violations
 from ..errors import Aborted, FailedPrecondition, InvalidArgument, NotFound, echo
 from ..filters import parse_filter
 from ..names import ContactName, WorkflowName, WorkflowRunName, new_id
 from ..records import record
-from ..storage import Storage
+from ..storage import Positioned, RunWithSteps, Storage
 from .contacts import contact_query
 from .workflow_engine import WorkflowEngine
 
@@ -107,7 +107,7 @@ class WorkflowOps:
 
     async def page(
         self, store: Store, state: WorkflowState | None, after: int, limit: int
-    ) -> list[tuple[int, Workflow]]:
+    ) -> list[Positioned[Workflow]]:
         """Up to `limit` workflows after position `after`, oldest first (the caller makes the token)."""
         return await self.storage.workflows.page(store.id, state, after, limit)
 
@@ -231,11 +231,11 @@ class WorkflowOps:
             runs.append(run)
         return runs
 
-    async def page_runs(self, wf: Workflow, query: RunQuery, after: int, limit: int) -> list[tuple[int, Run]]:
+    async def page_runs(self, wf: Workflow, query: RunQuery, after: int, limit: int) -> list[Positioned[Run]]:
         """Up to `limit` runs of a workflow after position `after`, oldest first."""
         return await self.storage.workflows.page_runs(wf.store_id, wf.id, query.state, query.contact_id, after, limit)
 
-    async def get_run(self, store: Store, workflow_id: str, run_id: str) -> tuple[Run, list[RunStep]]:
+    async def get_run(self, store: Store, workflow_id: str, run_id: str) -> RunWithSteps:
         """A run with every step, or NotFound."""
         found = await self.storage.workflows.get_run(store.id, workflow_id, run_id)
         if found is None:

@@ -8,12 +8,13 @@ from collections.abc import Awaitable, Callable
 from typing import Protocol, TypeVar
 
 from .channel import ChannelConfigRepository
-from .contacts import Applied, ContactKey, ContactQuery, ContactRepository, Mutation, Outcome, Reach
+from .contacts import Applied, ContactKey, ContactQuery, ContactRepository, Mutation, Outcome, Reach, Touched
 from .messages import MessageQuery, MessageRepository, MessageUpdate
+from .pages import Positioned
 from .sms_contents import SmsContentRepository
 from .stores import MetaRepository, StoreRepository
 from .unit_of_work import ContactChanges, MessageChanges, ProviderEventLog, UnitOfWork
-from .workflows import BroadcastDue, BroadcastPage, RunUpdate, WorkflowRepository
+from .workflows import BroadcastDue, BroadcastPage, RunUpdate, RunWithSteps, WorkflowRepository
 
 __all__ = [
     "Applied",
@@ -31,12 +32,15 @@ __all__ = [
     "MetaRepository",
     "Mutation",
     "Outcome",
+    "Positioned",
     "ProviderEventLog",
     "Reach",
     "RunUpdate",
+    "RunWithSteps",
     "SmsContentRepository",
     "Storage",
     "StoreRepository",
+    "Touched",
     "UnitOfWork",
     "WorkflowRepository",
 ]

@@ -10,12 +10,21 @@ from ..domain.contacts import Activity, Contact
 from ..domain.enums import ActivityType, MobilePhoneStatus, SmsSubscriptionStatus
 from ..errors import DomainError
 from ..records import record
+from .pages import Positioned
 
-__all__ = ["Applied", "ContactKey", "ContactQuery", "ContactRepository", "Mutation", "Outcome", "Reach"]
+__all__ = ["Applied", "ContactKey", "ContactQuery", "ContactRepository", "Mutation", "Outcome", "Reach", "Touched"]
 
 # Given the current contact (None when none matched), the new contact and its activities.
 # It may raise a DomainError to refuse the change.
 Mutation = Callable[[Contact | None], tuple[Contact, list[Activity]]]
+
+
+@record
+class Touched:
+    """A contact a change reached, and whether it changed it."""
+
+    contact: Contact
+    changed: bool
 
 
 @record
@@ -64,7 +73,7 @@ class ContactRepository(Protocol):
         """The contact, or None."""
         ...
 
-    async def page(self, store_id: str, query: ContactQuery, after: int, limit: int) -> list[tuple[int, Contact]]:
+    async def page(self, store_id: str, query: ContactQuery, after: int, limit: int) -> list[Positioned[Contact]]:
         """Up to `limit` matching contacts with a position greater than `after`, oldest first."""
         ...
 
@@ -79,7 +88,7 @@ class ContactRepository(Protocol):
         alone: its outcome is the error and the others still apply."""
         ...
 
-    async def apply_by_phone(self, store_id: str, phone: str, mutation: Mutation) -> list[tuple[Contact, bool]]:
+    async def apply_by_phone(self, store_id: str, phone: str, mutation: Mutation) -> list[Touched]:
         """Apply `mutation` to every contact with this phone; each contact and whether it changed."""
         ...
 
@@ -89,6 +98,6 @@ class ContactRepository(Protocol):
 
     async def list_activities(
         self, store_id: str, contact_id: str, types: set[ActivityType] | None, before: int | None, limit: int
-    ) -> list[tuple[int, Activity]]:
+    ) -> list[Positioned[Activity]]:
         """Up to `limit` activities of a contact older than position `before`, newest first."""
         ...

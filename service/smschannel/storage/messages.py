@@ -11,6 +11,7 @@ from ..domain.contacts import Activity
 from ..domain.enums import MessageStatus, SmsType
 from ..domain.messages import Message
 from ..records import record
+from .pages import Positioned
 
 __all__ = ["MessageQuery", "MessageRepository", "MessageUpdate"]
 
@@ -74,7 +75,7 @@ class MessageRepository(Protocol):
 
     async def page(
         self, store_id: str, query: MessageQuery, before: int | None, limit: int
-    ) -> list[tuple[int, Message]]:
+    ) -> list[Positioned[Message]]:
         """Matching messages older than position `before`, newest first."""
         ...
 

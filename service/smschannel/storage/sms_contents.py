@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Protocol
 
 from ..domain.messages import SmsContent
+from .pages import Positioned
 
 __all__ = ["SmsContentRepository"]
 
@@ -20,7 +21,7 @@ class SmsContentRepository(Protocol):
         """The content, or None."""
         ...
 
-    async def page(self, store_id: str, after: int, limit: int) -> list[tuple[int, SmsContent]]:
+    async def page(self, store_id: str, after: int, limit: int) -> list[Positioned[SmsContent]]:
         """Contents after position `after`, oldest first."""
         ...
 

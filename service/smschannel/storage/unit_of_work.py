@@ -6,8 +6,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Protocol
 
-from ..domain.contacts import Contact
-from .contacts import Mutation
+from .contacts import Mutation, Touched
 from .messages import MessageUpdate
 
 __all__ = ["ContactChanges", "MessageChanges", "ProviderEventLog", "UnitOfWork"]
@@ -32,7 +31,7 @@ class MessageChanges(Protocol):
 class ContactChanges(Protocol):
     """Contact writes inside a unit of work."""
 
-    async def apply_by_phone(self, store_id: str, phone: str, mutation: Mutation) -> list[tuple[Contact, bool]]:
+    async def apply_by_phone(self, store_id: str, phone: str, mutation: Mutation) -> list[Touched]:
         """As ContactRepository.apply_by_phone, inside the unit of work's transaction."""
         ...
 

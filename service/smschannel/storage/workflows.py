@@ -9,8 +9,9 @@ from typing import Protocol
 
 from ..domain.workflows import Run, RunState, RunStep, Workflow, WorkflowState
 from ..records import record
+from .pages import Positioned
 
-__all__ = ["BroadcastDue", "BroadcastPage", "RunUpdate", "WorkflowRepository"]
+__all__ = ["BroadcastDue", "BroadcastPage", "RunUpdate", "RunWithSteps", "WorkflowRepository"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +37,14 @@ class BroadcastPage:
 
 
 @record
+class RunWithSteps:
+    """A run with the steps it took, oldest first."""
+
+    run: Run
+    steps: list[RunStep]
+
+
+@record
 class RunUpdate:
     """A run's new position after a round, with the steps it took."""
 
@@ -56,7 +65,7 @@ class WorkflowRepository(Protocol):
 
     async def page(
         self, store_id: str, state: WorkflowState | None, after: int, limit: int
-    ) -> list[tuple[int, Workflow]]:
+    ) -> list[Positioned[Workflow]]:
         """Workflows after position `after`, oldest first."""
         ...
 
@@ -90,13 +99,13 @@ class WorkflowRepository(Protocol):
         """The run started by this request id."""
         ...
 
-    async def get_run(self, store_id: str, workflow_id: str, run_id: str) -> tuple[Run, list[RunStep]] | None:
+    async def get_run(self, store_id: str, workflow_id: str, run_id: str) -> RunWithSteps | None:
         """A run with its steps."""
         ...
 
     async def page_runs(
         self, store_id: str, workflow_id: str, state: RunState | None, contact_id: str | None, after: int, limit: int
-    ) -> list[tuple[int, Run]]:
+    ) -> list[Positioned[Run]]:
         """Runs of a workflow, oldest first."""
         ...
 

@@ -11,7 +11,7 @@ from ...domain.contacts import Activity, Contact, CustomValue
 from ...domain.enums import ActivitySource, ActivityType, MobilePhoneStatus, SmsSubscriptionStatus
 from ...errors import AlreadyExists, DomainError, echo
 from ...names import ContactName
-from .. import Applied, ContactKey, ContactQuery, Mutation, Outcome, Reach
+from .. import Applied, ContactKey, ContactQuery, Mutation, Outcome, Positioned, Reach, Touched
 from . import jsoncol
 from .db import Database, Row, from_micros, to_micros
 
@@ -222,17 +222,15 @@ def _write(
     _insert_activities(conn, activities)
 
 
-def apply_to_phone(
-    conn: sqlite3.Connection, store_id: str, phone: str, mutation: Mutation
-) -> list[tuple[Contact, bool]]:
+def apply_to_phone(conn: sqlite3.Connection, store_id: str, phone: str, mutation: Mutation) -> list[Touched]:
     """Inside a write transaction: `mutation` on every contact of the store with this phone."""
-    results: list[tuple[Contact, bool]] = []
+    results: list[Touched] = []
     for current in _fetch_by(conn, store_id, "mobile_phone", {phone}):
         new, acts = mutation(current)
         changed = new is not current
         if changed:
             _write(conn, store_id, {}, {new.id: new}, acts)
-        results.append((new, changed))
+        results.append(Touched(new, changed))
     return results
 
 
@@ -247,7 +245,7 @@ class SqliteContacts:
         row = await self._db.fetch_one(_GET_CONTACT, (store_id, contact_id))
         return None if row is None else contact_from_row(row)
 
-    async def page(self, store_id: str, query: ContactQuery, after: int, limit: int) -> list[tuple[int, Contact]]:
+    async def page(self, store_id: str, query: ContactQuery, after: int, limit: int) -> list[Positioned[Contact]]:
         """Matching contacts after position `after`, oldest first."""
         where = ["store_id = ?", "seq > ?"]
         params: list[Any] = [store_id, after]
@@ -263,7 +261,7 @@ class SqliteContacts:
         rows = await self._db.fetch_all(
             f"{_SELECT_CONTACT} WHERE {' AND '.join(where)} ORDER BY seq LIMIT ?", (*params, limit)
         )
-        return [(row[0], contact_from_row(row)) for row in rows]
+        return [Positioned(row[0], contact_from_row(row)) for row in rows]
 
     async def reach(self, store_id: str, contact_ids: Collection[str]) -> dict[str, Reach]:
         """The phone and statuses of these contacts now: four columns by primary key, read on the
@@ -288,7 +286,7 @@ class SqliteContacts:
         database thread in one hop."""
         return await self._db.write_rows(len(changes), lambda conn: _apply(conn, store_id, changes))
 
-    async def apply_by_phone(self, store_id: str, phone: str, mutation: Mutation) -> list[tuple[Contact, bool]]:
+    async def apply_by_phone(self, store_id: str, phone: str, mutation: Mutation) -> list[Touched]:
         """Apply `mutation` to every contact of the store with this phone."""
         return await self._db.write(lambda conn: apply_to_phone(conn, store_id, phone, mutation))
 
@@ -299,7 +297,7 @@ class SqliteContacts:
 
     async def list_activities(
         self, store_id: str, contact_id: str, types: set[ActivityType] | None, before: int | None, limit: int
-    ) -> list[tuple[int, Activity]]:
+    ) -> list[Positioned[Activity]]:
         """A contact's activities older than `before`, newest first."""
         where = "store_id = ? AND contact_id = ? AND seq < ?"
         params: list[Any] = [store_id, contact_id, before if before is not None else 2**62]
@@ -309,4 +307,4 @@ class SqliteContacts:
         rows = await self._db.fetch_all(
             f"SELECT * FROM activities WHERE {where} ORDER BY seq DESC LIMIT ?", (*params, limit)
         )
-        return [(row["seq"], activity_from_row(row)) for row in rows]
+        return [Positioned(row["seq"], activity_from_row(row)) for row in rows]

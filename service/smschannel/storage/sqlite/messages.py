@@ -15,7 +15,7 @@ from ...domain.enums import MessageStatus, RecipientMode, SmsEncoding, SmsType
 from ...domain.messages import Message, SmsContent
 from ...errors import Aborted
 from ...names import SmsContentName
-from .. import MessageQuery, MessageUpdate
+from .. import MessageQuery, MessageUpdate, Positioned
 from .contacts import INSERT_ACTIVITY, activity_params
 from .db import Database, Row, from_micros, to_micros
 
@@ -159,7 +159,7 @@ class SqliteMessages:
 
     async def page(
         self, store_id: str, query: MessageQuery, before: int | None, limit: int
-    ) -> list[tuple[int, Message]]:
+    ) -> list[Positioned[Message]]:
         """Matching messages older than position `before`, newest first."""
         where = ["store_id = ?", "seq < ?"]
         params: list[Any] = [store_id, 2**62 if before is None else before]
@@ -184,7 +184,7 @@ class SqliteMessages:
         rows = await self._db.fetch_all(
             f"{_SELECT_MESSAGE} WHERE {' AND '.join(where)} ORDER BY seq DESC LIMIT ?", (*params, limit)
         )
-        return [(row[0], message_from_row(row)) for row in rows]
+        return [Positioned(row[0], message_from_row(row)) for row in rows]
 
     async def due(self, now: datetime, limit: int) -> list[Message]:
         """QUEUED messages whose next attempt is due, oldest first."""
@@ -353,12 +353,12 @@ class SqliteSmsContents:
         )
         return None if row is None else _content_from_row(row)
 
-    async def page(self, store_id: str, after: int, limit: int) -> list[tuple[int, SmsContent]]:
+    async def page(self, store_id: str, after: int, limit: int) -> list[Positioned[SmsContent]]:
         """Contents after position `after`, oldest first."""
         rows = await self._db.fetch_all(
             "SELECT * FROM sms_contents WHERE store_id = ? AND seq > ? ORDER BY seq LIMIT ?", (store_id, after, limit)
         )
-        return [(row["seq"], _content_from_row(row)) for row in rows]
+        return [Positioned(row["seq"], _content_from_row(row)) for row in rows]
 
     async def update(self, content: SmsContent, expected_version: int) -> None:
         """Replace a content if it is still at `expected_version` (else Aborted)."""

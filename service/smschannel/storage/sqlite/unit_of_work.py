@@ -13,8 +13,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 
-from ...domain.contacts import Contact
-from .. import MessageUpdate, Mutation, UnitOfWork
+from .. import MessageUpdate, Mutation, Touched, UnitOfWork
 from .contacts import apply_to_phone
 from .db import Database, to_micros
 from .messages import apply_updates
@@ -47,7 +46,7 @@ class _Contacts:
     def __init__(self, conn: sqlite3.Connection) -> None:
         self._conn = conn
 
-    async def apply_by_phone(self, store_id: str, phone: str, mutation: Mutation) -> list[tuple[Contact, bool]]:
+    async def apply_by_phone(self, store_id: str, phone: str, mutation: Mutation) -> list[Touched]:
         return apply_to_phone(self._conn, store_id, phone, mutation)
 
 

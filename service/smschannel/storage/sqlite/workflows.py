@@ -10,7 +10,7 @@ from typing import Any
 from ...domain.workflows import Run, RunState, RunStep, Workflow, WorkflowState
 from ...errors import Aborted
 from ...names import WorkflowName
-from .. import BroadcastDue, BroadcastPage, RunUpdate
+from .. import BroadcastDue, BroadcastPage, Positioned, RunUpdate, RunWithSteps
 from ..graph_json import graph_from_json, graph_to_json
 from . import jsoncol
 from .db import Database, Row, from_micros, to_micros
@@ -170,7 +170,7 @@ class SqliteWorkflows:
 
     async def page(
         self, store_id: str, state: WorkflowState | None, after: int, limit: int
-    ) -> list[tuple[int, Workflow]]:
+    ) -> list[Positioned[Workflow]]:
         """Workflows after position `after`, oldest first."""
         sql = "SELECT * FROM workflows WHERE store_id = ? AND seq > ?"
         params: list[Any] = [store_id, after]
@@ -178,7 +178,7 @@ class SqliteWorkflows:
             sql += " AND state = ?"
             params.append(int(state))
         rows = await self._db.fetch_all(sql + " ORDER BY seq LIMIT ?", (*params, limit))
-        return [(row["seq"], _workflow_from_row(row)) for row in rows]
+        return [Positioned(row["seq"], _workflow_from_row(row)) for row in rows]
 
     async def update(self, wf: Workflow, expected_version: int, now: datetime) -> None:
         """Replace a workflow still at `expected_version` (else Aborted). Runs follow its state: paused
@@ -286,7 +286,7 @@ class SqliteWorkflows:
         )
         return None if row is None else _run_from_row(row)
 
-    async def get_run(self, store_id: str, workflow_id: str, run_id: str) -> tuple[Run, list[RunStep]] | None:
+    async def get_run(self, store_id: str, workflow_id: str, run_id: str) -> RunWithSteps | None:
         """A run with its steps."""
         row = await self._db.fetch_one(
             "SELECT * FROM workflow_runs WHERE store_id = ? AND workflow_id = ? AND id = ?",
@@ -298,13 +298,14 @@ class SqliteWorkflows:
             "SELECT * FROM workflow_run_steps WHERE store_id = ? AND workflow_id = ? AND run_id = ? ORDER BY seq",
             (store_id, workflow_id, run_id),
         )
-        return _run_from_row(row), [
-            RunStep(s["node"], from_micros(s["time"]), s["outcome"], s["message_id"]) for s in steps
-        ]
+        return RunWithSteps(
+            _run_from_row(row),
+            [RunStep(s["node"], from_micros(s["time"]), s["outcome"], s["message_id"]) for s in steps],
+        )
 
     async def page_runs(
         self, store_id: str, workflow_id: str, state: RunState | None, contact_id: str | None, after: int, limit: int
-    ) -> list[tuple[int, Run]]:
+    ) -> list[Positioned[Run]]:
         """Runs of a workflow after position `after`, oldest first."""
         sql = "SELECT * FROM workflow_runs WHERE store_id = ? AND workflow_id = ? AND seq > ?"
         params: list[Any] = [store_id, workflow_id, after]
@@ -315,7 +316,7 @@ class SqliteWorkflows:
             sql += " AND contact_id = ?"
             params.append(contact_id)
         rows = await self._db.fetch_all(sql + " ORDER BY seq LIMIT ?", (*params, limit))
-        return [(row["seq"], _run_from_row(row)) for row in rows]
+        return [Positioned(row["seq"], _run_from_row(row)) for row in rows]
 
     async def due_runs(self, now: datetime, limit: int) -> list[Run]:
         """Runs ready to step: running or woken, of ACTIVE workflows, oldest wake first."""
