@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Callable
 
 from ...domain.channel import ChannelConfig, TokenStatus
@@ -40,31 +41,51 @@ class SqliteChannelConfigs:
 
     async def update(self, store_id: str, change: Callable[[ChannelConfig | None], ChannelConfig]) -> ChannelConfig:
         """Read, change and write atomically."""
-        async with self._db.transaction() as tx:
-            async with tx.execute("SELECT * FROM channel_configs WHERE store_id = ?", (store_id,)) as cur:
-                row = await cur.fetchone()
+
+        def update(conn: sqlite3.Connection) -> ChannelConfig:
+            row = conn.execute("SELECT * FROM channel_configs WHERE store_id = ?", (store_id,)).fetchone()
             current = None if row is None else _from_row(row)
             new = change(current)
             if new is current:
                 return new
             assert new.update_time is not None
-            await tx.execute(
-                "INSERT OR REPLACE INTO channel_configs (store_id, provider, token, token_hint, default_country,"
-                " default_sender, callback_secret, token_status, token_status_message, account_balance,"
-                " update_time, version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    store_id,
-                    new.provider,
-                    new.token_ciphertext,
-                    new.token_hint,
-                    new.default_country,
-                    new.default_sender,
-                    new.callback_secret,
-                    int(new.token_status),
-                    new.token_status_message,
-                    new.account_balance,
-                    to_micros(new.update_time),
-                    new.version,
-                ),
-            )
-        return new
+            conn.execute(_UPSERT, (store_id, *_values(new)))
+            return new
+
+        return await self._db.write(update)
+
+
+_COLUMNS = (
+    "provider",
+    "token",
+    "token_hint",
+    "default_country",
+    "default_sender",
+    "callback_secret",
+    "token_status",
+    "token_status_message",
+    "account_balance",
+    "update_time",
+    "version",
+)
+_UPSERT = (
+    f"INSERT INTO channel_configs (store_id, {', '.join(_COLUMNS)}) VALUES (?{', ?' * len(_COLUMNS)})"
+    f" ON CONFLICT (store_id) DO UPDATE SET {', '.join(f'{c} = excluded.{c}' for c in _COLUMNS)}"
+)
+
+
+def _values(config: ChannelConfig) -> tuple[object, ...]:
+    assert config.update_time is not None
+    return (
+        config.provider,
+        config.token_ciphertext,
+        config.token_hint,
+        config.default_country,
+        config.default_sender,
+        config.callback_secret,
+        int(config.token_status),
+        config.token_status_message,
+        config.account_balance,
+        to_micros(config.update_time),
+        config.version,
+    )

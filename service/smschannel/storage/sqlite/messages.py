@@ -362,8 +362,9 @@ class SqliteSmsContents:
 
     async def update(self, content: SmsContent, expected_version: int) -> None:
         """Replace a content if it is still at `expected_version` (else Aborted)."""
-        async with self._db.transaction() as tx:
-            cur = await tx.execute(
+
+        def update(conn: sqlite3.Connection) -> None:
+            cur = conn.execute(
                 "UPDATE sms_contents SET display_name = ?, text = ?, update_time = ?, version = ?"
                 " WHERE store_id = ? AND id = ? AND version = ?",
                 (
@@ -378,6 +379,8 @@ class SqliteSmsContents:
             )
             if cur.rowcount == 0:
                 raise Aborted(f"{SmsContentName(content.store_id, content.id)} changed meanwhile; get it again")
+
+        await self._db.write(update)
 
     async def delete(self, store_id: str, content_id: str, etag: str) -> None:
         """Delete a content (messages keep their copy of the text)."""

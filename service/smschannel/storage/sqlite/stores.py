@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import sqlite3
 
-import aiosqlite
-
 from ...domain.enums import SmsSubscriptionStatus
 from ...domain.stores import ApiKey, Store
 from ...errors import AlreadyExists
@@ -28,12 +26,14 @@ class SqliteMeta:
 
     async def put_if_absent(self, key: str, value: str) -> str:
         """Store `value` unless a value exists; return the stored value."""
-        async with self._db.transaction() as tx:
-            await tx.execute("INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)", (key, value))
-            async with tx.execute("SELECT value FROM meta WHERE key = ?", (key,)) as cur:
-                row = await cur.fetchone()
-        assert row is not None
-        return str(row["value"])
+
+        def put(conn: sqlite3.Connection) -> str:
+            conn.execute("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT DO NOTHING", (key, value))
+            row = conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+            assert row is not None
+            return str(row["value"])
+
+        return await self._db.write(put)
 
 
 class SqliteStores:
@@ -44,19 +44,22 @@ class SqliteStores:
 
     async def create(self, store: Store, first_key: ApiKey) -> None:
         """Create a store with its first key."""
+
+        def create(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "INSERT INTO stores (id, display_name, default_sms_subscription_status, create_time)"
+                " VALUES (?, ?, ?, ?)",
+                (
+                    store.id,
+                    store.display_name,
+                    int(store.default_sms_subscription_status),
+                    to_micros(store.create_time),
+                ),
+            )
+            _insert_key(conn, first_key)
+
         try:
-            async with self._db.transaction() as tx:
-                await tx.execute(
-                    "INSERT INTO stores (id, display_name, default_sms_subscription_status, create_time)"
-                    " VALUES (?, ?, ?, ?)",
-                    (
-                        store.id,
-                        store.display_name,
-                        int(store.default_sms_subscription_status),
-                        to_micros(store.create_time),
-                    ),
-                )
-                await _insert_key(tx, first_key)
+            await self._db.write(create)
         except sqlite3.IntegrityError as e:
             raise AlreadyExists(str(StoreName(store.id))) from e
 
@@ -74,8 +77,7 @@ class SqliteStores:
 
     async def add_api_key(self, key: ApiKey) -> None:
         """Add a key to an existing store."""
-        async with self._db.transaction() as tx:
-            await _insert_key(tx, key)
+        await self._db.write(lambda conn: _insert_key(conn, key))
 
     async def find_api_key(self, key_hash: str) -> ApiKey | None:
         """The key with this hash, or None."""
@@ -91,8 +93,8 @@ class SqliteStores:
         )
 
 
-async def _insert_key(tx: aiosqlite.Connection, key: ApiKey) -> None:
-    await tx.execute(
+def _insert_key(conn: sqlite3.Connection, key: ApiKey) -> None:
+    conn.execute(
         "INSERT INTO api_keys (store_id, id, display_name, key_hash, create_time) VALUES (?, ?, ?, ?, ?)",
         (key.store_id, key.id, key.display_name, key.key_hash, to_micros(key.create_time)),
     )

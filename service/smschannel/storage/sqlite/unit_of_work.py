@@ -23,7 +23,10 @@ __all__ = ["INLINE", "run_unit_of_work"]
 T = TypeVar("T")
 
 INLINE = 100  # rows written inline on the loop; more go to the database thread
-_RECORD_EVENT = "INSERT OR IGNORE INTO provider_events (store_id, provider_id, status, create_time) VALUES (?, ?, ?, ?)"
+_RECORD_EVENT = (
+    "INSERT INTO provider_events (store_id, provider_id, status, create_time) VALUES (?, ?, ?, ?)"
+    " ON CONFLICT DO NOTHING"
+)
 
 
 class _ProviderEvents:

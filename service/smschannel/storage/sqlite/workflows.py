@@ -72,8 +72,9 @@ def _graph(wf: Workflow) -> str:
 
 
 _INSERT_RUN = (
-    "INSERT OR IGNORE INTO workflow_runs (store_id, workflow_id, id, contact_id, state, current_node, wake_time,"
+    "INSERT INTO workflow_runs (store_id, workflow_id, id, contact_id, state, current_node, wake_time,"
     " event, request_id, step_count, create_time, update_time) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " ON CONFLICT DO NOTHING"
 )
 
 
@@ -183,8 +184,9 @@ class SqliteWorkflows:
     async def update(self, wf: Workflow, expected_version: int, now: datetime) -> None:
         """Replace a workflow still at `expected_version` (else Aborted). Runs follow its state: paused
         with it, resumed (waiting again when their timer is still ahead) on activation."""
-        async with self._db.transaction() as tx:
-            cur = await tx.execute(
+
+        def update(conn: sqlite3.Connection) -> None:
+            cur = conn.execute(
                 "UPDATE workflows SET display_name = ?, state = ?, trigger_kind = ?, event_name = ?, graph = ?,"
                 " update_time = ?, version = ? WHERE store_id = ? AND id = ? AND version = ?",
                 (
@@ -203,21 +205,24 @@ class SqliteWorkflows:
             if cur.rowcount == 0:
                 raise Aborted(f"{WorkflowName(wf.store_id, wf.id)} changed meanwhile; get it again")
             if wf.state is WorkflowState.PAUSED:
-                await tx.execute(
+                conn.execute(
                     "UPDATE workflow_runs SET state = ? WHERE store_id = ? AND workflow_id = ? AND state IN (?, ?)",
                     (_PAUSED, wf.store_id, wf.id, _RUNNING, _WAITING),
                 )
             elif wf.state is WorkflowState.ACTIVE:
-                await tx.execute(
+                conn.execute(
                     "UPDATE workflow_runs SET state = CASE WHEN wake_time > ? THEN ? ELSE ? END"
                     " WHERE store_id = ? AND workflow_id = ? AND state = ?",
                     (to_micros(now), _WAITING, _RUNNING, wf.store_id, wf.id, _PAUSED),
                 )
                 # A fresh start: an error of the workflow's previous activation says nothing of this one.
-                await tx.execute(
+                conn.execute(
                     "UPDATE workflows SET last_error = '', last_error_time = 0 WHERE store_id = ? AND id = ?",
                     (wf.store_id, wf.id),
                 )
+
+        # Resuming or pausing touches every run of the workflow: one hop to the database thread.
+        await self._db.write_batch(update)
 
     async def delete(self, store_id: str, workflow_id: str, etag: str) -> None:
         """Delete a workflow with its runs (messages stay in the log)."""
