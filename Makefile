@@ -8,12 +8,12 @@ PROTOS := $(wildcard protos/smschannel/v1/*.proto)
 INSTALLED := $(VENV)/.installed
 GENERATED := service/smschannel/v1/__init__.py
 
-.PHONY: run test test-node lint gen venv bench load-generators demo consent clean
+.PHONY: run test test-node lint gen venv bench load-generators postgres demo consent clean
 
 run: $(GENERATED)
 	$(BIN)/python -m smschannel run
 
-test: lint $(GENERATED) $(TOOLS)/grpcurl
+test: lint $(GENERATED) $(TOOLS)/grpcurl postgres
 	$(BIN)/python -m pytest
 	$(MAKE) test-node
 
@@ -77,6 +77,18 @@ load-generators:
 	@{ command -v h2load >/dev/null && command -v wrk >/dev/null; } \
 		|| { apt-get update -qq && apt-get install -y -qq nghttp2-client wrk >/dev/null; } \
 		|| { echo "the benches need h2load and wrk: apt-get install nghttp2-client wrk"; exit 1; }
+
+# PostgreSQL's server binaries, from Debian, for the throwaway cluster the tests start (tests/postgres.py).
+# A policy-rc.d (unless the machine has one) keeps apt from starting the package's own cluster. Without
+# them the PostgreSQL tests are skipped, loudly, so this warns rather than fails.
+postgres:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
+		rc=/usr/sbin/policy-rc.d; ours=; \
+		[ -e $$rc ] || { printf '#!/bin/sh\nexit 101\n' >$$rc 2>/dev/null && chmod +x $$rc && ours=1; }; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+			postgresql >/dev/null; ok=$$?; \
+		[ -z "$$ours" ] || rm -f $$rc; \
+		[ $$ok = 0 ] || echo "WARNING: no PostgreSQL, its tests will be skipped: apt-get install postgresql (as root)"; }
 
 clean:
 	rm -rf $(VENV) $(TOOLS) service/smschannel/v1 clients/python/src/smschannel_client/v1 clients/node/node_modules \

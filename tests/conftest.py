@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -24,6 +24,8 @@ from smschannel.v1 import (
     sms_channel_service_pb2_grpc,
     workflow_service_pb2_grpc,
 )
+
+from .postgres import INSTALL_HINT, ThrowawayPostgres, find_bindir
 
 ADMIN_KEY = "test-admin-key"
 INSTASENT_TOKEN = "instasent-test-token-1a2b"
@@ -192,3 +194,25 @@ async def eventually(check: Callable[[], Awaitable[bool]], what: str = "conditio
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         await asyncio.sleep(0.02)
+
+
+# Why the PostgreSQL tests were skipped, repeated at the end of the run so that it cannot go unseen.
+_postgres_missing: list[str] = []
+
+
+@pytest.fixture(scope="session")
+def postgres_dsn() -> Iterator[str]:
+    """A throwaway PostgreSQL server for the session (tests/postgres.py); its DSN. Skipped, loudly, when
+    PostgreSQL's server binaries are not installed."""
+    if find_bindir() is None:
+        reason = f"PostgreSQL is not installed, its tests are skipped: {INSTALL_HINT}"
+        _postgres_missing.append(reason)
+        pytest.skip(reason)
+    with ThrowawayPostgres() as dsn:
+        yield dsn
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """A last line when the PostgreSQL tests were skipped for want of PostgreSQL."""
+    if _postgres_missing:
+        terminalreporter.write_line(f"WARNING: {_postgres_missing[0]}", yellow=True, bold=True)
