@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
-import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from typing import Any
 
 import grpc
@@ -12,29 +12,39 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from .domain.enums import MessageStatus
+
 __all__ = ["Metrics"]
 
 log = logging.getLogger("smschannel.metrics")
 
+CountByStatus = Callable[[], Coroutine[Any, Any, dict[MessageStatus, int]]]
+
 
 class _MessageGauges(Collector):
-    """Messages by status and the outbox depth, read from the database at scrape time."""
+    """Messages by status and the outbox depth, counted by the storage at scrape time.
 
-    def __init__(self, db_path: str) -> None:
-        self._db_path = db_path
+    Scrapes come on prometheus_client's HTTP thread; the storage lives on the server's loop, so the
+    count is asked of the loop, with a short timeout (a busy or stopped server answers no gauges)."""
+
+    def __init__(self, count: CountByStatus, loop: asyncio.AbstractEventLoop) -> None:
+        self._count = count
+        self._loop = loop
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         by_status = GaugeMetricFamily("smschannel_messages", "Messages in the log by status", labels=["status"])
         depth = GaugeMetricFamily("smschannel_outbox_depth", "QUEUED messages waiting for the provider")
-        names = {1: "QUEUED", 2: "SENT", 3: "DELIVERED", 4: "FAILED", 5: "REJECTED", 6: "SKIPPED"}
         try:
-            with sqlite3.connect(f"file:{self._db_path}?mode=ro", uri=True, timeout=1) as conn:
-                rows = dict(conn.execute("SELECT status, COUNT(*) FROM messages GROUP BY status").fetchall())
-        except sqlite3.Error:
-            rows = {}
-        for code, name in names.items():
-            by_status.add_metric([name], rows.get(code, 0))
-        depth.add_metric([], rows.get(1, 0))
+            counts: dict[MessageStatus, int] = asyncio.run_coroutine_threadsafe(self._count(), self._loop).result(
+                timeout=2
+            )
+        except Exception:
+            log.warning("message gauges not read", exc_info=True)
+            return
+        for status in MessageStatus:
+            if status is not MessageStatus.UNSPECIFIED:
+                by_status.add_metric([status.name], counts.get(status, 0))
+        depth.add_metric([], counts.get(MessageStatus.QUEUED, 0))
         yield by_status
         yield depth
 
@@ -42,7 +52,7 @@ class _MessageGauges(Collector):
 class Metrics:
     """The counters, and the HTTP endpoint that exposes them."""
 
-    def __init__(self, db_path: str) -> None:
+    def __init__(self) -> None:
         self.registry = CollectorRegistry()
         self._rpc_children: dict[tuple[str, grpc.StatusCode], tuple[Any, Any]] = {}
         self.rpcs = Counter("smschannel_rpcs", "RPCs by method and code", ["method", "code"], registry=self.registry)
@@ -65,8 +75,10 @@ class Metrics:
             ["status", "outcome"],
             registry=self.registry,
         )
-        if db_path != ":memory:":
-            self.registry.register(_MessageGauges(db_path))
+
+    def watch_messages(self, count: CountByStatus, loop: asyncio.AbstractEventLoop) -> None:
+        """Gauges of the message log, counted by `count` on `loop` at each scrape."""
+        self.registry.register(_MessageGauges(count, loop))
 
     def observe_rpc(self, method: str, code: grpc.StatusCode, seconds: float) -> None:
         """Count one RPC."""

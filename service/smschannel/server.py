@@ -105,7 +105,8 @@ class App:
         instasent = InstasentClient(http, config.instasent_base_url)
         channel = ChannelOps(storage.channel_configs, TokenCipher(secret_key), instasent, config.public_url)
         server = grpc.aio.server()
-        metrics = Metrics(config.db)
+        metrics = Metrics()
+        metrics.watch_messages(storage.messages.count_by_status, asyncio.get_running_loop())
         api = ApiInterceptor(authenticator, observe=metrics.observe_rpc)
         sender = Sender(storage, channel)
         dispatcher = Dispatcher(

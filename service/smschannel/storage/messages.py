@@ -91,6 +91,10 @@ class MessageRepository(Protocol):
         """Apply status changes (and the activities of those that changed) atomically; which changed."""
         ...
 
+    async def count_by_status(self) -> dict[MessageStatus, int]:
+        """How many messages of each status the log holds (for the metrics)."""
+        ...
+
     async def count_received(
         self,
         store_id: str,
