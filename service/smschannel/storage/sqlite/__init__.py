@@ -1,4 +1,4 @@
-"""SQLite implementation of the storage seam."""
+"""The SQL implementation of the storage seam: on SQLite, or on PostgreSQL (storage/postgres/)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import TypeVar
 from .. import UnitOfWork
 from .channel import SqliteChannelConfigs
 from .contacts import SqliteContacts
-from .db import Database
+from .db import Database, Engine
 from .messages import SqliteMessages, SqliteSmsContents
 from .stores import SqliteMeta, SqliteStores
 from .unit_of_work import run_unit_of_work
@@ -20,9 +20,9 @@ T = TypeVar("T")
 
 
 class SqliteStorage:
-    """The Storage protocol on one SQLite file."""
+    """The Storage protocol on one SQLite file or one PostgreSQL database."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Engine) -> None:
         self.db = db
         self._meta = SqliteMeta(db)
         self._stores = SqliteStores(db)
@@ -33,9 +33,14 @@ class SqliteStorage:
         self._workflows = SqliteWorkflows(db)
 
     @classmethod
-    async def open(cls, path: str) -> SqliteStorage:
-        """Open the file, migrating it to the current schema."""
-        return cls(await Database.open(path))
+    async def open(cls, target: str) -> SqliteStorage:
+        """A SQLite file (created and migrated if needed), or a PostgreSQL database when `target` is a
+        postgresql:// URL: the same SQL, through storage/postgres/engine.py."""
+        if target.startswith(("postgresql://", "postgres://")):
+            from ..postgres.engine import PgDatabase  # psycopg is loaded only for PostgreSQL
+
+            return cls(await PgDatabase.open(target))
+        return cls(await Database.open(target))
 
     @property
     def meta(self) -> SqliteMeta:

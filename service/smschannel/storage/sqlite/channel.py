@@ -6,7 +6,7 @@ import sqlite3
 from collections.abc import Callable
 
 from ...domain.channel import ChannelConfig, TokenStatus
-from .db import Database, Row, from_micros, to_micros
+from .db import Engine, Row, from_micros, to_micros
 
 __all__ = ["SqliteChannelConfigs"]
 
@@ -31,7 +31,7 @@ def _from_row(row: Row) -> ChannelConfig:
 class SqliteChannelConfigs:
     """ChannelConfigRepository on SQLite."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Engine) -> None:
         self._db = db
 
     async def get(self, store_id: str) -> ChannelConfig | None:

@@ -13,7 +13,7 @@ from ...errors import AlreadyExists, DomainError, echo
 from ...names import ContactName
 from .. import Applied, ContactKey, ContactQuery, Mutation, Outcome, Positioned, Reach, Touched
 from . import jsoncol
-from .db import Database, Row, from_micros, to_micros
+from .db import Engine, Row, from_micros, to_micros
 
 __all__ = ["INSERT_ACTIVITY", "SqliteContacts", "activity_params", "apply_to_phone"]
 
@@ -237,7 +237,7 @@ def apply_to_phone(conn: sqlite3.Connection, store_id: str, phone: str, mutation
 class SqliteContacts:
     """ContactRepository on SQLite."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Engine) -> None:
         self._db = db
 
     async def get(self, store_id: str, contact_id: str) -> Contact | None:

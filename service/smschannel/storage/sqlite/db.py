@@ -19,13 +19,13 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import aiosqlite
 
 from ...errors import Aborted, AlreadyExists, NotFound
 
-__all__ = ["PAGE_SIZE", "PRAGMAS", "Database", "from_micros", "to_micros"]
+__all__ = ["PAGE_SIZE", "PRAGMAS", "Database", "Engine", "from_micros", "to_micros"]
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +41,50 @@ def to_micros(t: datetime) -> int:
 def from_micros(us: int) -> datetime:
     """Inverse of to_micros."""
     return datetime.fromtimestamp(us / 1_000_000, tz=UTC)
+
+
+class Engine(Protocol):
+    """What the SQL repositories ask of a database: SQLite's Database here, PostgreSQL's PgDatabase
+    (storage/postgres/engine.py). A write is a synchronous function of a DB-API connection (sqlite3's,
+    or an adapter speaking it), run as one transaction; rows read by position and by column name."""
+
+    async def write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """`fn` as one short write transaction."""
+        ...
+
+    async def write_batch(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """`fn` as one big write transaction."""
+        ...
+
+    async def write_rows(self, count: int, fn: Callable[[sqlite3.Connection], T], inline: int = ...) -> T:
+        """`fn` as one write transaction of about `count` rows."""
+        ...
+
+    async def insert_new(self, sql: str, params: Iterable[Any], resource: str) -> None:
+        """One INSERT; AlreadyExists(resource) when a unique key is taken."""
+        ...
+
+    async def delete_checked(
+        self, table: str, store_id: str, row_id: str, etag: str, resource: str, *children: str
+    ) -> None:
+        """Delete a versioned row and its children's rows; NotFound, or Aborted on a stale etag."""
+        ...
+
+    async def fetch_one(self, sql: str, params: Iterable[Any] = ()) -> Row | None:
+        """One row, or None."""
+        ...
+
+    async def fetch_by_keys(self, sql: str, params: Iterable[Any] = ()) -> list[Row]:
+        """A few rows by key."""
+        ...
+
+    async def fetch_all(self, sql: str, params: Iterable[Any] = ()) -> list[Row]:
+        """All rows."""
+        ...
+
+    async def close(self) -> None:
+        """Release the connections."""
+        ...
 
 
 INLINE_ROWS = 10  # up to this many rows, a write transaction runs inline on the loop

@@ -17,7 +17,7 @@ from ...errors import Aborted
 from ...names import SmsContentName
 from .. import MessageQuery, MessageUpdate, Positioned
 from .contacts import INSERT_ACTIVITY, activity_params
-from .db import Database, Row, from_micros, to_micros
+from .db import Engine, Row, from_micros, to_micros
 
 __all__ = ["SqliteMessages", "SqliteSmsContents", "apply_updates"]
 
@@ -43,11 +43,12 @@ _RECEIVED = (int(MessageStatus.SENT), int(MessageStatus.DELIVERED))
 OUTBOX_DUE = f"{_SELECT_MESSAGE} WHERE status = ? AND next_attempt_time <= ? ORDER BY next_attempt_time, seq LIMIT ?"
 OUTBOX_NEXT = "SELECT MIN(next_attempt_time) AS t FROM messages WHERE status = ?"
 _IN_CHUNK = 500  # bound parameters per IN (...) lookup
-# Message ids are unique by themselves: `+store_id` keeps SQLite from choosing the (store, seq) index
-# for `store_id = ?`, which scanned every message of the store for each batch of callbacks. Provider
+# Message ids are unique by themselves: `store_id || ''` keeps SQLite from choosing the (store, seq)
+# index for `store_id = ?`, which scanned every message of the store for each batch of callbacks (the
+# usual `+store_id` is not SQL PostgreSQL reads). Provider
 # ids are unique per store; `!= ''` lets SQLite use their partial index (which leaves out empty ones).
 _BY_KEYS = {
-    "id": _SELECT_MESSAGE + " WHERE id IN ({marks}) AND +store_id = ?",
+    "id": _SELECT_MESSAGE + " WHERE id IN ({marks}) AND store_id || '' = ?",
     "provider_id": _SELECT_MESSAGE + " WHERE provider_id != '' AND provider_id IN ({marks}) AND store_id = ?",
 }
 _MESSAGE_VALUES = operator.attrgetter(*_MESSAGE_COLUMNS)  # all columns' values in one C call
@@ -118,7 +119,7 @@ def _add(conn: sqlite3.Connection, messages: Sequence[Message]) -> list[Message]
 class SqliteMessages:
     """MessageRepository on SQLite."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Engine) -> None:
         self._db = db
 
     async def add(self, messages: Sequence[Message]) -> list[Message]:
@@ -202,6 +203,11 @@ class SqliteMessages:
         if not updates:
             return []
         return await self._db.write_rows(len(updates), lambda conn: apply_updates(conn, updates))
+
+    async def count_by_status(self) -> dict[MessageStatus, int]:
+        """Messages by status, in one scan of the log (a scrape's worth, not a hot path)."""
+        rows = await self._db.fetch_all("SELECT status, COUNT(*) AS n FROM messages GROUP BY status")
+        return {MessageStatus(row["status"]): int(row["n"]) for row in rows}
 
     async def count_received(
         self,
@@ -326,7 +332,7 @@ def _content_from_row(row: Row) -> SmsContent:
 class SqliteSmsContents:
     """SmsContentRepository on SQLite."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Engine) -> None:
         self._db = db
 
     async def create(self, content: SmsContent) -> None:

@@ -8,7 +8,7 @@ from ...domain.enums import SmsSubscriptionStatus
 from ...domain.stores import ApiKey, Store
 from ...errors import AlreadyExists
 from ...names import StoreName
-from .db import Database, from_micros, to_micros
+from .db import Engine, from_micros, to_micros
 
 __all__ = ["SqliteMeta", "SqliteStores"]
 
@@ -16,7 +16,7 @@ __all__ = ["SqliteMeta", "SqliteStores"]
 class SqliteMeta:
     """MetaRepository on SQLite."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Engine) -> None:
         self._db = db
 
     async def get(self, key: str) -> str | None:
@@ -39,7 +39,7 @@ class SqliteMeta:
 class SqliteStores:
     """StoreRepository on SQLite."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Engine) -> None:
         self._db = db
 
     async def create(self, store: Store, first_key: ApiKey) -> None:

@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 from .. import MessageUpdate, Mutation, Touched, UnitOfWork
 from .contacts import apply_to_phone
-from .db import Database, to_micros
+from .db import Engine, to_micros
 from .messages import apply_updates
 
 __all__ = ["INLINE", "run_unit_of_work"]
@@ -62,7 +62,7 @@ class _UnitOfWork:
         self.contacts = _Contacts(conn)
 
 
-async def run_unit_of_work(db: Database, work: Callable[[UnitOfWork], Awaitable[T]], size: int) -> T:
+async def run_unit_of_work(db: Engine, work: Callable[[UnitOfWork], Awaitable[T]], size: int) -> T:
     """`work` in one write transaction: inline for up to INLINE rows, else on the database thread."""
 
     def body(conn: sqlite3.Connection) -> T:

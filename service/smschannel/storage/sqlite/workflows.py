@@ -13,7 +13,7 @@ from ...names import WorkflowName
 from .. import BroadcastDue, BroadcastPage, Positioned, RunUpdate, RunWithSteps
 from ..graph_json import graph_from_json, graph_to_json
 from . import jsoncol
-from .db import Database, Row, from_micros, to_micros
+from .db import Engine, Row, from_micros, to_micros
 
 __all__ = ["SqliteWorkflows"]
 
@@ -141,7 +141,7 @@ def _insert_steps(conn: sqlite3.Connection, updates: Sequence[RunUpdate]) -> Non
 class SqliteWorkflows:
     """WorkflowRepository on SQLite."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Engine) -> None:
         self._db = db
 
     async def create(self, wf: Workflow) -> None:
