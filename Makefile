@@ -13,8 +13,10 @@ GENERATED := service/smschannel/v1/__init__.py
 run: $(GENERATED)
 	$(BIN)/python -m smschannel run
 
+# The suite twice: on SQLite (the default), then on PostgreSQL (a throwaway server of its own).
 test: lint $(GENERATED) $(TOOLS)/grpcurl postgres
 	$(BIN)/python -m pytest
+	SMSCHANNEL_TEST_BACKEND=postgres $(BIN)/python -m pytest
 	$(MAKE) test-node
 
 test-node: $(GENERATED) clients/node/node_modules/.installed

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import grpc
+import psycopg
 import pytest
 import uvloop
 
@@ -18,6 +20,7 @@ from smschannel.instasent.fake import FakeInstasent
 from smschannel.jsonlog import configure
 from smschannel.server import App
 from smschannel.sidecar.app import create_app
+from smschannel.storage.sqlite import SqliteStorage
 from smschannel.v1 import (
     contacts_service_pb2_grpc,
     sms_channel_service_pb2,
@@ -80,8 +83,8 @@ TEST_ENV = {
 
 
 def make_config(tmp: Path, **overrides: object) -> Config:
-    """The production config for an in-process server on a free port and a fresh SQLite file."""
-    config = Config.from_env({**TEST_ENV, "SMSCHANNEL_DB": str(tmp / "test.db")})
+    """The production config for an in-process server on a free port and the database at `tmp`."""
+    config = Config.from_env({**TEST_ENV, "SMSCHANNEL_DB": database_at(tmp)})
     return replace(config, **overrides)  # type: ignore[arg-type]
 
 
@@ -216,3 +219,116 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     """A last line when the PostgreSQL tests were skipped for want of PostgreSQL."""
     if _postgres_missing:
         terminalreporter.write_line(f"WARNING: {_postgres_missing[0]}", yellow=True, bold=True)
+
+
+# -- the backend under test ---------------------------------------------------------------------------
+# `SMSCHANNEL_TEST_BACKEND=postgres pytest` runs the same tests on PostgreSQL: every server a test
+# starts gets a new database of one throwaway PostgreSQL server (tests/postgres.py), created from a
+# migrated template. `make test` runs the suite on both.
+
+BACKEND = os.environ.get("SMSCHANNEL_TEST_BACKEND", "sqlite")
+_databases = itertools.count(1)
+_throwaway: list[tuple[ThrowawayPostgres, str]] = []
+
+
+# Modules that use no storage, or only SQLite's own: they run once, in the SQLite run.
+ONCE = {
+    "test_contact_rules",
+    "test_dockerfile",
+    "test_eligibility",
+    "test_jsoncol",
+    "test_make_run",  # `make run` with its defaults: SQLite
+    "test_names",
+    "test_phones",
+    "test_postgres_schema",  # PostgreSQL's own, the same in both runs
+    "test_python_client_build",
+    "test_query_plans",  # SQLite's query plans
+    "test_readme",  # the README's walkthrough: `make run`, SQLite
+    "test_records",
+    "test_segments",
+    "test_sqlite_file",
+}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """In the PostgreSQL run: the modules of ONCE are left to the SQLite run, and without PostgreSQL
+    every test is skipped with the reason repeated at the end (never a silent half)."""
+    if not on_postgres():
+        return
+    if find_bindir() is None:
+        reason = f"SMSCHANNEL_TEST_BACKEND=postgres, but PostgreSQL is not installed: {INSTALL_HINT}"
+        _postgres_missing.append(reason)
+        for item in items:
+            item.add_marker(pytest.mark.skip(reason=reason))
+        return
+    once = pytest.mark.skip(reason="no storage here, or SQLite's own: run once, in the SQLite run")
+    for item in items:
+        if item.module is not None and item.module.__name__.rsplit(".", 1)[-1] in ONCE:
+            item.add_marker(once)
+
+
+def on_postgres() -> bool:
+    """Whether this run tests the PostgreSQL backend."""
+    return BACKEND == "postgres"
+
+
+def database_at(tmp: Path, name: str = "test.db") -> str:
+    """A test's database at `tmp/name`: that SQLite file, or on PostgreSQL a database standing for it —
+    created empty the first time, the same one after (a server restarted on it finds its data)."""
+    if not on_postgres():
+        return str(tmp / name)
+    path = str(tmp / name)
+    if path not in _standing_for:
+        _standing_for[path] = _new_postgres_database()
+    return _standing_for[path]
+
+
+_standing_for: dict[str, str] = {}
+
+
+def _new_postgres_database() -> str:
+    if not _throwaway:
+        if find_bindir() is None:
+            raise RuntimeError(f"SMSCHANNEL_TEST_BACKEND=postgres but PostgreSQL is missing: {INSTALL_HINT}")
+        server = ThrowawayPostgres()
+        dsn = server.__enter__()  # stopped at exit (ThrowawayPostgres registers it)
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute("CREATE DATABASE smschannel_template")
+        template = f"{dsn.rsplit('/', 1)[0]}/smschannel_template"
+
+        async def migrate() -> None:
+            await (await SqliteStorage.open(template)).close()
+
+        asyncio.run(migrate()) if not _loop_running() else _in_thread(migrate)
+        _throwaway.append((server, dsn))
+    _, dsn = _throwaway[0]
+    name = f"t{os.getpid()}_{next(_databases)}"
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name} TEMPLATE smschannel_template")
+    return f"{dsn.rsplit('/', 1)[0]}/{name}"
+
+
+def _loop_running() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
+def _in_thread(make: Callable[[], Awaitable[None]]) -> None:
+    import threading
+
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            asyncio.run(make())  # type: ignore[arg-type]
+        except BaseException as e:
+            failure.append(e)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join()
+    if failure:
+        raise failure[0]

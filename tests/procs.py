@@ -13,6 +13,8 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from .conftest import database_at
+
 
 def free_port() -> int:
     """A port nobody listens on right now."""
@@ -45,7 +47,7 @@ def start(command: str, tmp: Path, **env: str) -> subprocess.Popen[str]:
     """`python -m smschannel <command>` with a test environment."""
     full = {
         **os.environ,
-        "SMSCHANNEL_DB": str(tmp / "proc.db"),
+        "SMSCHANNEL_DB": database_at(tmp, "proc.db"),
         "SMSCHANNEL_SECRET_KEY": "test-secret-key",
         **env,
     }

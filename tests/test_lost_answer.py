@@ -21,6 +21,8 @@ from smschannel.operations.provider_events import ProviderEvent, ProviderEvents
 from smschannel.operations.sending import Sender, SendRequest
 from smschannel.storage.sqlite import SqliteStorage
 
+from .conftest import database_at
+
 OLD, NEW = "+34612345678", "+34622222222"
 
 
@@ -46,7 +48,7 @@ class LosesFirstAnswer:
 
 
 async def test_a_lost_answer_then_a_new_number_records_where_the_sms_went(tmp_path: Path) -> None:
-    storage = await SqliteStorage.open(str(tmp_path / "lost.db"))
+    storage = await SqliteStorage.open(database_at(tmp_path, "lost.db"))
     try:
         now = datetime.now(UTC)
         store = Store("s1", "S", SmsSubscriptionStatus.SUBSCRIBED, now)

@@ -18,7 +18,7 @@ from smschannel.v1 import common_pb2 as common
 from smschannel.v1 import sms_channel_service_pb2 as pb
 from smschannel.v1 import sms_channel_service_pb2_grpc as pb_grpc
 
-from .conftest import ADMIN
+from .conftest import ADMIN, database_at
 from .procs import free_port
 
 TOKEN = "kill-test-token"
@@ -38,7 +38,7 @@ def start_server(tmp: Path, addr: str, fake: FakeInstasent) -> subprocess.Popen[
     env = {
         **os.environ,
         "SMSCHANNEL_GRPC_ADDR": addr,
-        "SMSCHANNEL_DB": str(tmp / "kill.db"),
+        "SMSCHANNEL_DB": database_at(tmp, "kill.db"),
         "SMSCHANNEL_ADMIN_KEY": "test-admin-key",
         "SMSCHANNEL_SECRET_KEY": "kill-secret",
         "SMSCHANNEL_RETRY_BASE": "0.05",

@@ -6,16 +6,18 @@ from __future__ import annotations
 import asyncio
 import itertools
 import sqlite3
-from collections.abc import AsyncIterator
+from collections.abc import Iterator
 from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import asyncpg
+import psycopg
 import pytest
+from psycopg.rows import dict_row
 
-from smschannel.storage.postgres.db import MIGRATION_LOCK, migrate, migrations, open_pool
+from smschannel.storage.postgres.db import MIGRATION_LOCK, migrate, migrations
+from smschannel.storage.postgres.engine import PgDatabase
 from smschannel.storage.sqlite import SqliteStorage
 
 from .conftest import eventually
@@ -23,84 +25,84 @@ from .postgres import create_database
 
 _databases = itertools.count(1)
 ALL_VERSIONS = [m.version for m in migrations()]
+Conn = psycopg.Connection[dict[str, Any]]
 
 
 @pytest.fixture
-async def database(postgres_dsn: str) -> str:
+def database(postgres_dsn: str) -> str:
     """A new empty database on the throwaway server; its DSN."""
-    return await create_database(postgres_dsn, f"schema_{next(_databases)}")
+    return create_database(postgres_dsn, f"schema_{next(_databases)}")
+
+
+def connect(database: str) -> Conn:
+    return psycopg.connect(database, autocommit=True, row_factory=dict_row, connect_timeout=10)
 
 
 @pytest.fixture
-async def conn(database: str) -> AsyncIterator[asyncpg.Connection[Any]]:
+def conn(database: str) -> Iterator[Conn]:
     """A connection to the new database."""
-    connection = await asyncpg.connect(database, timeout=10)
-    yield connection
-    await connection.close()
+    with connect(database) as connection:
+        yield connection
 
 
-async def applied(conn: asyncpg.Connection[Any]) -> list[tuple[int, int]]:
+def applied(conn: Conn) -> list[tuple[int, int]]:
     """schema_migrations: (version, applied_time) rows."""
-    rows = await conn.fetch("SELECT version, applied_time FROM schema_migrations ORDER BY version")
+    rows = conn.execute("SELECT version, applied_time FROM schema_migrations ORDER BY version").fetchall()
     return [(r["version"], r["applied_time"]) for r in rows]
 
 
-async def test_the_migrations_build_the_schema_on_an_empty_database(
-    database: str, conn: asyncpg.Connection[Any]
-) -> None:
-    pool = await open_pool(database, min_size=1)
-    await pool.close()
-    assert [v for v, _ in await applied(conn)] == ALL_VERSIONS
-    tables = {r["table_name"] for r in await conn.fetch(_PG_TABLES)}
+async def opened(database: str) -> None:
+    """Start as a replica does (connect, migrate), then stop."""
+    await (await PgDatabase.open(database)).close()
+
+
+async def test_the_migrations_build_the_schema_on_an_empty_database(database: str, conn: Conn) -> None:
+    await opened(database)
+    assert [v for v, _ in applied(conn)] == ALL_VERSIONS
+    tables = {r["table_name"] for r in conn.execute(_PG_TABLES)}
     assert {"stores", "contacts", "messages", "workflows", "workflow_runs", "schema_migrations"} <= tables
 
 
-async def test_migrating_again_does_nothing(database: str, conn: asyncpg.Connection[Any]) -> None:
-    assert await migrate(conn) == ALL_VERSIONS
-    before = await applied(conn)
-    assert await migrate(conn) == []
-    pool = await open_pool(database, min_size=1)  # a restart
-    await pool.close()
-    assert await applied(conn) == before
+async def test_migrating_again_does_nothing(database: str, conn: Conn) -> None:
+    assert migrate(conn) == ALL_VERSIONS
+    before = applied(conn)
+    assert migrate(conn) == []
+    await opened(database)  # a restart
+    assert applied(conn) == before
 
 
-async def test_replicas_waiting_on_the_lock_apply_each_migration_once(
-    database: str, conn: asyncpg.Connection[Any]
-) -> None:
+async def test_replicas_waiting_on_the_lock_apply_each_migration_once(database: str, conn: Conn) -> None:
     # Hold the migrations' lock until both replicas are queued behind it, so that they do contend.
-    await conn.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK)
-    replicas = [await asyncpg.connect(database, timeout=10) for _ in range(2)]
-    both = asyncio.gather(*(migrate(r) for r in replicas))
+    conn.execute("SELECT pg_advisory_lock(%s)", (MIGRATION_LOCK,))
+    replicas = [connect(database) for _ in range(2)]
+    both = asyncio.gather(*(asyncio.to_thread(migrate, r) for r in replicas))
     try:
 
         async def both_waiting() -> bool:
-            return await conn.fetchval(_WAITING_ON_ADVISORY_LOCKS) == 2
+            row = conn.execute(_WAITING_ON_ADVISORY_LOCKS).fetchone()
+            return row is not None and row["n"] == 2
 
         await eventually(both_waiting, "both replicas waiting on the migration lock")
-        await conn.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK)
+        conn.execute("SELECT pg_advisory_unlock(%s)", (MIGRATION_LOCK,))
         first, second = await both
     finally:
-        both.cancel()
         for r in replicas:
-            r.terminate()
+            r.close()
     assert sorted(first + second) == ALL_VERSIONS
-    assert [v for v, _ in await applied(conn)] == ALL_VERSIONS
+    assert [v for v, _ in applied(conn)] == ALL_VERSIONS
 
 
-async def test_two_replicas_opening_at_once_both_start(database: str, conn: asyncpg.Connection[Any]) -> None:
-    opened = await asyncio.gather(*(open_pool(database, min_size=1) for _ in range(2)), return_exceptions=True)
-    pools = [p for p in opened if isinstance(p, asyncpg.Pool)]
-    for pool in pools:
-        await pool.close()
-    assert len(pools) == 2, opened
-    assert [v for v, _ in await applied(conn)] == ALL_VERSIONS
+async def test_two_replicas_opening_at_once_both_start(database: str, conn: Conn) -> None:
+    results = await asyncio.gather(*(opened(database) for _ in range(2)), return_exceptions=True)
+    assert results == [None, None], results
+    assert [v for v, _ in applied(conn)] == ALL_VERSIONS
 
 
-async def test_the_schema_is_sqlite_s(tmp_path: Path, database: str, conn: asyncpg.Connection[Any]) -> None:
+async def test_the_schema_is_sqlite_s(tmp_path: Path, database: str, conn: Conn) -> None:
     await (await SqliteStorage.open(str(tmp_path / "schema.db"))).close()
-    await migrate(conn)
+    migrate(conn)
     sqlite_schema = _sqlite_schema(tmp_path / "schema.db")
-    postgres_schema = await _postgres_schema(conn)
+    postgres_schema = _postgres_schema(conn)
     assert sorted(postgres_schema) == sorted(sqlite_schema)
     for table, shape in sqlite_schema.items():
         assert postgres_schema[table] == shape, table
@@ -175,21 +177,21 @@ WHERE t.relnamespace = 'public'::regnamespace
   AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conindid = x.indexrelid)
 """
 _WAITING_ON_ADVISORY_LOCKS = """
-SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted
+SELECT count(*) AS n FROM pg_locks WHERE locktype = 'advisory' AND NOT granted
 AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"""
 
 
-async def _postgres_schema(conn: asyncpg.Connection[Any]) -> dict[str, Table]:
-    tables = {r["table_name"]: Table() for r in await conn.fetch(_PG_TABLES)}
-    for r in await conn.fetch(_PG_COLUMNS):
+def _postgres_schema(conn: Conn) -> dict[str, Table]:
+    tables = {r["table_name"]: Table() for r in conn.execute(_PG_TABLES)}
+    for r in conn.execute(_PG_COLUMNS):
         tables[r["table_name"]].columns.append((r["column_name"], _POSTGRES_KINDS[r["data_type"]], r["not_null"]))
-    for r in await conn.fetch(_PG_CONSTRAINTS):
+    for r in conn.execute(_PG_CONSTRAINTS):
         table, columns = tables[r["table_name"]], tuple(r["columns"])
         if r["contype"] == "f":
             table.foreign.add((columns, r["target"], tuple(r["target_columns"]), _ON_DELETE[r["confdeltype"]]))
         else:
             table.keys.add(("primary" if r["contype"] == "p" else "unique", columns))
-    for r in await conn.fetch(_PG_INDEXES):
+    for r in conn.execute(_PG_INDEXES):
         index = (r["index_name"], tuple(r["columns"]), r["indisunique"], r["partial"])
         tables[r["table_name"]].indexes.add(index)
     return tables

@@ -22,6 +22,7 @@ from smschannel.v1 import contacts_service_pb2_grpc as cpb_grpc
 from smschannel.v1 import sms_channel_service_pb2 as pb
 from smschannel.v1 import sms_channel_service_pb2_grpc as pb_grpc
 
+from .conftest import database_at
 from .procs import free_port
 from .test_outbox_kill import sending_store, serving, start_server
 
@@ -73,7 +74,7 @@ async def test_callbacks_during_a_server_outage_are_applied_exactly_once(
                 names.append(c.name)
                 client_ids.append(m.name.rsplit("/", 1)[1])
         path = "/instasent/callbacks/" + config.callback_url.split("/instasent/callbacks/", 1)[1]
-        sidecar_config = Config(grpc_addr=addr, secret_key="kill-secret", db=str(tmp_path / "kill.db"))
+        sidecar_config = Config(grpc_addr=addr, secret_key="kill-secret", db=database_at(tmp_path, "kill.db"))
         async with serve_in_loop(create_app(sidecar_config)) as sidecar, httpx.AsyncClient(timeout=10) as http:
 
             async def callback(client_id: str) -> int:

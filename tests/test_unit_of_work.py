@@ -12,6 +12,8 @@ from smschannel.storage import UnitOfWork
 from smschannel.storage.sqlite import SqliteStorage
 from smschannel.storage.sqlite.unit_of_work import INLINE
 
+from .conftest import database_at
+
 NOW = datetime(2026, 12, 3, tzinfo=UTC)
 
 
@@ -23,7 +25,7 @@ async def recorded(storage: SqliteStorage) -> int:
 
 @pytest.mark.parametrize("size", [1, INLINE + 1], ids=["inline", "database thread"])
 async def test_writes_land_together_or_not_at_all(tmp_path: Path, size: int) -> None:
-    storage = await SqliteStorage.open(str(tmp_path / "u.db"))
+    storage = await SqliteStorage.open(database_at(tmp_path, "u.db"))
     try:
 
         async def twice(tx: UnitOfWork) -> list[bool]:
