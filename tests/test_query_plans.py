@@ -20,7 +20,7 @@ from smschannel.storage.sqlite.workflows import RUNS_DUE, RUNS_NEXT_WAKE
 
 QUEUED, ACTIVE = int(MessageStatus.QUEUED), int(WorkflowState.ACTIVE)
 CASES = [
-    (OUTBOX_DUE, (QUEUED, 0, 100), "messages_outbox"),
+    (OUTBOX_DUE, (QUEUED, 0, "replica", 0, 100), "messages_outbox"),
     (OUTBOX_NEXT, (QUEUED,), "messages_outbox"),
     (RUNS_DUE, (0, ACTIVE, 100), "runs_due"),
     (RUNS_NEXT_WAKE, (ACTIVE,), "runs_due"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +31,9 @@ class Config:
     retry_base: float = 1.0  # seconds before the first provider retry (doubles each time)
     retry_max: float = 300.0  # the longest wait between two provider attempts
     retry_attempts: int = 15  # provider attempts before a message is FAILED
+    # This server among replicas sharing one database, as the owner of its outbox claims. Stable across
+    # restarts (the host name by default), so that a restarted server takes its own claims back at once.
+    replica: str = ""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Config:
@@ -51,6 +55,7 @@ class Config:
             retry_max=float(env.get("SMSCHANNEL_RETRY_MAX") or cls.retry_max),
             retry_attempts=int(env.get("SMSCHANNEL_RETRY_ATTEMPTS") or cls.retry_attempts),
             import_workers=int(env["SMSCHANNEL_IMPORT_WORKERS"]) if env.get("SMSCHANNEL_IMPORT_WORKERS") else None,
+            replica=env.get("SMSCHANNEL_REPLICA") or socket.gethostname(),
         )
 
     @property

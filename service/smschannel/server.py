@@ -93,7 +93,7 @@ class App:
     @classmethod
     async def start(cls, config: Config, storage: Storage | None = None) -> App:
         """Open storage, build and start the server on `config.grpc_addr` (port 0 picks a free one)."""
-        storage = storage or await SqliteStorage.open(config.db)
+        storage = storage or await SqliteStorage.open(config.db, config.replica)
         secret_key = load_or_create_secret_key(config.secret_key, config.secret_key_file)
         authenticator = Authenticator(
             storage,

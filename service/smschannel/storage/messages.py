@@ -80,7 +80,8 @@ class MessageRepository(Protocol):
         ...
 
     async def due(self, now: datetime, limit: int) -> list[Message]:
-        """QUEUED messages due by `now`, oldest first."""
+        """QUEUED messages due by `now` that no other replica holds, oldest first, now held by this one
+        for a while (a replica that dies lets go of them when that runs out)."""
         ...
 
     async def next_due(self) -> datetime | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
+from ...names import new_id
 from .. import UnitOfWork
 from .channel import SqliteChannelConfigs
 from .contacts import SqliteContacts
@@ -22,25 +23,27 @@ T = TypeVar("T")
 class SqliteStorage:
     """The Storage protocol on one SQLite file or one PostgreSQL database."""
 
-    def __init__(self, db: Engine) -> None:
+    def __init__(self, db: Engine, replica: str = "") -> None:
+        """`replica`: this process's name among replicas sharing the database (a new one by default)."""
+        replica = replica or new_id()
         self.db = db
         self._meta = SqliteMeta(db)
         self._stores = SqliteStores(db)
         self._contacts = SqliteContacts(db)
         self._channel_configs = SqliteChannelConfigs(db)
         self._sms_contents = SqliteSmsContents(db)
-        self._messages = SqliteMessages(db)
+        self._messages = SqliteMessages(db, replica)
         self._workflows = SqliteWorkflows(db)
 
     @classmethod
-    async def open(cls, target: str) -> SqliteStorage:
+    async def open(cls, target: str, replica: str = "") -> SqliteStorage:
         """A SQLite file (created and migrated if needed), or a PostgreSQL database when `target` is a
         postgresql:// URL: the same SQL, through storage/postgres/engine.py."""
         if target.startswith(("postgresql://", "postgres://")):
             from ..postgres.engine import PgDatabase  # psycopg is loaded only for PostgreSQL
 
-            return cls(await PgDatabase.open(target))
-        return cls(await Database.open(target))
+            return cls(await PgDatabase.open(target), replica)
+        return cls(await Database.open(target), replica)
 
     @property
     def meta(self) -> SqliteMeta:

@@ -6,7 +6,7 @@ import operator
 import sqlite3
 from collections.abc import Collection, Sequence
 from dataclasses import fields
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import IntEnum
 from typing import Any
 
@@ -30,8 +30,13 @@ _ENUMS: dict[str, type[IntEnum]] = {
 _TIMES = ("create_time", "update_time", "send_time", "delivery_time", "next_attempt_time")
 _MESSAGE_COLUMNS = [f.name for f in fields(Message)]
 _INSERT_MESSAGE = (
-    f"INSERT INTO messages ({', '.join(_MESSAGE_COLUMNS)}) VALUES ({', '.join('?' * len(_MESSAGE_COLUMNS))})"
+    f"INSERT INTO messages ({', '.join(_MESSAGE_COLUMNS)}, claim_owner, claim_until)"
+    f" VALUES ({', '.join('?' * len(_MESSAGE_COLUMNS))}, ?, ?)"
 )
+# The outbox is claimed, for replicas sharing a database (0007_outbox_claims.sql): a QUEUED message is
+# held by the replica that stored it, then by the one that reads it due, for CLAIM; another replica
+# takes it only once that claim has expired (its holder died, or is far behind).
+CLAIM = timedelta(seconds=60)
 # Messages are read by position, after their seq (unpacking a row costs less than looking columns up by name).
 _SELECT_MESSAGE = f"SELECT seq, {', '.join(_MESSAGE_COLUMNS)} FROM messages"
 
@@ -40,7 +45,14 @@ _SELECT_MESSAGE = f"SELECT seq, {', '.join(_MESSAGE_COLUMNS)} FROM messages"
 # outbox's partial index `WHERE status = 1`, as the query plan test shows.
 _QUEUED = int(MessageStatus.QUEUED)
 _RECEIVED = (int(MessageStatus.SENT), int(MessageStatus.DELIVERED))
-OUTBOX_DUE = f"{_SELECT_MESSAGE} WHERE status = ? AND next_attempt_time <= ? ORDER BY next_attempt_time, seq LIMIT ?"
+OUTBOX_DUE = (
+    "SELECT seq FROM messages WHERE status = ? AND next_attempt_time <= ? AND (claim_owner = ? OR claim_until <= ?)"
+    " ORDER BY next_attempt_time, seq LIMIT ?"
+)
+OUTBOX_CLAIM = (
+    f"UPDATE messages SET claim_owner = ?, claim_until = ? WHERE seq IN ({OUTBOX_DUE})"
+    f" RETURNING seq, {', '.join(_MESSAGE_COLUMNS)}"
+)
 OUTBOX_NEXT = "SELECT MIN(next_attempt_time) AS t FROM messages WHERE status = ?"
 _IN_CHUNK = 500  # bound parameters per IN (...) lookup
 # Message ids are unique by themselves: `store_id || ''` keeps SQLite from choosing the (store, seq)
@@ -83,7 +95,7 @@ def message_from_row(row: Row) -> Message:
     return Message(*values)
 
 
-def _add(conn: sqlite3.Connection, messages: Sequence[Message]) -> list[Message]:
+def _add(conn: sqlite3.Connection, messages: Sequence[Message], owner: str) -> list[Message]:
     """Inside a write transaction: look the request ids up once, insert the new messages in bulk."""
     first: dict[tuple[str, str], Message] = {}
     by_store: dict[str, list[str]] = {}
@@ -112,20 +124,25 @@ def _add(conn: sqlite3.Connection, messages: Sequence[Message]) -> list[Message]
         stored.append(m)
         new.append(m)
     if new:
-        conn.executemany(_INSERT_MESSAGE, [_message_params(m) for m in new])
+        claim = int(CLAIM.total_seconds() * 1_000_000)
+        conn.executemany(
+            _INSERT_MESSAGE,
+            [[*_message_params(m), owner, to_micros(m.create_time) + claim] for m in new],
+        )
     return stored
 
 
 class SqliteMessages:
     """MessageRepository on SQLite."""
 
-    def __init__(self, db: Engine) -> None:
+    def __init__(self, db: Engine, replica: str) -> None:
         self._db = db
+        self._replica = replica  # this process, as the owner of its outbox claims
 
     async def add(self, messages: Sequence[Message]) -> list[Message]:
         """Store new messages; a message whose request id is known is not stored and the first one
         with that id is returned in its place."""
-        return await self._db.write_rows(len(messages), lambda conn: _add(conn, messages))
+        return await self._db.write_rows(len(messages), lambda conn: _add(conn, messages, self._replica))
 
     async def get(self, store_id: str, message_id: str) -> Message | None:
         """The message, or None."""
@@ -188,9 +205,13 @@ class SqliteMessages:
         return [Positioned(row[0], message_from_row(row)) for row in rows]
 
     async def due(self, now: datetime, limit: int) -> list[Message]:
-        """QUEUED messages whose next attempt is due, oldest first."""
-        rows = await self._db.fetch_all(OUTBOX_DUE, (_QUEUED, to_micros(now), limit))
-        return [message_from_row(r) for r in rows]
+        """QUEUED messages whose next attempt is due and that no other replica holds, oldest first,
+        claimed by this one for CLAIM: one UPDATE ... RETURNING (two replicas claiming at once are
+        serialized by the engine: the second claims what the first left)."""
+        at = to_micros(now)
+        params = (self._replica, at + int(CLAIM.total_seconds() * 1_000_000), _QUEUED, at, self._replica, at, limit)
+        rows = await self._db.write(lambda conn: conn.execute(OUTBOX_CLAIM, params).fetchall())
+        return sorted((message_from_row(r) for r in rows), key=lambda m: m.next_attempt_time or now)
 
     async def next_due(self) -> datetime | None:
         """When the next QUEUED message is due, or None when the outbox is empty."""

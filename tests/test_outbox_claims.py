@@ -1,0 +1,51 @@
+"""Replicas sharing one database share the outbox without sending a message twice: a QUEUED message is
+held by the replica that stored it, then by the one that reads it due, and another replica takes it
+only when that claim has run out (its holder died). On both backends."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from smschannel.domain.enums import MessageStatus, RecipientMode, SmsSubscriptionStatus, SmsType
+from smschannel.domain.messages import Message
+from smschannel.domain.stores import ApiKey, Store
+from smschannel.storage.sqlite import SqliteStorage
+from smschannel.storage.sqlite.messages import CLAIM
+
+from .conftest import database_at
+
+NOW = datetime(2026, 12, 3, 9, 0, tzinfo=UTC)
+
+
+def queued(n: int) -> Message:
+    return Message(
+        store_id="s",
+        id=f"m{n}",
+        type=SmsType.NEWSLETTER,
+        recipient_mode=RecipientMode.CONTACT,
+        status=MessageStatus.QUEUED,
+        create_time=NOW,
+        update_time=NOW,
+        recipient=f"+3461200000{n}",
+        text="Hola",
+        next_attempt_time=NOW,
+    )
+
+
+async def test_a_replica_takes_another_s_messages_only_when_its_claim_runs_out(tmp_path: Path) -> None:
+    path = database_at(tmp_path, "claims.db")
+    a, b = await SqliteStorage.open(path, "replica-a"), await SqliteStorage.open(path, "replica-b")
+    try:
+        await a.stores.create(Store("s", "S", SmsSubscriptionStatus.UNSPECIFIED, NOW), ApiKey("s", "k", "K", "h", NOW))
+        await a.messages.add([queued(n) for n in range(3)])
+        assert await b.messages.due(NOW, 10) == []  # a stored them: a holds them
+        assert [m.id for m in await a.messages.due(NOW, 10)] == ["m0", "m1", "m2"]
+        assert [m.id for m in await a.messages.due(NOW, 10)] == ["m0", "m1", "m2"]  # its own, again
+        later = NOW + CLAIM + timedelta(seconds=1)  # a died: its claims run out
+        assert [m.id for m in await b.messages.due(later, 2)] == ["m0", "m1"]
+        assert [m.id for m in await a.messages.due(later, 10)] == ["m2"]  # b holds the first two now
+        assert {m.id for m in await b.messages.due(later, 10)} == {"m0", "m1"}
+    finally:
+        await a.close()
+        await b.close()
