@@ -207,6 +207,8 @@ def storage_floor(count: int) -> float:
                         None,
                         0,
                         now if i % 2 == 0 else None,
+                        "bench",  # claim_owner: the replica that stored it holds it (outbox claims)
+                        now + 60_000_000,  # claim_until
                     )
                     for i in page
                 ],
