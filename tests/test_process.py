@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import signal
+import subprocess
+import sys
 import urllib.request
 from pathlib import Path
 
@@ -117,3 +120,14 @@ def test_run_stops_both_on_a_signal_with_exit_zero(tmp_path: Path, sig: signal.S
     finally:
         proc.kill()
         proc.communicate()
+
+
+def test_a_database_url_without_a_shared_secret_key_is_refused_at_start() -> None:
+    env = {k: v for k, v in os.environ.items() if k != "SMSCHANNEL_SECRET_KEY"}
+    env["SMSCHANNEL_DB"] = "postgresql://smschannel@127.0.0.1:1/smschannel"
+    done = subprocess.run(
+        [sys.executable, "-m", "smschannel", "server"], env=env, capture_output=True, text=True, timeout=30
+    )
+    assert done.returncode == 1
+    assert "SMSCHANNEL_SECRET_KEY is required with a database URL" in done.stderr
+    assert "Traceback" not in done.stderr

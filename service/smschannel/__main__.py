@@ -123,6 +123,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("role", nargs="?", choices=["server", "sidecar"], default="server", help="for healthcheck")
     args = parser.parse_args(argv)
     config = Config.from_env()
+    if (problem := config.problem()) is not None:
+        sys.exit(f"smschannel: {problem}")  # exit status 1, the reason on stderr
     configure(config.log_level)
     if args.command == "server":
         run_server(config)

@@ -58,6 +58,14 @@ class Config:
             replica=env.get("SMSCHANNEL_REPLICA") or socket.gethostname(),
         )
 
+    def problem(self) -> str | None:
+        """Why this configuration cannot run, or None."""
+        if "://" in self.db and not self.secret_key:
+            # Replicas and the sidecar must share one key (tokens at rest, page tokens, the sidecar's
+            # credential), and a database URL has no directory to keep a generated one in.
+            return "SMSCHANNEL_SECRET_KEY is required with a database URL: give every replica and the sidecar the same"
+        return None
+
     @property
     def secret_key_file(self) -> Path:
         """Where a generated secret key lives: beside the SQLite file."""
