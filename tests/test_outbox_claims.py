@@ -1,6 +1,7 @@
 """Replicas sharing one database share the outbox without sending a message twice: a QUEUED message is
 held by the replica that stored it, then by the one that reads it due, and another replica takes it
-only when that claim has run out (its holder died). On both backends."""
+only when that claim has run out (its holder died); and work for one replica at a time (the workflow
+engine) goes to the holder of a lease. On both backends."""
 
 from __future__ import annotations
 
@@ -46,6 +47,23 @@ async def test_a_replica_takes_another_s_messages_only_when_its_claim_runs_out(t
         assert [m.id for m in await b.messages.due(later, 2)] == ["m0", "m1"]
         assert [m.id for m in await a.messages.due(later, 10)] == ["m2"]  # b holds the first two now
         assert {m.id for m in await b.messages.due(later, 10)} == {"m0", "m1"}
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_one_replica_at_a_time_holds_a_lease_until_it_runs_out(tmp_path: Path) -> None:
+    path = database_at(tmp_path, "leases.db")
+    a, b = await SqliteStorage.open(path, "replica-a"), await SqliteStorage.open(path, "replica-b")
+    lease = timedelta(seconds=30)
+    try:
+        assert await a.meta.hold("workflow-engine", NOW, lease)
+        assert not await b.meta.hold("workflow-engine", NOW, lease)
+        assert await a.meta.hold("workflow-engine", NOW + timedelta(seconds=20), lease)  # renewed to +50 s
+        assert not await b.meta.hold("workflow-engine", NOW + timedelta(seconds=40), lease)
+        assert await b.meta.hold("workflow-engine", NOW + timedelta(seconds=51), lease)  # a stopped renewing
+        assert not await a.meta.hold("workflow-engine", NOW + timedelta(seconds=52), lease)
+        assert await a.meta.hold("another", NOW, lease)  # leases are independent
     finally:
         await a.close()
         await b.close()

@@ -53,6 +53,11 @@ BROADCAST_BATCH = 150  # contacts turned into runs per transaction (its work blo
 MAX_STEPS = 1000  # a run that takes more steps than this is failed (a runaway loop)
 WORKFLOW_REQUEST_PREFIX = "wf:"  # of a Send SMS step's request id (SendSms refuses ids that start so)
 # A broadcast whose page fails is tried again after 1 s, then 2, 4... and at most every 10 minutes.
+# Replicas on one database: the engine runs in one at a time, the holder of this lease, renewed at
+# every turn of its loop (at least every second); the others try again every ENGINE_LEASE_RETRY.
+ENGINE_LEASE_NAME = "workflow-engine"
+ENGINE_LEASE = timedelta(seconds=30)
+ENGINE_LEASE_RETRY = 2.0
 BROADCAST_RETRY_FIRST = timedelta(seconds=1)
 BROADCAST_RETRY_LONGEST = timedelta(minutes=10)
 
@@ -90,6 +95,9 @@ class WorkflowEngine:
 
     async def _loop(self) -> None:
         while not self._stopping:
+            if not await self._leading():
+                await asyncio.sleep(ENGINE_LEASE_RETRY)
+                continue
             try:
                 # Both every time: a long broadcast must not hold up the runs already under way.
                 busy = await self.broadcast_batch()
@@ -102,6 +110,16 @@ class WorkflowEngine:
                 await self._sleep()
             else:
                 await asyncio.sleep(0)  # let RPCs in between rounds
+
+    async def _leading(self) -> bool:
+        """Whether this replica runs the engine now: it holds (or renews) the engine's lease. One
+        replica at a time steps runs, fires timers and pages broadcasts; another takes over when the
+        lease runs out, i.e. the holder died or hangs. A database error counts as not leading."""
+        try:
+            return await self.storage.meta.hold(ENGINE_LEASE_NAME, self.clock(), ENGINE_LEASE)
+        except Exception:
+            log.exception("cannot renew the workflow engine's lease; retrying")
+            return False
 
     async def _sleep(self) -> None:
         await nap(self.wakeup, await self.storage.workflows.next_wake(), self.clock(), 1.0)

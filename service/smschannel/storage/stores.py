@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
 from typing import Protocol
 
 from ..domain.stores import ApiKey, Store
@@ -18,6 +19,11 @@ class MetaRepository(Protocol):
 
     async def put_if_absent(self, key: str, value: str) -> str:
         """Store `value` unless a value exists; return the value that is stored now."""
+        ...
+
+    async def hold(self, lease: str, now: datetime, duration: timedelta) -> bool:
+        """Hold `lease` for this replica until now + duration if it is free, run out, or ours already
+        (a renewal); whether this replica holds it now."""
         ...
 
 

@@ -27,7 +27,7 @@ class SqliteStorage:
         """`replica`: this process's name among replicas sharing the database (a new one by default)."""
         replica = replica or new_id()
         self.db = db
-        self._meta = SqliteMeta(db)
+        self._meta = SqliteMeta(db, replica)
         self._stores = SqliteStores(db)
         self._contacts = SqliteContacts(db)
         self._channel_configs = SqliteChannelConfigs(db)

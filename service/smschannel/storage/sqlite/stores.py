@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+from datetime import datetime, timedelta
 
 from ...domain.enums import SmsSubscriptionStatus
 from ...domain.stores import ApiKey, Store
@@ -16,8 +17,9 @@ __all__ = ["SqliteMeta", "SqliteStores"]
 class SqliteMeta:
     """MetaRepository on SQLite."""
 
-    def __init__(self, db: Engine) -> None:
+    def __init__(self, db: Engine, replica: str) -> None:
         self._db = db
+        self._replica = replica
 
     async def get(self, key: str) -> str | None:
         """The value, or None."""
@@ -34,6 +36,19 @@ class SqliteMeta:
             return str(row["value"])
 
         return await self._db.write(put)
+
+    async def hold(self, lease: str, now: datetime, duration: timedelta) -> bool:
+        """Take or renew `lease` in one upsert: it changes the row only if the lease is ours or has
+        run out, so the row count says whether this replica holds it."""
+        at = to_micros(now)
+        params = (lease, self._replica, at + int(duration.total_seconds() * 1_000_000), at)
+        return bool(await self._db.write(lambda conn: conn.execute(_HOLD, params).rowcount))
+
+
+_HOLD = (
+    "INSERT INTO leases (name, owner, until) VALUES (?, ?, ?) ON CONFLICT (name) DO UPDATE"
+    " SET owner = excluded.owner, until = excluded.until WHERE leases.owner = excluded.owner OR leases.until <= ?"
+)
 
 
 class SqliteStores:
