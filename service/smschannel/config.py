@@ -34,6 +34,9 @@ class Config:
     # This server among replicas sharing one database, as the owner of its outbox claims. Stable across
     # restarts (the host name by default), so that a restarted server takes its own claims back at once.
     replica: str = ""
+    # How long a replica's hold lasts without renewal: its outbox claims and the workflow engine's
+    # lease. Beyond a provider request's time (10 s); a dead replica's work is taken over after it.
+    lease_seconds: float = 30.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Config:
@@ -56,6 +59,7 @@ class Config:
             retry_attempts=int(env.get("SMSCHANNEL_RETRY_ATTEMPTS") or cls.retry_attempts),
             import_workers=int(env["SMSCHANNEL_IMPORT_WORKERS"]) if env.get("SMSCHANNEL_IMPORT_WORKERS") else None,
             replica=env.get("SMSCHANNEL_REPLICA") or socket.gethostname(),
+            lease_seconds=float(env.get("SMSCHANNEL_LEASE_SECONDS") or cls.lease_seconds),
         )
 
     def problem(self) -> str | None:

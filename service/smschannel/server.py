@@ -8,6 +8,7 @@ import secrets
 import signal
 import sys
 from dataclasses import dataclass
+from datetime import timedelta
 
 import grpc
 import httpx
@@ -93,7 +94,9 @@ class App:
     @classmethod
     async def start(cls, config: Config, storage: Storage | None = None) -> App:
         """Open storage, build and start the server on `config.grpc_addr` (port 0 picks a free one)."""
-        storage = storage or await SqliteStorage.open(config.db, config.replica)
+        storage = storage or await SqliteStorage.open(
+            config.db, config.replica, timedelta(seconds=config.lease_seconds)
+        )
         secret_key = load_or_create_secret_key(config.secret_key, config.secret_key_file)
         authenticator = Authenticator(
             storage,
@@ -128,7 +131,7 @@ class App:
         )
         workers = WorkerPool(config.import_workers)
         contacts = ContactsServicer(contact_ops, tokens, workers)
-        engine = WorkflowEngine(storage, sender, contact_ops)
+        engine = WorkflowEngine(storage, sender, contact_ops, lease=timedelta(seconds=config.lease_seconds))
         contact_ops.on_created = engine.contacts_created
         workflows = WorkflowServicer(WorkflowOps(storage, engine), stores, tokens)
         api.register(sms_channel_service_pb2_grpc.add_SmsChannelServiceServicer_to_server, sms_channel, server)

@@ -42,6 +42,8 @@ log = logging.getLogger("smschannel.dispatcher")
 _QUEUED = frozenset({MessageStatus.QUEUED})
 READY_MAX = 10_000  # messages handed over in memory; beyond that they wait in the outbox only
 OUTBOX_READ_EVERY = timedelta(seconds=1)  # outbox reads while requests are in flight, at most
+# When what is due is held by another replica's claims: look again this soon (not in a tight loop).
+CLAIMED_ELSEWHERE_PAUSE = timedelta(seconds=0.25)
 _NEVER = datetime.min.replace(tzinfo=UTC)
 
 
@@ -144,7 +146,10 @@ class Dispatcher:
         return [m for m in due if m.id not in held]
 
     async def _sleep_until_due(self) -> None:
-        await nap(self.wakeup, await self.storage.messages.next_due(), self.clock(), 5.0)
+        due, now = await self.storage.messages.next_due(), self.clock()
+        if due is not None and due <= now:  # due, yet the read found nothing: held by another replica
+            due = now + CLAIMED_ELSEWHERE_PAUSE
+        await nap(self.wakeup, due, now, 5.0)
 
     async def _send(self, store_id: str, chunk: list[Message], limiter: asyncio.Semaphore) -> None:
         try:
@@ -164,6 +169,8 @@ class Dispatcher:
         if token is None:
             await self._fail(chunk, NO_TOKEN)
             return
+        held = await self.storage.messages.hold(store_id, [m.id for m in chunk], self.clock())
+        chunk = [m for m in chunk if m.id in held]  # another replica's now, or no longer queued: not from here
         chunk = await self._still_eligible(store_id, chunk)
         if not chunk:
             return

@@ -54,7 +54,8 @@ MAX_STEPS = 1000  # a run that takes more steps than this is failed (a runaway l
 WORKFLOW_REQUEST_PREFIX = "wf:"  # of a Send SMS step's request id (SendSms refuses ids that start so)
 # A broadcast whose page fails is tried again after 1 s, then 2, 4... and at most every 10 minutes.
 # Replicas on one database: the engine runs in one at a time, the holder of this lease, renewed at
-# every turn of its loop (at least every second); the others try again every ENGINE_LEASE_RETRY.
+# every turn of its loop (at least every second); the others try again every ENGINE_LEASE_RETRY (or
+# sooner when the lease is shorter).
 ENGINE_LEASE_NAME = "workflow-engine"
 ENGINE_LEASE = timedelta(seconds=30)
 ENGINE_LEASE_RETRY = 2.0
@@ -75,6 +76,7 @@ class WorkflowEngine:
     contacts: ContactOps
     clock: Callable[[], datetime] = field(default=_utcnow)
     wakeup: asyncio.Event = field(default_factory=asyncio.Event)
+    lease: timedelta = ENGINE_LEASE  # the engine's lease among replicas, renewed at every turn
     _task: asyncio.Task[None] | None = None
     _stopping: bool = False
     _broadcast_retries: Backoff = field(default_factory=lambda: Backoff(BROADCAST_RETRY_FIRST, BROADCAST_RETRY_LONGEST))
@@ -96,7 +98,7 @@ class WorkflowEngine:
     async def _loop(self) -> None:
         while not self._stopping:
             if not await self._leading():
-                await asyncio.sleep(ENGINE_LEASE_RETRY)
+                await asyncio.sleep(min(ENGINE_LEASE_RETRY, self.lease.total_seconds() / 4))
                 continue
             try:
                 # Both every time: a long broadcast must not hold up the runs already under way.
@@ -116,7 +118,7 @@ class WorkflowEngine:
         replica at a time steps runs, fires timers and pages broadcasts; another takes over when the
         lease runs out, i.e. the holder died or hangs. A database error counts as not leading."""
         try:
-            return await self.storage.meta.hold(ENGINE_LEASE_NAME, self.clock(), ENGINE_LEASE)
+            return await self.storage.meta.hold(ENGINE_LEASE_NAME, self.clock(), self.lease)
         except Exception:
             log.exception("cannot renew the workflow engine's lease; retrying")
             return False

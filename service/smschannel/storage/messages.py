@@ -84,6 +84,12 @@ class MessageRepository(Protocol):
         for a while (a replica that dies lets go of them when that runs out)."""
         ...
 
+    async def hold(self, store_id: str, message_ids: Collection[str], now: datetime) -> set[str]:
+        """Renew this replica's claims on these messages just before handing them to Instasent (taking
+        run-out claims too); the ids it holds now. A message another replica took, or that is no
+        longer QUEUED, is not among them: it must not be handed over from here."""
+        ...
+
     async def next_due(self) -> datetime | None:
         """When the next QUEUED message is due."""
         ...

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 from typing import TypeVar
 
 from ...names import new_id
@@ -10,7 +11,7 @@ from .. import UnitOfWork
 from .channel import SqliteChannelConfigs
 from .contacts import SqliteContacts
 from .db import Database, Engine
-from .messages import SqliteMessages, SqliteSmsContents
+from .messages import CLAIM, SqliteMessages, SqliteSmsContents
 from .stores import SqliteMeta, SqliteStores
 from .unit_of_work import run_unit_of_work
 from .workflows import SqliteWorkflows
@@ -23,8 +24,9 @@ T = TypeVar("T")
 class SqliteStorage:
     """The Storage protocol on one SQLite file or one PostgreSQL database."""
 
-    def __init__(self, db: Engine, replica: str = "") -> None:
-        """`replica`: this process's name among replicas sharing the database (a new one by default)."""
+    def __init__(self, db: Engine, replica: str = "", claim: timedelta = CLAIM) -> None:
+        """`replica`: this process's name among replicas sharing the database (a new one by default);
+        `claim`: how long its outbox claims last."""
         replica = replica or new_id()
         self.db = db
         self._meta = SqliteMeta(db, replica)
@@ -32,18 +34,18 @@ class SqliteStorage:
         self._contacts = SqliteContacts(db)
         self._channel_configs = SqliteChannelConfigs(db)
         self._sms_contents = SqliteSmsContents(db)
-        self._messages = SqliteMessages(db, replica)
+        self._messages = SqliteMessages(db, replica, claim)
         self._workflows = SqliteWorkflows(db)
 
     @classmethod
-    async def open(cls, target: str, replica: str = "") -> SqliteStorage:
+    async def open(cls, target: str, replica: str = "", claim: timedelta = CLAIM) -> SqliteStorage:
         """A SQLite file (created and migrated if needed), or a PostgreSQL database when `target` is a
         postgresql:// URL: the same SQL, through storage/postgres/engine.py."""
         if target.startswith(("postgresql://", "postgres://")):
             from ..postgres.engine import PgDatabase  # psycopg is loaded only for PostgreSQL
 
-            return cls(await PgDatabase.open(target), replica)
-        return cls(await Database.open(target), replica)
+            return cls(await PgDatabase.open(target), replica, claim)
+        return cls(await Database.open(target), replica, claim)
 
     @property
     def meta(self) -> SqliteMeta:

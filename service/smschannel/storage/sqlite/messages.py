@@ -36,7 +36,7 @@ _INSERT_MESSAGE = (
 # The outbox is claimed, for replicas sharing a database (0007_outbox_claims.sql): a QUEUED message is
 # held by the replica that stored it, then by the one that reads it due, for CLAIM; another replica
 # takes it only once that claim has expired (its holder died, or is far behind).
-CLAIM = timedelta(seconds=60)
+CLAIM = timedelta(seconds=30)  # by default; SMSCHANNEL_LEASE_SECONDS
 # Messages are read by position, after their seq (unpacking a row costs less than looking columns up by name).
 _SELECT_MESSAGE = f"SELECT seq, {', '.join(_MESSAGE_COLUMNS)} FROM messages"
 
@@ -95,7 +95,7 @@ def message_from_row(row: Row) -> Message:
     return Message(*values)
 
 
-def _add(conn: sqlite3.Connection, messages: Sequence[Message], owner: str) -> list[Message]:
+def _add(conn: sqlite3.Connection, messages: Sequence[Message], owner: str, claim: int) -> list[Message]:
     """Inside a write transaction: look the request ids up once, insert the new messages in bulk."""
     first: dict[tuple[str, str], Message] = {}
     by_store: dict[str, list[str]] = {}
@@ -124,7 +124,6 @@ def _add(conn: sqlite3.Connection, messages: Sequence[Message], owner: str) -> l
         stored.append(m)
         new.append(m)
     if new:
-        claim = int(CLAIM.total_seconds() * 1_000_000)
         conn.executemany(
             _INSERT_MESSAGE,
             [[*_message_params(m), owner, to_micros(m.create_time) + claim] for m in new],
@@ -135,14 +134,15 @@ def _add(conn: sqlite3.Connection, messages: Sequence[Message], owner: str) -> l
 class SqliteMessages:
     """MessageRepository on SQLite."""
 
-    def __init__(self, db: Engine, replica: str) -> None:
+    def __init__(self, db: Engine, replica: str, claim: timedelta = CLAIM) -> None:
         self._db = db
         self._replica = replica  # this process, as the owner of its outbox claims
+        self._claim = int(claim.total_seconds() * 1_000_000)
 
     async def add(self, messages: Sequence[Message]) -> list[Message]:
         """Store new messages; a message whose request id is known is not stored and the first one
         with that id is returned in its place."""
-        return await self._db.write_rows(len(messages), lambda conn: _add(conn, messages, self._replica))
+        return await self._db.write_rows(len(messages), lambda conn: _add(conn, messages, self._replica, self._claim))
 
     async def get(self, store_id: str, message_id: str) -> Message | None:
         """The message, or None."""
@@ -209,9 +209,22 @@ class SqliteMessages:
         claimed by this one for CLAIM: one UPDATE ... RETURNING (two replicas claiming at once are
         serialized by the engine: the second claims what the first left)."""
         at = to_micros(now)
-        params = (self._replica, at + int(CLAIM.total_seconds() * 1_000_000), _QUEUED, at, self._replica, at, limit)
+        params = (self._replica, at + self._claim, _QUEUED, at, self._replica, at, limit)
         rows = await self._db.write(lambda conn: conn.execute(OUTBOX_CLAIM, params).fetchall())
         return sorted((message_from_row(r) for r in rows), key=lambda m: m.next_attempt_time or now)
+
+    async def hold(self, store_id: str, message_ids: Collection[str], now: datetime) -> set[str]:
+        """Renew (or take run-out) claims on these QUEUED messages, in one UPDATE ... RETURNING."""
+        ids = list(message_ids)
+        if not ids:
+            return set()
+        at = to_micros(now)
+        sql = (
+            f"UPDATE messages SET claim_owner = ?, claim_until = ? WHERE id IN ({','.join('?' * len(ids))})"
+            " AND store_id || '' = ? AND status = ? AND (claim_owner = ? OR claim_until <= ?) RETURNING id"
+        )
+        params = (self._replica, at + self._claim, *ids, store_id, _QUEUED, self._replica, at)
+        return {row[0] for row in await self._db.write(lambda conn: conn.execute(sql, params).fetchall())}
 
     async def next_due(self) -> datetime | None:
         """When the next QUEUED message is due, or None when the outbox is empty."""
