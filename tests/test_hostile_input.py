@@ -450,3 +450,17 @@ async def test_an_event_property_that_is_not_a_json_number_is_invalid_argument(c
                 metadata=ADMIN,
             )
         assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT, e.value.details()
+
+
+async def test_a_long_non_ascii_etag_is_answered_in_trailers_a_default_client_can_read(
+    channel_to: grpc.aio.Channel,
+) -> None:
+    # Found by the descriptor fuzz: the stale-etag message quoted a 1,000-emoji etag whole, and
+    # grpc-message percent-encodes each of its bytes: 12 KB of trailers, RESOURCE_EXHAUSTED.
+    stubs = Stubs.on(channel_to)
+    with pytest.raises(grpc.aio.AioRpcError) as e:
+        await stubs.sms.DeleteSmsContent(
+            pb.DeleteSmsContentRequest(name=f"stores/{STORE}/smsContents/t1", etag="😀" * 1000), metadata=ADMIN
+        )
+    assert e.value.code() in (grpc.StatusCode.ABORTED, grpc.StatusCode.FAILED_PRECONDITION), e.value.details()
+    assert len((e.value.details() or "").encode()) <= 1000

@@ -22,7 +22,8 @@ from ..errors import (
 __all__ = ["DOMAIN", "code_of", "internal_status", "to_status", "with_request_id"]
 
 DOMAIN = "smschannel.example.com"
-# An error's texts ride in the trailers, which clients cap (8 KiB by default): bounded whatever the input.
+# An error's texts ride in the trailers, which clients cap (8 KiB by default): bounded whatever the input,
+# in UTF-8 bytes (grpc-message percent-encodes each non-ASCII byte: an emoji is 12 bytes there).
 MAX_MESSAGE = 1000
 MAX_TEXT = 300
 MAX_VIOLATIONS = 20
@@ -30,7 +31,11 @@ SHOWN_PRECONDITIONS = 3  # PreconditionFailure reasons repeated in the message, 
 
 
 def _clip(text: str, limit: int = MAX_TEXT) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    """`text` in at most `limit` UTF-8 bytes, cut on a character boundary and marked with an ellipsis."""
+    data = text.encode()
+    if len(data) <= limit:
+        return text
+    return data[: limit - 3].decode(errors="ignore") + "…"
 
 
 _CODES: list[tuple[type[DomainError], int]] = [

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 
 from ..crypto import TokenCipher
 from ..domain.channel import ChannelConfig, TokenStatus, new_callback_secret, token_hint
-from ..errors import Aborted
+from ..errors import Aborted, echo
 from ..instasent.client import InstasentClient, ProviderError
 from ..names import ChannelConfigName
 from ..storage import ChannelConfigRepository
@@ -78,7 +78,7 @@ class ChannelOps:
         def change(current: ChannelConfig | None) -> ChannelConfig:
             base = current or self._fresh(store_id)
             if etag and etag != base.etag:
-                raise Aborted(f"{ChannelConfigName(store_id)} changed since etag {etag}; get it again")
+                raise Aborted(f"{ChannelConfigName(store_id)} changed since etag {echo(etag)}; get it again")
             new = base
             if changes.default_country is not None:
                 new = replace(new, default_country=changes.default_country)

@@ -184,7 +184,7 @@ class ContactOps:
             if current is None:
                 raise NotFound(name)
             if etag and etag != current.etag:
-                raise Aborted(f"{name} changed since etag {etag}; get it again")
+                raise Aborted(f"{name} changed since etag {echo(etag)}; get it again")
 
         key = ContactKey(contact_id=contact_id)
         return (

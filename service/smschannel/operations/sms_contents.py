@@ -80,7 +80,7 @@ class SmsContentOps:
         nothing is not written, so the etag a client holds stays good."""
         current = await self.get(store, content_id)
         if etag and etag != current.etag:
-            raise Aborted(f"{SmsContentName(store.id, content_id)} changed since etag {etag}; get it again")
+            raise Aborted(f"{SmsContentName(store.id, content_id)} changed since etag {echo(etag)}; get it again")
         display_name, text = _fields(paths, display_name, text, current)
         if (display_name, text) == (current.display_name, current.text):
             return current

@@ -143,7 +143,7 @@ class WorkflowOps:
         request's graph is converted, so a stale or active workflow says so whatever the graph."""
         current = await self.get(store, workflow_id)
         if etag and etag != current.etag:
-            raise Aborted(f"{WorkflowName(store.id, workflow_id)} changed since etag {etag}; get it again")
+            raise Aborted(f"{WorkflowName(store.id, workflow_id)} changed since etag {echo(etag)}; get it again")
         if current.state is WorkflowState.ACTIVE:
             raise FailedPrecondition("an ACTIVE workflow cannot be edited: pause it first")
         return current

@@ -29,7 +29,7 @@ from typing import Any, TypeVar
 import psycopg
 from psycopg import errors as pg_errors
 
-from ...errors import Aborted, AlreadyExists, NotFound
+from ...errors import Aborted, AlreadyExists, NotFound, echo
 from .db import migrate
 
 __all__ = ["PgDatabase"]
@@ -175,7 +175,7 @@ class PgDatabase:
             if row is None:
                 raise NotFound(resource)
             if etag and etag != f'W/"{row["version"]}"':
-                raise Aborted(f"{resource} changed since etag {etag}; get it again")
+                raise Aborted(f"{resource} changed since etag {echo(etag)}; get it again")
             for child in children:
                 child_table, column = child.split(".")
                 conn.execute(f"DELETE FROM {child_table} WHERE store_id = ? AND {column} = ?", (store_id, row_id))

@@ -23,7 +23,7 @@ from typing import Any, Protocol, TypeVar
 
 import aiosqlite
 
-from ...errors import Aborted, AlreadyExists, NotFound
+from ...errors import Aborted, AlreadyExists, NotFound, echo
 
 __all__ = ["PAGE_SIZE", "PRAGMAS", "Database", "Engine", "from_micros", "to_micros"]
 
@@ -190,7 +190,7 @@ class Database:
             if row is None:
                 raise NotFound(resource)
             if etag and etag != f'W/"{row["version"]}"':
-                raise Aborted(f"{resource} changed since etag {etag}; get it again")
+                raise Aborted(f"{resource} changed since etag {echo(etag)}; get it again")
             for child in children:
                 child_table, column = child.split(".")
                 await tx.execute(f"DELETE FROM {child_table} WHERE store_id = ? AND {column} = ?", (store_id, row_id))
