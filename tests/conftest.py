@@ -20,7 +20,7 @@ from smschannel.instasent.fake import FakeInstasent
 from smschannel.jsonlog import configure
 from smschannel.server import App
 from smschannel.sidecar.app import create_app
-from smschannel.storage.sqlite import SqliteStorage
+from smschannel.storage.postgres.db import migrate
 from smschannel.v1 import (
     contacts_service_pb2_grpc,
     sms_channel_service_pb2,
@@ -28,7 +28,7 @@ from smschannel.v1 import (
     workflow_service_pb2_grpc,
 )
 
-from .postgres import INSTALL_HINT, ThrowawayPostgres, find_bindir
+from .postgres import INSTALL_HINT, ThrowawayPostgres, create_database, find_bindir
 
 ADMIN_KEY = "test-admin-key"
 INSTASENT_TOKEN = "instasent-test-token-1a2b"
@@ -287,48 +287,18 @@ _standing_for: dict[str, str] = {}
 
 
 def _new_postgres_database() -> str:
+    """A database of the session's throwaway server (started at the first call), copied from a
+    template migrated once: a CREATE DATABASE of a few milliseconds instead of the migrations."""
     if not _throwaway:
         if find_bindir() is None:
             raise RuntimeError(f"SMSCHANNEL_TEST_BACKEND=postgres but PostgreSQL is missing: {INSTALL_HINT}")
         server = ThrowawayPostgres()
         dsn = server.__enter__()  # stopped at exit (ThrowawayPostgres registers it)
-        with psycopg.connect(dsn, autocommit=True) as conn:
-            conn.execute("CREATE DATABASE smschannel_template")
-        template = f"{dsn.rsplit('/', 1)[0]}/smschannel_template"
-
-        async def migrate() -> None:
-            await (await SqliteStorage.open(template)).close()
-
-        asyncio.run(migrate()) if not _loop_running() else _in_thread(migrate)
+        with psycopg.connect(create_database(dsn, TEMPLATE), autocommit=True) as conn:
+            migrate(conn)
         _throwaway.append((server, dsn))
     _, dsn = _throwaway[0]
-    name = f"t{os.getpid()}_{next(_databases)}"
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {name} TEMPLATE smschannel_template")
-    return f"{dsn.rsplit('/', 1)[0]}/{name}"
+    return create_database(dsn, f"t{os.getpid()}_{next(_databases)}", template=TEMPLATE)
 
 
-def _loop_running() -> bool:
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return False
-    return True
-
-
-def _in_thread(make: Callable[[], Awaitable[None]]) -> None:
-    import threading
-
-    failure: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            asyncio.run(make())  # type: ignore[arg-type]
-        except BaseException as e:
-            failure.append(e)
-
-    thread = threading.Thread(target=run)
-    thread.start()
-    thread.join()
-    if failure:
-        raise failure[0]
+TEMPLATE = "smschannel_template"
