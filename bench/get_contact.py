@@ -133,13 +133,15 @@ _FINISHED = re.compile(r"finished in [\d.]+\w+, ([\d.]+) req/s")
 _STATUS = re.compile(r"status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx")
 
 
-def load(addr: str, body: Path, key: str, seconds: float, pid: int) -> tuple[float, float]:
+def load(
+    addr: str, body: Path, key: str, seconds: float, pid: int, connections: int = CONNECTIONS, streams: int = STREAMS
+) -> tuple[float, float]:
     """Calls a second over `seconds` and the server's CPU µs a call, under h2load."""
     headers = ["-H", "content-type: application/grpc", "-H", "te: trailers"]
     if key:
         headers += ["-H", f"authorization: Bearer {key}"]
     cpu = process_cpu(pid)
-    shape = ["-c", str(CONNECTIONS), "-m", str(STREAMS), "-D", f"{round(seconds * 1000)}ms"]
+    shape = ["-c", str(connections), "-m", str(streams), "-D", f"{round(seconds * 1000)}ms"]
     url = f"http://{addr}{METHOD}"
     out = subprocess.run([h2load(), *shape, "-d", str(body), *headers, url], capture_output=True, text=True, check=True)
     finished, status = _FINISHED.search(out.stdout), _STATUS.search(out.stdout)
