@@ -72,8 +72,8 @@ demo: $(GENERATED)
 
 # Each bench is a module of the bench package (they share bench/_common.py): run as `python -m bench.<name>`.
 # C load generators, from Debian: h2load (nghttp2-client) for gRPC, wrk for the sidecar's callbacks.
-bench: $(GENERATED) load-generators
-	@for b in import get_contact newsletter broadcast callbacks; do echo "== bench.$$b"; $(BIN)/python -m bench.$$b || exit 1; done
+bench: $(GENERATED) load-generators postgres
+	@for b in import get_contact newsletter broadcast callbacks scale; do echo "== bench.$$b"; $(BIN)/python -m bench.$$b || exit 1; done
 
 load-generators:
 	@{ command -v h2load >/dev/null && command -v wrk >/dev/null; } \
