@@ -108,6 +108,19 @@ async def fake() -> AsyncIterator[FakeInstasent]:
         yield instasent
 
 
+KILL_TOKEN = "kill-test-token"  # the Instasent token of the tests that kill servers
+
+
+@pytest.fixture
+async def slow_fake() -> AsyncIterator[FakeInstasent]:
+    """A fake Instasent answering in 20 ms and sending no callbacks, for the tests that kill servers."""
+    fake = FakeInstasent(send_callbacks=False)
+    fake.add_token(KILL_TOKEN)
+    fake.faults.latency = 0.02
+    async with fake.serve():
+        yield fake
+
+
 @pytest.fixture(scope="session")
 async def app(tmp_path_factory: pytest.TempPathFactory, fake: FakeInstasent) -> AsyncIterator[App]:
     """The server under test, talking to the fake Instasent."""

@@ -5,6 +5,7 @@ every log line must be free of secrets and personal data."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import uuid
@@ -108,13 +109,11 @@ async def _serving(grpc_addr: str, proc: asyncio.subprocess.Process) -> None:
 
     for _ in range(600):
         assert proc.returncode is None, "the command stopped before it served"
-        try:
+        with contextlib.suppress(grpc.aio.AioRpcError):  # not listening yet
             async with grpc.aio.insecure_channel(grpc_addr) as ch:
                 health = await health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=1)
             if health.status == health_pb2.HealthCheckResponse.SERVING:
                 return
-        except grpc.aio.AioRpcError:
-            pass
         await asyncio.sleep(0.1)
     raise AssertionError("not serving after 60 s")
 

@@ -18,10 +18,10 @@ from smschannel.v1 import common_pb2 as common
 from smschannel.v1 import sms_channel_service_pb2 as pb
 from smschannel.v1 import sms_channel_service_pb2_grpc as pb_grpc
 
-from .conftest import ADMIN, database_at
+from .conftest import ADMIN, KILL_TOKEN, database_at
 from .procs import free_port
 
-TOKEN = "kill-test-token"
+TOKEN = KILL_TOKEN
 COUNT = 400
 
 
