@@ -29,7 +29,6 @@ from typing import Any, TypeVar
 import psycopg
 from psycopg import errors as pg_errors
 
-from ...errors import Aborted, AlreadyExists, NotFound, echo
 from .db import migrate
 
 __all__ = ["PgDatabase"]
@@ -154,34 +153,6 @@ class PgDatabase:
     async def write_rows(self, count: int, fn: Callable[[sqlite3.Connection], T], inline: int = 0) -> T:
         """As `write`, whatever the size."""
         return await self.write(fn)
-
-    async def insert_new(self, sql: str, params: Iterable[Any], resource: str) -> None:
-        """One INSERT in its own transaction; AlreadyExists(resource) when a unique key is taken."""
-        values = tuple(params)
-        try:
-            await self.write(lambda conn: conn.execute(sql, values))
-        except sqlite3.IntegrityError as e:
-            raise AlreadyExists(resource) from e
-
-    async def delete_checked(
-        self, table: str, store_id: str, row_id: str, etag: str, resource: str, *children: str
-    ) -> None:
-        """Delete a versioned row and its children's rows; NotFound, or Aborted on a stale etag."""
-
-        def delete(conn: sqlite3.Connection) -> None:
-            row = conn.execute(
-                f"SELECT version FROM {table} WHERE store_id = ? AND id = ?", (store_id, row_id)
-            ).fetchone()
-            if row is None:
-                raise NotFound(resource)
-            if etag and etag != f'W/"{row["version"]}"':
-                raise Aborted(f"{resource} changed since etag {echo(etag)}; get it again")
-            for child in children:
-                child_table, column = child.split(".")
-                conn.execute(f"DELETE FROM {child_table} WHERE store_id = ? AND {column} = ?", (store_id, row_id))
-            conn.execute(f"DELETE FROM {table} WHERE store_id = ? AND id = ?", (store_id, row_id))
-
-        await self.write(delete)
 
     async def fetch_one(self, sql: str, params: Iterable[Any] = ()) -> Any:
         """One row, or None."""

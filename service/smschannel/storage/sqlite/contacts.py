@@ -13,7 +13,7 @@ from ...errors import AlreadyExists, DomainError, echo
 from ...names import ContactName
 from .. import Applied, ContactKey, ContactQuery, Mutation, Outcome, Positioned, Reach, Touched
 from . import jsoncol
-from .db import Engine, Row, from_micros, to_micros
+from .db import Engine, Row, delete_checked, from_micros, to_micros
 
 __all__ = ["INSERT_ACTIVITY", "SqliteContacts", "activity_params", "apply_to_phone"]
 
@@ -293,7 +293,7 @@ class SqliteContacts:
     async def delete(self, store_id: str, contact_id: str, etag: str) -> None:
         """Delete a contact and its activities."""
         name = str(ContactName(store_id, contact_id))
-        await self._db.delete_checked("contacts", store_id, contact_id, etag, name, "activities.contact_id")
+        await delete_checked(self._db, "contacts", store_id, contact_id, etag, name, "activities.contact_id")
 
     async def list_activities(
         self, store_id: str, contact_id: str, types: set[ActivityType] | None, before: int | None, limit: int

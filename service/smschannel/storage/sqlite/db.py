@@ -14,8 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable, Iterable
 from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
@@ -25,7 +24,7 @@ import aiosqlite
 
 from ...errors import Aborted, AlreadyExists, NotFound, echo
 
-__all__ = ["PAGE_SIZE", "PRAGMAS", "Database", "Engine", "from_micros", "to_micros"]
+__all__ = ["PAGE_SIZE", "PRAGMAS", "Database", "Engine", "delete_checked", "from_micros", "insert_new", "to_micros"]
 
 log = logging.getLogger(__name__)
 
@@ -58,16 +57,6 @@ class Engine(Protocol):
 
     async def write_rows(self, count: int, fn: Callable[[sqlite3.Connection], T], inline: int = ...) -> T:
         """`fn` as one write transaction of about `count` rows."""
-        ...
-
-    async def insert_new(self, sql: str, params: Iterable[Any], resource: str) -> None:
-        """One INSERT; AlreadyExists(resource) when a unique key is taken."""
-        ...
-
-    async def delete_checked(
-        self, table: str, store_id: str, row_id: str, etag: str, resource: str, *children: str
-    ) -> None:
-        """Delete a versioned row and its children's rows; NotFound, or Aborted on a stale etag."""
         ...
 
     async def fetch_one(self, sql: str, params: Iterable[Any] = ()) -> Row | None:
@@ -126,19 +115,6 @@ class Database:
             await self._reader.close()
         await self._writer.close()
 
-    @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[aiosqlite.Connection]:
-        """A write transaction: serialized with every other writer, committed or rolled back."""
-        async with self._write_lock:
-            await self._writer.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._writer
-            except BaseException:
-                await self._writer.rollback()
-                raise
-            else:
-                await self._writer.commit()
-
     async def write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run `fn` as one short write transaction, inline on the event loop.
 
@@ -168,33 +144,6 @@ class Database:
         # aiosqlite's own queue to its thread (private API, aiosqlite pinned to 0.22.1).
         execute: Callable[..., Awaitable[T]] = self._writer._execute
         return await execute(_in_transaction, self._writer._conn, fn)
-
-    async def insert_new(self, sql: str, params: Iterable[Any], resource: str) -> None:
-        """One INSERT in its own transaction; AlreadyExists(resource) when a unique key is taken."""
-        try:
-            async with self.transaction() as tx:
-                await tx.execute(sql, tuple(params))
-        except sqlite3.IntegrityError as e:
-            raise AlreadyExists(resource) from e
-
-    async def delete_checked(
-        self, table: str, store_id: str, row_id: str, etag: str, resource: str, *children: str
-    ) -> None:
-        """Delete a versioned row, and the rows of `children` ("table.column" naming its id), if it
-        exists (else NotFound) and `etag`, when set, is current (else Aborted)."""
-        async with self.transaction() as tx:
-            async with tx.execute(
-                f"SELECT version FROM {table} WHERE store_id = ? AND id = ?", (store_id, row_id)
-            ) as cur:
-                row = await cur.fetchone()
-            if row is None:
-                raise NotFound(resource)
-            if etag and etag != f'W/"{row["version"]}"':
-                raise Aborted(f"{resource} changed since etag {echo(etag)}; get it again")
-            for child in children:
-                child_table, column = child.split(".")
-                await tx.execute(f"DELETE FROM {child_table} WHERE store_id = ? AND {column} = ?", (store_id, row_id))
-            await tx.execute(f"DELETE FROM {table} WHERE store_id = ? AND id = ?", (store_id, row_id))
 
     async def fetch_one(self, sql: str, params: Iterable[Any] = ()) -> Row | None:
         """One row by key, read inline on the event loop.
@@ -236,6 +185,35 @@ class Database:
                 f"INSERT INTO schema_migrations VALUES ({version}, {to_micros(datetime.now(UTC))});\nCOMMIT;"
             )
             log.info("migration applied", extra={"version": version, "file": entry.name})
+
+
+async def insert_new(db: Engine, sql: str, params: Iterable[Any], resource: str) -> None:
+    """One INSERT in its own transaction; AlreadyExists(resource) when a unique key is taken."""
+    values = tuple(params)
+    try:
+        await db.write(lambda conn: conn.execute(sql, values))
+    except sqlite3.IntegrityError as e:
+        raise AlreadyExists(resource) from e
+
+
+async def delete_checked(
+    db: Engine, table: str, store_id: str, row_id: str, etag: str, resource: str, *children: str
+) -> None:
+    """Delete a versioned row, and the rows of `children` ("table.column" naming its id), if it
+    exists (else NotFound) and `etag`, when set, is current (else Aborted)."""
+
+    def delete(conn: sqlite3.Connection) -> None:
+        row = conn.execute(f"SELECT version FROM {table} WHERE store_id = ? AND id = ?", (store_id, row_id)).fetchone()
+        if row is None:
+            raise NotFound(resource)
+        if etag and etag != f'W/"{row["version"]}"':
+            raise Aborted(f"{resource} changed since etag {echo(etag)}; get it again")
+        for child in children:
+            child_table, column = child.split(".")
+            conn.execute(f"DELETE FROM {child_table} WHERE store_id = ? AND {column} = ?", (store_id, row_id))
+        conn.execute(f"DELETE FROM {table} WHERE store_id = ? AND id = ?", (store_id, row_id))
+
+    await db.write(delete)
 
 
 # 8 KiB pages for new databases instead of 4: an import batch dirties a page of the phone index per

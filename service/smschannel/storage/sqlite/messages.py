@@ -17,7 +17,7 @@ from ...errors import Aborted
 from ...names import SmsContentName
 from .. import MessageQuery, MessageUpdate, Positioned
 from .contacts import INSERT_ACTIVITY, activity_params
-from .db import Engine, Row, from_micros, to_micros
+from .db import Engine, Row, delete_checked, from_micros, insert_new, to_micros
 
 __all__ = ["SqliteMessages", "SqliteSmsContents", "apply_updates"]
 
@@ -371,7 +371,8 @@ class SqliteSmsContents:
 
     async def create(self, content: SmsContent) -> None:
         """Store a new content; AlreadyExists if the id is taken."""
-        await self._db.insert_new(
+        await insert_new(
+            self._db,
             "INSERT INTO sms_contents (store_id, id, display_name, text, create_time, update_time, version)"
             " VALUES (?, ?, ?, ?, ?, ?, ?)",
             (
@@ -425,4 +426,4 @@ class SqliteSmsContents:
     async def delete(self, store_id: str, content_id: str, etag: str) -> None:
         """Delete a content (messages keep their copy of the text)."""
         name = str(SmsContentName(store_id, content_id))
-        await self._db.delete_checked("sms_contents", store_id, content_id, etag, name)
+        await delete_checked(self._db, "sms_contents", store_id, content_id, etag, name)

@@ -13,7 +13,7 @@ from ...names import WorkflowName
 from .. import BroadcastDue, BroadcastPage, Positioned, RunUpdate, RunWithSteps
 from ..graph_json import graph_from_json, graph_to_json
 from . import jsoncol
-from .db import Engine, Row, from_micros, to_micros
+from .db import Engine, Row, delete_checked, from_micros, insert_new, to_micros
 
 __all__ = ["SqliteWorkflows"]
 
@@ -146,7 +146,8 @@ class SqliteWorkflows:
 
     async def create(self, wf: Workflow) -> None:
         """Store a new workflow; AlreadyExists if the id is taken."""
-        await self._db.insert_new(
+        await insert_new(
+            self._db,
             "INSERT INTO workflows (store_id, id, display_name, state, trigger_kind, event_name, graph,"
             " create_time, update_time, version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
@@ -228,7 +229,7 @@ class SqliteWorkflows:
         """Delete a workflow with its runs (messages stay in the log)."""
         name = str(WorkflowName(store_id, workflow_id))
         children = ("workflow_run_steps.workflow_id", "workflow_runs.workflow_id")
-        await self._db.delete_checked("workflows", store_id, workflow_id, etag, name, *children)
+        await delete_checked(self._db, "workflows", store_id, workflow_id, etag, name, *children)
 
     async def active_for(self, store_id: str, trigger_kind: str, event_name: str = "") -> list[Workflow]:
         """ACTIVE workflows of a store with this trigger."""
