@@ -464,3 +464,17 @@ async def test_a_long_non_ascii_etag_is_answered_in_trailers_a_default_client_ca
         )
     assert e.value.code() in (grpc.StatusCode.ABORTED, grpc.StatusCode.FAILED_PRECONDITION), e.value.details()
     assert len((e.value.details() or "").encode()) <= 1000
+
+
+async def test_an_api_token_that_cannot_be_an_http_header_is_invalid_argument(channel_to: grpc.aio.Channel) -> None:
+    # Found by the descriptor fuzz: a token of U+202E reached httpx's header encoding (INTERNAL).
+    stubs = Stubs.on(channel_to)
+    for token in ("\u202e" * 50, "tök", "a\x7fb"):
+        with pytest.raises(grpc.aio.AioRpcError) as e:
+            await stubs.sms.UpdateSmsChannelConfig(
+                pb.UpdateSmsChannelConfigRequest(
+                    sms_channel_config=pb.SmsChannelConfig(name=f"stores/{STORE}/smsChannelConfig", api_token=token)
+                ),
+                metadata=ADMIN,
+            )
+        assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT, e.value.details()

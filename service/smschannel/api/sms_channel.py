@@ -83,7 +83,8 @@ def changes_from_proto(msg: pb.SmsChannelConfig, paths: set[str] | None) -> Chan
         try:
             if path == "api_token":
                 token = msg.api_token.strip()
-                if len(token) > 512 or any(c.isspace() for c in token):
+                # It travels in an HTTP header: printable ASCII only (the fuzz sent U+202E: INTERNAL).
+                if len(token) > 512 or not all("!" <= c <= "~" for c in token):
                     raise InvalidArgument(prefix + path, "not an Instasent API token")
                 values[path] = token
             elif path == "default_country":
