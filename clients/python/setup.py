@@ -21,6 +21,7 @@ HERE = Path(__file__).resolve().parent
 PACKAGE = "smschannel_client"
 GENERATOR = Path("scripts", "gen_protos.py")
 PROTOS = Path("protos", "smschannel", "v1")
+GOOGLE_TYPES = Path("protos", "google", "type")  # TimeOfDay and Money, imported by the API's protos
 
 
 def source_root() -> Path:
@@ -59,7 +60,8 @@ class SdistWithProtos(sdist):
         root = source_root()
         (Path(base_dir) / GENERATOR).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(root / GENERATOR, Path(base_dir) / GENERATOR)
-        shutil.copytree(root / PROTOS, Path(base_dir) / PROTOS, dirs_exist_ok=True)
+        for protos in (PROTOS, GOOGLE_TYPES):
+            shutil.copytree(root / protos, Path(base_dir) / protos, dirs_exist_ok=True)
 
 
 setup(cmdclass={"build_py": BuildPyWithStubs, "sdist": SdistWithProtos})
