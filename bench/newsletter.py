@@ -50,7 +50,11 @@ async def setup(addr: str, key: str, count: int) -> tuple[str, str]:
         await sms.UpdateSmsChannelConfig(
             pb.UpdateSmsChannelConfigRequest(
                 sms_channel_config=pb.SmsChannelConfig(
-                    name="stores/bench/smsChannelConfig", api_token=TOKEN, default_country="ES", default_sender="Bench"
+                    name="stores/bench/smsChannelConfig",
+                    api_token=TOKEN,
+                    default_country="ES",
+                    default_sender="Bench",
+                    quiet_hours=pb.QuietHours(),  # the bench runs at any hour: the store's quiet hours off
                 )
             ),
             metadata=md,

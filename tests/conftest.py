@@ -6,7 +6,9 @@ import asyncio
 import itertools
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from pathlib import Path
 
 import grpc
@@ -175,7 +177,9 @@ async def other_store(stubs: Stubs) -> StoreCtx:
 
 
 async def set_channel(stubs: Stubs, store: StoreCtx, **fields: object) -> sms_channel_service_pb2.SmsChannelConfig:
-    """Save channel config fields for a store."""
+    """Save channel config fields for a store. Its quiet hours are off unless `quiet_hours` is given:
+    the tests send at any hour of the day (tests/test_quiet_hours_api.py tests them)."""
+    fields.setdefault("quiet_hours", sms_channel_service_pb2.QuietHours())
     return await stubs.sms.UpdateSmsChannelConfig(
         sms_channel_service_pb2.UpdateSmsChannelConfigRequest(
             sms_channel_config=sms_channel_service_pb2.SmsChannelConfig(
@@ -201,6 +205,23 @@ async def sending_store(stubs: Stubs) -> StoreCtx:
     ctx = await create_store(stubs)
     await set_channel(stubs, ctx, default_country="ES", api_token=INSTASENT_TOKEN, default_sender="Acme")
     return ctx
+
+
+@contextmanager
+def clock_at(app: App, local: datetime) -> Iterator[None]:
+    """Within the block, the server's sending and outbox clocks read as if it were `local` now (and
+    run on from there): a test of quiet hours or country rules holds whatever the hour it runs at."""
+    offset = local - datetime.now(UTC)
+    saved = app.sender.clock, app.dispatcher.clock
+
+    def shifted() -> datetime:
+        return datetime.now(UTC) + offset
+
+    app.sender.clock = app.dispatcher.clock = shifted
+    try:
+        yield
+    finally:
+        app.sender.clock, app.dispatcher.clock = saved
 
 
 async def eventually(check: Callable[[], Awaitable[bool]], what: str = "condition", within: float = 10.0) -> None:

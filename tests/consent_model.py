@@ -270,6 +270,7 @@ class ConsentMachine(RuleBasedStateMachine):
                     api_token=self.token,
                     default_country="ES",
                     default_sender="Consent",
+                    quiet_hours=pb.QuietHours(),  # the model's own clock turns them on (see quiet_hours)
                 )
             ),
             metadata=self.md,

@@ -57,7 +57,10 @@ async def test_the_articles_flow(stubs: Stubs, fake: FakeInstasent, sidecar: str
     config = await stubs.sms.UpdateSmsChannelConfig(
         pb.UpdateSmsChannelConfigRequest(
             sms_channel_config=pb.SmsChannelConfig(
-                name=f"{store.name}/smsChannelConfig", default_country="ES", default_sender="Tienda"
+                name=f"{store.name}/smsChannelConfig",
+                default_country="ES",
+                default_sender="Tienda",
+                quiet_hours=pb.QuietHours(),  # the test sends at any hour: the store's quiet hours off
             )
         ),
         metadata=store.md,

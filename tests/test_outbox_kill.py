@@ -70,7 +70,11 @@ async def sending_store(
     config = await sms.UpdateSmsChannelConfig(
         pb.UpdateSmsChannelConfigRequest(
             sms_channel_config=pb.SmsChannelConfig(
-                name=f"stores/{store_id}/smsChannelConfig", api_token=TOKEN, default_sender="Acme", default_country="ES"
+                name=f"stores/{store_id}/smsChannelConfig",
+                api_token=TOKEN,
+                default_sender="Acme",
+                default_country="ES",
+                quiet_hours=pb.QuietHours(),  # the tests send at any hour: the store's quiet hours off
             )
         ),
         metadata=md,

@@ -84,3 +84,4 @@ def test_the_readme_walkthrough_runs_verbatim(tmp_path: Path) -> None:
     assert '{"outcome":"applied"}' in out
     assert "SMS_SUBSCRIPTION_STATUS_UNSUBSCRIBED" in out
     assert "ACTIVITY_SOURCE_PROVIDER" in out
+    assert '"reason": "not_subscribed"' in out  # the dry run after Ana's stop: she is skipped

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from datetime import datetime
+from zoneinfo import ZoneInfo
 
 import grpc
 import pytest
@@ -15,7 +17,7 @@ from smschannel.v1 import common_pb2 as common
 from smschannel.v1 import contacts_service_pb2 as cpb
 from smschannel.v1 import sms_channel_service_pb2 as pb
 
-from .conftest import INSTASENT_TOKEN, StoreCtx, Stubs, eventually, set_channel
+from .conftest import INSTASENT_TOKEN, StoreCtx, Stubs, clock_at, eventually, set_channel
 from .rpc_errors import field_violations, reason
 
 SUBSCRIBED = common.SMS_SUBSCRIPTION_STATUS_SUBSCRIBED
@@ -302,21 +304,22 @@ async def test_bad_sends_are_invalid_argument(
 
 
 async def test_a_newsletter_marker_mapped_through_a_variable_is_accepted(
-    stubs: Stubs, sending_store: StoreCtx, fake: FakeInstasent
+    stubs: Stubs, sending_store: StoreCtx, fake: FakeInstasent, app: App
 ) -> None:
     c = await contact(stubs, sending_store, mobile_phone="+1 202 555 0143", sms_subscription_status=SUBSCRIBED)
     txt = await content(stubs, sending_store, "Sale! {{optout}}")
-    m = await send(
-        stubs,
-        sending_store,
-        sms_content=txt.name,
-        contact=c.name,
-        type=NEWSLETTER,
-        variables={"optout": literal("{{unsubscribe}}")},
-    )
-    assert m.text == "Sale! {{unsubscribe}}"  # passed to Instasent as the literal marker
-    assert m.segments == 1
-    await until_status(stubs, sending_store, m.name, common.MESSAGE_STATUS_SENT)
+    with clock_at(app, datetime(2026, 12, 2, 14, 0, tzinfo=ZoneInfo("America/New_York"))):  # TCPA: 08:00–21:00
+        m = await send(
+            stubs,
+            sending_store,
+            sms_content=txt.name,
+            contact=c.name,
+            type=NEWSLETTER,
+            variables={"optout": literal("{{unsubscribe}}")},
+        )
+        assert m.text == "Sale! {{unsubscribe}}"  # passed to Instasent as the literal marker
+        assert m.segments == 1
+        await until_status(stubs, sending_store, m.name, common.MESSAGE_STATUS_SENT)
     (received,) = [r for r in fake.received() if r.client_id == m.name.rsplit("/", 1)[1]]
     assert received.text == "Sale! Stop to opt-out"
 

@@ -31,6 +31,7 @@ from .operations.channel import ChannelOps
 from .operations.contacts import ContactOps
 from .operations.dispatcher import Dispatcher
 from .operations.messages import MessageLog
+from .operations.preview import Previews
 from .operations.provider_events import ProviderEvents
 from .operations.sending import Sender
 from .operations.sms_contents import SmsContentOps
@@ -123,6 +124,7 @@ class App:
             observe=metrics.observe_provider,
         )
         sender.on_queued = dispatcher.offer
+        channel.on_rules_changed = dispatcher.rules_changed
         contact_ops = ContactOps(storage)
         events = ProviderEvents(storage, channel, contact_ops, observe=metrics.observe_callback)
         stores = StoreOps(storage)
@@ -133,7 +135,7 @@ class App:
         contacts = ContactsServicer(contact_ops, tokens, workers)
         engine = WorkflowEngine(storage, sender, contact_ops, lease=timedelta(seconds=config.lease_seconds))
         contact_ops.on_created = engine.contacts_created
-        workflows = WorkflowServicer(WorkflowOps(storage, engine), stores, tokens)
+        workflows = WorkflowServicer(WorkflowOps(storage, engine), stores, tokens, Previews(storage, sender))
         api.register(sms_channel_service_pb2_grpc.add_SmsChannelServiceServicer_to_server, sms_channel, server)
         api.register(contacts_service_pb2_grpc.add_ContactsServiceServicer_to_server, contacts, server)
         api.register(workflow_service_pb2_grpc.add_WorkflowServiceServicer_to_server, workflows, server)

@@ -61,6 +61,8 @@ async function run(target, adminKey, token, fake = '', say = console.log) {
         api_token: token,
         default_country: 'ES',
         default_sender: 'NodeShop',
+        // A demo sends at any hour; a real store keeps its quiet hours (21:00–09:00 by default).
+        quiet_hours: {},
       },
     });
     say(`   token ${config.api_token_hint} is ${config.token_status}; callback URL ${config.callback_url}`);

@@ -82,6 +82,8 @@ async def run(
                     api_token=token,
                     default_country="ES",
                     default_sender="DemoShop",
+                    # A demo sends at any hour; a real store keeps its quiet hours (21:00–09:00 by default).
+                    quiet_hours=sms.QuietHours(),
                 )
             )
         )

@@ -56,6 +56,7 @@ def message_to_proto(m: Message) -> pb.Message:
         update_time=timestamp(m.update_time),
         send_time=timestamp(m.send_time),
         delivery_time=timestamp(m.delivery_time),
+        hold_until=timestamp(m.hold_until),
     )
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import grpc
 from google.protobuf import empty_pb2
 
@@ -36,6 +38,7 @@ from .convert import time_from_proto, timestamp
 from .interceptor import current_principal
 from .messages_proto import content_to_proto, mappings_from_proto, message_to_proto
 from .pagination import PageTokens, page_size
+from .rules_proto import RULE_FIELDS, estimated_cost, fill_rules, populated_rules, rule_changes
 from .status import code_of
 
 __all__ = ["SmsChannelServicer"]
@@ -53,7 +56,7 @@ def store_to_proto(store: Store) -> pb.Store:
 
 def config_to_proto(config: ChannelConfig, callback_url: str) -> pb.SmsChannelConfig:
     """ChannelConfig → proto. The token itself never leaves: only `has_token` and a masked hint."""
-    return pb.SmsChannelConfig(
+    out = pb.SmsChannelConfig(
         name=str(ChannelConfigName(config.store_id)),
         provider=config.provider,  # type: ignore[arg-type]
         has_token=config.has_token,
@@ -67,6 +70,8 @@ def config_to_proto(config: ChannelConfig, callback_url: str) -> pb.SmsChannelCo
         update_time=timestamp(config.update_time),
         etag=config.etag,
     )
+    fill_rules(out, config.rules)
+    return out
 
 
 _CONFIG_FIELDS = ("api_token", "default_country", "default_sender", "provider")
@@ -76,12 +81,14 @@ def changes_from_proto(msg: pb.SmsChannelConfig, paths: set[str] | None) -> Chan
     """What an UpdateSmsChannelConfig sets; every bad field reported at once."""
     prefix = "sms_channel_config."
     if paths is None:
-        paths = {f for f in _CONFIG_FIELDS if getattr(msg, f)}
+        paths = {f for f in _CONFIG_FIELDS if getattr(msg, f)} | populated_rules(msg)
     violations: list[FieldViolation] = []
-    values: dict[str, str] = {}
+    values: dict[str, Any] = {}
     for path in sorted(paths):
         try:
-            if path == "api_token":
+            if path in RULE_FIELDS:
+                values[path] = rule_changes(msg, path, prefix)
+            elif path == "api_token":
                 token = msg.api_token.strip()
                 # It travels in an HTTP header: printable ASCII only (the fuzz sent U+202E: INTERNAL).
                 if len(token) > 512 or not all("!" <= c <= "~" for c in token):
@@ -279,7 +286,7 @@ class SmsChannelServicer(pb_grpc.SmsChannelServiceServicer):
         """Send one SMS (or log why not); idempotent on request_id."""
         parent = StoreName.parse("parent", request.parent)
         await self._get_store(parent)
-        if not request.request_id.strip():
+        if not request.request_id.strip() and not request.validate_only:
             raise InvalidArgument("request_id", "required: a unique id per send (e.g. a UUID), for safe retries")
         if len(request.request_id) > 64:
             raise InvalidArgument("request_id", "at most 64 characters")
@@ -297,19 +304,26 @@ class SmsChannelServicer(pb_grpc.SmsChannelServiceServicer):
             contact_id = contact.contact
         elif request.WhichOneof("recipient") != "alert_phone":
             raise InvalidArgument("contact", "required: a contact (CONTACT mode) or an alert_phone (ALERT mode)")
-        message = await self._sender.send(
-            SendRequest(
-                store_id=parent.store,
-                content_id=content.sms_content,
-                type=_sms_type(request.type),
-                mappings=mappings_from_proto("variables", dict(request.variables)),
-                sender=request.sender,
-                contact_id=contact_id,
-                alert_phone=request.alert_phone,
-                request_id=request.request_id.strip(),
-            )
+        send = SendRequest(
+            store_id=parent.store,
+            content_id=content.sms_content,
+            type=_sms_type(request.type),
+            mappings=mappings_from_proto("variables", dict(request.variables)),
+            sender=request.sender,
+            contact_id=contact_id,
+            alert_phone=request.alert_phone,
+            request_id=request.request_id.strip(),
         )
-        return message_to_proto(message)
+        if not request.validate_only:
+            return message_to_proto(await self._sender.send(send))
+        message, stored = await self._sender.preview(send)
+        answer = message_to_proto(message)
+        if not stored:
+            answer.name = ""  # a dry run's message is not stored: it has no name
+        rules = (await self._channel.get(parent.store)).rules
+        if (cost := estimated_cost(rules, message.recipient, message.segments)) is not None:
+            answer.estimated_cost.CopyFrom(cost)
+        return answer
 
     async def GetMessage(self, request: pb.GetMessageRequest, context: grpc.aio.ServicerContext) -> pb.Message:
         """Get a message of the log."""

@@ -10,6 +10,7 @@ from google.protobuf import empty_pb2, json_format
 from ..domain.stores import Store
 from ..errors import InvalidArgument
 from ..names import ContactName, StoreName, WorkflowName, WorkflowRunName, new_id, validate_id
+from ..operations.preview import MAX_SAMPLES, Previews
 from ..operations.stores import StoreOps
 from ..operations.workflows import (
     WorkflowChanges,
@@ -23,7 +24,7 @@ from ..v1 import workflow_service_pb2_grpc as pb_grpc
 from .interceptor import current_principal
 from .masks import update_paths
 from .pagination import PageTokens, page_size
-from .workflows_proto import graph_from_proto, run_to_proto, workflow_to_proto
+from .workflows_proto import graph_from_proto, preview_to_proto, run_to_proto, workflow_to_proto
 
 __all__ = ["WorkflowServicer"]
 
@@ -33,10 +34,11 @@ _WRITABLE = ("display_name", "trigger", "nodes", "start_node")
 class WorkflowServicer(pb_grpc.WorkflowServiceServicer):
     """The WorkflowService RPCs."""
 
-    def __init__(self, ops: WorkflowOps, stores: StoreOps, tokens: PageTokens) -> None:
+    def __init__(self, ops: WorkflowOps, stores: StoreOps, tokens: PageTokens, previews: Previews) -> None:
         self._ops = ops
         self._stores = stores
         self._tokens = tokens
+        self._previews = previews
 
     async def _store(self, name: StoreName | WorkflowName | WorkflowRunName) -> Store:
         """The store of `name`, if the caller may see it; a missing store is NotFound as `name`."""
@@ -152,6 +154,17 @@ class WorkflowServicer(pb_grpc.WorkflowServiceServicer):
         name = WorkflowRunName.parse("name", request.name)
         found = await self._ops.get_run(await self._store(name), name.workflow, name.run)
         return run_to_proto(found.run, found.steps)
+
+    async def PreviewWorkflow(
+        self, request: pb.PreviewWorkflowRequest, context: grpc.aio.ServicerContext
+    ) -> pb.WorkflowPreview:
+        """A dry run: what each Send SMS node would do now for the workflow's audience."""
+        name = WorkflowName.parse("name", request.name)
+        store = await self._store(name)
+        if not 0 <= request.sample_size <= MAX_SAMPLES:
+            raise InvalidArgument("sample_size", f"from 0 to {MAX_SAMPLES} (3 when unset)")
+        preview = await self._previews.workflow(store.id, name.workflow, request.sample_size or 3)
+        return preview_to_proto(preview)
 
 
 def _property_text(value: object) -> str:

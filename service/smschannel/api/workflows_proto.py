@@ -27,12 +27,14 @@ from ..domain.workflows import (
 )
 from ..errors import FieldViolation, InvalidArgument, echo
 from ..names import ContactName, MessageName, SmsContentName, WorkflowName, WorkflowRunName
+from ..operations.preview import WorkflowPreview
 from ..v1 import common_pb2
 from ..v1 import contacts_service_pb2 as cpb
 from ..v1 import workflow_service_pb2 as pb
 from .contacts_proto import patch_from_proto
 from .convert import duration_from_proto, time_from_proto, timestamp
 from .messages_proto import mappings_from_proto
+from .rules_proto import money
 
 __all__ = ["graph_from_proto", "run_to_proto", "workflow_to_proto"]
 
@@ -280,3 +282,30 @@ def run_to_proto(run: Run, steps: list[RunStep] | None = None) -> pb.WorkflowRun
         create_time=timestamp(run.create_time),
         update_time=timestamp(run.update_time),
     )
+
+
+def preview_to_proto(preview: WorkflowPreview) -> pb.WorkflowPreview:
+    """A workflow's dry run → proto, with the costs at the store's part prices."""
+    wf, rules = preview.workflow, preview.rules
+    out = pb.WorkflowPreview(workflow=str(WorkflowName(wf.store_id, wf.id)), audience_count=preview.audience)
+    for node in preview.nodes:
+        msg = out.nodes.add(
+            node=node.node,
+            sms_content=str(SmsContentName(wf.store_id, node.content_id)),
+            type=int(node.type),
+            send_count=node.send,
+            held_count=node.held,
+            sample_texts=node.samples,
+        )
+        for reason, count in sorted(node.skips.items()):
+            msg.skips.add(reason=reason, count=count)
+        total, priced = 0, False
+        for country, sums in sorted(node.countries.items()):
+            row = msg.countries.add(country=country, message_count=sums.messages, part_count=sums.parts)
+            price = rules.price_of(country)
+            if price is not None:
+                row.estimated_cost.CopyFrom(money(rules.currency, price * sums.parts))
+                total, priced = total + price * sums.parts, True
+        if priced:
+            msg.estimated_cost.CopyFrom(money(rules.currency, total))
+    return out

@@ -5,12 +5,27 @@ from __future__ import annotations
 import enum
 import re
 import secrets
-from dataclasses import dataclass
-from datetime import datetime
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from functools import cache
+from types import MappingProxyType
+from zoneinfo import ZoneInfo, available_timezones
 
 from ..errors import InvalidArgument, echo
+from .quiet_hours import DEFAULT_QUIET_HOURS, QuietHours
 
-__all__ = ["ChannelConfig", "TokenStatus", "new_callback_secret", "token_hint", "validate_sender"]
+__all__ = [
+    "ChannelConfig",
+    "FrequencyCap",
+    "SendingRules",
+    "TokenStatus",
+    "new_callback_secret",
+    "token_hint",
+    "validate_sender",
+    "validate_time_zone",
+    "zone_of",
+]
 
 _ALPHA_SENDER = re.compile(r"(?=.*[A-Za-z])[A-Za-z0-9]{1,11}")
 _NUMERIC_SENDER = re.compile(r"\+?[0-9]{1,15}")
@@ -23,6 +38,42 @@ class TokenStatus(enum.IntEnum):
     VALID = 1
     INVALID = 2
     UNCHECKED = 3
+
+
+@dataclass(frozen=True, slots=True)
+class FrequencyCap:
+    """At most `max_sms` NEWSLETTER SMS per contact in any rolling `period` (SPEC: issue 18)."""
+
+    max_sms: int
+    period: timedelta
+
+    MAX_SMS = 1000
+    SHORTEST = timedelta(hours=1)
+    LONGEST = timedelta(days=366)
+
+
+_NO_PRICES: Mapping[str, int] = MappingProxyType({})
+
+
+@dataclass(frozen=True, slots=True)
+class SendingRules:
+    """How a store's SMS are paced: its time zone, quiet hours, frequency cap and part prices."""
+
+    time_zone: str = ""  # IANA; UTC when empty
+    quiet_hours: QuietHours = DEFAULT_QUIET_HOURS
+    frequency_cap: FrequencyCap | None = None
+    currency: str = ""  # ISO 4217 of every part price
+    part_prices: Mapping[str, int] = field(
+        default_factory=lambda: _NO_PRICES
+    )  # country ("" = any other) → nanos a part
+
+    def price_of(self, country: str) -> int | None:
+        """Nanos of the currency for one part to `country`, or None when the store sets no price."""
+        price = self.part_prices.get(country)
+        return self.part_prices.get("") if price is None else price
+
+
+DEFAULT_RULES = SendingRules()
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +92,7 @@ class ChannelConfig:
     account_balance: float = 0.0
     update_time: datetime | None = None
     version: int = 0
+    rules: SendingRules = DEFAULT_RULES
 
     @property
     def has_token(self) -> bool:
@@ -73,3 +125,24 @@ def validate_sender(field: str, sender: str) -> str:
             field, f"{echo(sender)} is not a sender: use 1–11 letters and digits, or a number of up to 15 digits"
         )
     return sender
+
+
+_ZONE_NAME = re.compile(r"[A-Za-z0-9_+\-]+(/[A-Za-z0-9_+\-]+){0,2}")
+
+
+@cache
+def _zones() -> frozenset[str]:
+    return frozenset(available_timezones())
+
+
+def validate_time_zone(field: str, name: str) -> str:
+    """An IANA time zone name this machine knows (tzdata), e.g. `Europe/Madrid`."""
+    if not (len(name) <= 64 and _ZONE_NAME.fullmatch(name) and name in _zones()):
+        raise InvalidArgument(field, f"{echo(name)} is not an IANA time zone such as Europe/Madrid")
+    return name
+
+
+@cache
+def zone_of(name: str) -> ZoneInfo:
+    """The zone of a stored, validated name; UTC for an empty one."""
+    return ZoneInfo(name or "UTC")

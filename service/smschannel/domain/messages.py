@@ -59,6 +59,8 @@ class Message:
     delivery_time: datetime | None = None
     attempts: int = 0
     next_attempt_time: datetime | None = None
+    # Quiet hours held it (SPEC: issue 18): QUEUED until then, judged again at that moment.
+    hold_until: datetime | None = None
 
 
 # A message in one of these states never changes again (except by a later, more final report).

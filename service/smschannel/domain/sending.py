@@ -8,21 +8,28 @@ from datetime import datetime
 from typing import Literal, Protocol
 
 from ..errors import FieldViolation, echo
+from .channel import FrequencyCap, SendingRules, zone_of
 from .contacts import Contact, CustomValue
 from .enums import MobilePhoneStatus, SmsSubscriptionStatus, SmsType
 from .phones import country_of
+from .quiet_hours import held_until
 from .segments import TextSize, measure
 from .templates import UNSUBSCRIBE, UNSUBSCRIBE_MARKER, has_unsubscribe_marker, marker_replacement, render, variables_of
 
 __all__ = [
     "CONTACT_FIELDS",
+    "FREQUENCY_CAP",
     "Reachable",
     "Rendered",
+    "Skip",
     "VariableSource",
+    "capped",
     "check_mappings",
     "contact_field_value",
+    "hold_for",
     "measure_as_delivered",
     "render_for",
+    "skip",
     "skip_reason",
 ]
 
@@ -130,19 +137,57 @@ class Reachable(Protocol):
     def sms_subscription_status(self) -> SmsSubscriptionStatus: ...
 
 
-def skip_reason(contact: Reachable, sms_type: SmsType) -> str | None:
+@dataclass(frozen=True, slots=True)
+class Skip:
+    """Why a send is skipped: a stable code (dry-run counts) and the text the message log shows."""
+
+    code: str
+    text: str
+
+
+_NO_PHONE = Skip("no_phone", "the contact has no mobile phone")
+_REJECTED = Skip("phone_rejected", "the contact's mobile phone was rejected by the provider (REJECTED)")
+_PAUSED = Skip("phone_paused", "the contact's mobile phone is PAUSED")
+FREQUENCY_CAP = "frequency_cap"
+
+
+def skip(contact: Reachable, sms_type: SmsType) -> Skip | None:
     """Why a CONTACT-mode send to this contact must be skipped (None: send). The matrix of SPEC §5.
 
     Judged when a message is made and again at every hand-over to the provider (SPEC §5)."""
     if not contact.mobile_phone:
-        return "the contact has no mobile phone"
+        return _NO_PHONE
     if contact.mobile_phone_status is MobilePhoneStatus.REJECTED:
-        return "the contact's mobile phone was rejected by the provider (REJECTED)"
+        return _REJECTED
     if contact.mobile_phone_status is MobilePhoneStatus.PAUSED:
-        return "the contact's mobile phone is PAUSED"
+        return _PAUSED
     if sms_type is SmsType.NEWSLETTER and contact.sms_subscription_status is not SmsSubscriptionStatus.SUBSCRIBED:
-        return f"a NEWSLETTER needs SUBSCRIBED; the contact is {contact.sms_subscription_status.name}"
+        status = contact.sms_subscription_status.name
+        return Skip("not_subscribed", f"a NEWSLETTER needs SUBSCRIBED; the contact is {status}")
     return None
+
+
+def skip_reason(contact: Reachable, sms_type: SmsType) -> str | None:
+    """The text of `skip` (None: send)."""
+    found = skip(contact, sms_type)
+    return None if found is None else found.text
+
+
+def capped(sms_type: SmsType, recent: int, cap: FrequencyCap | None) -> Skip | None:
+    """The frequency cap: a NEWSLETTER to a contact who got `recent` NEWSLETTER SMS in the cap's
+    period is skipped once that reaches the cap (TRANSACTIONAL SMS are never capped nor counted)."""
+    if cap is None or sms_type is not SmsType.NEWSLETTER or recent < cap.max_sms:
+        return None
+    hours = int(cap.period.total_seconds() // 3600)
+    period = f"{hours // 24} days" if hours % 24 == 0 else f"{hours} hours"
+    return Skip(
+        FREQUENCY_CAP, f"{FREQUENCY_CAP}: {recent} NEWSLETTER SMS in the last {period} (the store allows {cap.max_sms})"
+    )
+
+
+def hold_for(rules: SendingRules, recipient: str, sms_type: SmsType, now: datetime) -> datetime | None:
+    """Until when quiet hours hold an SMS to `recipient` at `now` (None: it may go now)."""
+    return held_until(recipient, sms_type, now, rules.quiet_hours, zone_of(rules.time_zone))
 
 
 @dataclass(frozen=True, slots=True)

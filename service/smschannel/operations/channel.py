@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+import time
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 from ..crypto import TokenCipher
-from ..domain.channel import ChannelConfig, TokenStatus, new_callback_secret, token_hint
+from ..domain.channel import (
+    ChannelConfig,
+    FrequencyCap,
+    SendingRules,
+    TokenStatus,
+    new_callback_secret,
+    token_hint,
+)
+from ..domain.quiet_hours import QuietHours
 from ..errors import Aborted, echo
 from ..instasent.client import InstasentClient, ProviderError
 from ..names import ChannelConfigName
@@ -30,6 +39,26 @@ class ChannelChanges:
     api_token: str | None = None
     default_country: str | None = None
     default_sender: str | None = None
+    time_zone: str | None = None
+    quiet_hours: QuietHours | None = None
+    frequency_cap: FrequencyCap | None = None  # max_sms 0: remove the cap
+    part_prices: tuple[str, Mapping[str, int]] | None = None  # (currency, country → nanos a part)
+
+    def rules(self, rules: SendingRules) -> SendingRules:
+        """The store's sending rules with these changes."""
+        if self.time_zone is not None:
+            rules = replace(rules, time_zone=self.time_zone)
+        if self.quiet_hours is not None:
+            rules = replace(rules, quiet_hours=self.quiet_hours)
+        if self.frequency_cap is not None:
+            rules = replace(rules, frequency_cap=self.frequency_cap if self.frequency_cap.max_sms else None)
+        if self.part_prices is not None:
+            rules = replace(rules, currency=self.part_prices[0], part_prices=self.part_prices[1])
+        return rules
+
+
+# Replicas sharing a database each cache configs: another replica's change is seen within this long.
+CACHE_SECONDS = 2.0
 
 
 @dataclass
@@ -41,9 +70,11 @@ class ChannelOps:
     instasent: InstasentClient
     public_url: str
     clock: Callable[[], datetime] = field(default=_utcnow)
-    # Every change of a config goes through this object (one server process), so a cache of the
-    # last stored version is coherent; callbacks read the config on every event.
-    _cache: dict[str, ChannelConfig] = field(default_factory=dict)
+    # Told of a store whose time zone or quiet hours changed (held messages are judged again).
+    on_rules_changed: Callable[[str], Awaitable[None]] | None = None
+    # Callbacks read the config on every event: this process's changes go through this cache, and
+    # another replica's are read again after CACHE_SECONDS.
+    _cache: dict[str, tuple[float, ChannelConfig]] = field(default_factory=dict)
 
     def callback_url(self, config: ChannelConfig) -> str:
         """What the admin pastes into Instasent's dashboard."""
@@ -56,16 +87,19 @@ class ChannelOps:
 
     async def get(self, store_id: str) -> ChannelConfig:
         """The config; a store that never saved one gets its callback secret now."""
-        config = self._cache.get(store_id) or await self.configs.get(store_id)
+        cached = self._cache.get(store_id)
+        if cached is not None and time.monotonic() - cached[0] < CACHE_SECONDS:
+            return cached[1]
+        config = await self.configs.get(store_id)
         if config is None:
-            config = await self._save(store_id, lambda current: current or self._fresh(store_id))
-        self._cache[store_id] = config
+            return await self._save(store_id, lambda current: current or self._fresh(store_id))
+        self._cache[store_id] = (time.monotonic(), config)
         return config
 
     async def _save(self, store_id: str, change: Callable[[ChannelConfig | None], ChannelConfig]) -> ChannelConfig:
         self._cache.pop(store_id, None)
         config = await self.configs.update(store_id, change)
-        self._cache[store_id] = config
+        self._cache[store_id] = (time.monotonic(), config)
         return config
 
     async def update(self, store_id: str, changes: ChannelChanges, etag: str = "") -> ChannelConfig:
@@ -84,6 +118,7 @@ class ChannelOps:
                 new = replace(new, default_country=changes.default_country)
             if changes.default_sender is not None:
                 new = replace(new, default_sender=changes.default_sender)
+            new = replace(new, rules=changes.rules(new.rules))
             if changes.api_token == "":
                 new = replace(
                     new,
@@ -107,7 +142,12 @@ class ChannelOps:
                 return current
             return replace(new, update_time=self.clock(), version=base.version + 1)
 
-        return await self._save(store_id, change)
+        before = await self.get(store_id)
+        config = await self._save(store_id, change)
+        judged = (config.rules.time_zone, config.rules.quiet_hours)
+        if judged != (before.rules.time_zone, before.rules.quiet_hours) and self.on_rules_changed is not None:
+            await self.on_rules_changed(store_id)
+        return config
 
     async def _check_token(self, token: str) -> tuple[TokenStatus, str, float]:
         try:

@@ -26,9 +26,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
-from ..domain.enums import ActivityType, MessageStatus, RecipientMode, SmsEncoding
+from ..domain.channel import ChannelConfig
+from ..domain.enums import ActivityType, MessageStatus, RecipientMode, SmsEncoding, SmsType
 from ..domain.messages import Message, message_activity
-from ..domain.sending import measure_as_delivered, skip_reason
+from ..domain.sending import capped, hold_for, measure_as_delivered, skip_reason
 from ..instasent.client import MAX_BULK, Accepted, InstasentClient, ProviderError, Refused, SmsItem
 from ..storage import MessageUpdate, Storage
 from .background import nap, stop_task
@@ -79,6 +80,11 @@ class Dispatcher:
             self._ready.append(m)
             self._ready_ids.add(m.id)
         self.wakeup.set()
+
+    async def rules_changed(self, store_id: str) -> None:
+        """A store's time zone or quiet hours changed: what they held is judged again now."""
+        if await self.storage.messages.release_held(store_id, self.clock()):
+            self.wakeup.set()
 
     def start(self) -> None:
         """Start the loop."""
@@ -172,6 +178,7 @@ class Dispatcher:
         held = await self.storage.messages.hold(store_id, [m.id for m in chunk], self.clock())
         chunk = [m for m in chunk if m.id in held]  # another replica's now, or no longer queued: not from here
         chunk = await self._still_eligible(store_id, chunk)
+        chunk = await self._paced(config, chunk)
         if not chunk:
             return
         items = [
@@ -238,6 +245,59 @@ class Dispatcher:
             go = [m for m in go if m.id not in moved]
             self._count("skipped", sum(ok for u, ok in zip(changes, changed, strict=True) if u.recipient is None))
         return go
+
+    async def _paced(self, config: ChannelConfig, chunk: list[Message]) -> list[Message]:
+        """The messages the store's pace lets go now: the frequency cap is judged again (a NEWSLETTER
+        that reaches it is SKIPPED), and quiet hours hold the rest until their window opens (QUEUED,
+        with `hold_until`; consent and the cap are judged again then)."""
+        rules, now = config.rules, self.clock()
+        changes: list[MessageUpdate] = []
+        go: list[Message] = []
+        recent = await self._recent_newsletters(config, chunk, now)
+        for m in chunk:
+            counted = m.recipient_mode is RecipientMode.CONTACT and m.type is SmsType.NEWSLETTER
+            if counted and (over := capped(m.type, recent.get(m.contact_id, 0), rules.frequency_cap)):
+                changes.append(MessageUpdate(m.store_id, m.id, MessageStatus.SKIPPED, _QUEUED, now, reason=over.text))
+                continue
+            if (hold := hold_for(rules, m.recipient, m.type, now)) is not None:
+                reason = f"held by quiet hours until {hold.isoformat(timespec='seconds')}"
+                changes.append(
+                    MessageUpdate(
+                        m.store_id,
+                        m.id,
+                        MessageStatus.QUEUED,
+                        _QUEUED,
+                        now,
+                        reason,
+                        next_attempt_time=hold,
+                        hold_until=hold,
+                    )
+                )
+                continue
+            if counted:
+                recent[m.contact_id] = recent.get(m.contact_id, 0) + 1
+            go.append(m)
+        if changes:
+            changed = await self.storage.messages.update(changes)
+            held = [u.hold_until for u, ok in zip(changes, changed, strict=True) if ok and u.hold_until is not None]
+            self._count("skipped", sum(ok for u, ok in zip(changes, changed, strict=True) if u.hold_until is None))
+            self._count("held", len(held))
+            if held:
+                log.info(
+                    "outbox: held by quiet hours",
+                    extra={"store": config.store_id, "count": len(held), "hold_until": min(held).isoformat()},
+                )
+        return go
+
+    async def _recent_newsletters(self, config: ChannelConfig, chunk: list[Message], now: datetime) -> dict[str, int]:
+        """For the frequency cap: the NEWSLETTER SMS each contact of the chunk got in the period."""
+        cap = config.rules.frequency_cap
+        if cap is None:
+            return {}
+        ids = {
+            m.contact_id for m in chunk if m.recipient_mode is RecipientMode.CONTACT and m.type is SmsType.NEWSLETTER
+        }
+        return await self.storage.messages.newsletters_received(config.store_id, ids, now - cap.period) if ids else {}
 
     async def _record(self, chunk: list[Message], accepted: list[Accepted], refused: list[Refused], token: str) -> None:
         now = self.clock()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -12,7 +13,7 @@ from ..domain.contacts import Contact
 from ..domain.enums import MessageStatus, RecipientMode, SmsType
 from ..domain.messages import Message, SmsContent
 from ..domain.phones import country_of, normalize_phone
-from ..domain.sending import Rendered, VariableSource, check_mappings, render_for, skip_reason
+from ..domain.sending import Rendered, VariableSource, capped, check_mappings, hold_for, render_for, skip
 from ..domain.templates import marker_replacement
 from ..errors import DomainError, FailedPrecondition, InvalidArgument, NotFound, RequestIdReused, Violation, echo
 from ..names import ChannelConfigName, ContactName, MessageName, SmsContentName, new_id
@@ -21,6 +22,8 @@ from ..storage import Storage
 from .channel import ChannelOps
 
 __all__ = ["NO_TOKEN", "SendRequest", "Sender"]
+
+log = logging.getLogger("smschannel.sending")
 
 NO_TOKEN = "the store has no Instasent API token: set smsChannelConfig.api_token"
 
@@ -62,6 +65,10 @@ class _Lookups:
     senders: dict[tuple[str, str], str] = field(default_factory=dict)
     constant: dict[tuple[object, ...], bool] = field(default_factory=dict)
     rendered: dict[tuple[object, ...], Rendered] = field(default_factory=dict)
+    # The frequency cap: NEWSLETTER SMS each contact got in the period (+ those queued in this batch),
+    # read once for a batch's contacts of each store that sets a cap.
+    recent: dict[tuple[str, str], int] = field(default_factory=dict)
+    recent_read: set[tuple[str, str]] = field(default_factory=set)
 
 
 @dataclass
@@ -90,6 +97,17 @@ class Sender:
             stored = await self._replayed(stored, req)
         return self._answer(stored)
 
+    async def preview(self, req: SendRequest) -> tuple[Message, bool]:
+        """What `send` would answer, storing nothing and calling no one (a dry run, AIP-163): the
+        message judged now (QUEUED, maybe with `hold_until`, or SKIPPED), or the first message of a
+        request id already used; and whether it is that stored one."""
+        if req.request_id:
+            first = await self.storage.messages.find_by_request(req.store_id, req.request_id)
+            if first is not None:
+                return self._answer(await self._replayed(first, req)), True
+        message, _ = await self.judge(req)
+        return self._answer(message), False
+
     async def _replayed(self, first: Message, req: SendRequest) -> Message:
         """The first message of a request id, if `req` is that same request; else RequestIdReused."""
         if req.contact_id:
@@ -114,23 +132,52 @@ class Sender:
 
     async def send_many(self, requests: list[SendRequest]) -> list[Message | DomainError]:
         """Many sends in one transaction (workflow rounds): each its message, or why it was refused."""
-        prepared: list[Message | DomainError] = []
+        prepared = [j if isinstance(j, DomainError) else j[0] for j in await self.judge_many(requests)]
+        stored = iter(await self._store([m for m in prepared if isinstance(m, Message)]))
+        return [next(stored) if isinstance(m, Message) else m for m in prepared]
+
+    async def judge_many(self, requests: list[SendRequest]) -> list[tuple[Message, str] | DomainError]:
+        """`judge` for many requests at once (what is read is read once), storing nothing."""
+        judged: list[tuple[Message, str] | DomainError] = []
         lookups = _Lookups()
+        await self._read_recent(lookups, requests)
         for n, req in enumerate(requests):
             if n % 50 == 49:
                 await asyncio.sleep(0)  # reads by key run inline: let other RPCs in between
             try:
-                prepared.append(await self.prepare(req, lookups))
+                judged.append(await self.judge(req, lookups))
             except DomainError as e:
-                prepared.append(e)
-        stored = iter(await self._store([m for m in prepared if isinstance(m, Message)]))
-        return [next(stored) if isinstance(m, Message) else m for m in prepared]
+                judged.append(e)
+        return judged
+
+    async def _read_recent(self, lookups: _Lookups, requests: list[SendRequest]) -> None:
+        """For the frequency cap: what each contact of these NEWSLETTER sends got, one query a store."""
+        contacts: dict[str, set[str]] = {}
+        for req in requests:
+            if req.type is SmsType.NEWSLETTER and req.contact_id:
+                if req.store_id not in lookups.configs:
+                    lookups.configs[req.store_id] = await self.channel.get(req.store_id)
+                if lookups.configs[req.store_id].rules.frequency_cap is not None:
+                    contacts.setdefault(req.store_id, set()).add(req.contact_id)
+        for store_id, ids in contacts.items():
+            await self._recent(lookups, store_id, ids)
+
+    async def _recent(self, lookups: _Lookups, store_id: str, contact_ids: set[str]) -> None:
+        cap = lookups.configs[store_id].rules.frequency_cap
+        assert cap is not None
+        lookups.recent_read.update((store_id, c) for c in contact_ids)
+        counts = await self.storage.messages.newsletters_received(store_id, contact_ids, self.clock() - cap.period)
+        lookups.recent.update(((store_id, c), n) for c, n in counts.items())
 
     async def _store(self, messages: list[Message]) -> list[Message]:
         stored = await self.storage.messages.add(messages) if messages else []
         # `add` answers a known request id with the first message (maybe sent long ago): only the
         # messages stored now, the very objects passed in, are new to the outbox.
         queued = [s for s, m in zip(stored, messages, strict=True) if s is m and s.status is MessageStatus.QUEUED]
+        held = [m.hold_until for m in queued if m.hold_until is not None]
+        if held:  # they go when their window opens, read from the outbox then
+            log.info("held by quiet hours", extra={"count": len(held), "hold_until": min(held).isoformat()})
+            queued = [m for m in queued if m.hold_until is None]
         if queued:
             if self.on_queued is not None:
                 self.on_queued(queued)
@@ -139,6 +186,12 @@ class Sender:
 
     async def prepare(self, req: SendRequest, lookups: _Lookups | None = None) -> Message:
         """The message a request makes, not yet stored: validated, eligibility decided, rendered."""
+        message, _ = await self.judge(req, lookups)
+        return message
+
+    async def judge(self, req: SendRequest, lookups: _Lookups | None = None) -> tuple[Message, str]:
+        """The message a request makes, not stored, and the code of why it is skipped (`Skip.code`,
+        `no_token`; "" when QUEUED). What sending and the dry runs share."""
         lookups = lookups or _Lookups()
         key = (req.store_id, req.content_id)
         if key not in lookups.contents:
@@ -176,13 +229,13 @@ class Sender:
             lookups.senders[req.store_id, req.sender] = validate_sender("sender", sender)
 
         contact = req.contact
-        reason = None
+        skipped = None
         if mode is RecipientMode.CONTACT:
             if contact is None or contact.id != req.contact_id:
                 contact = await self.storage.contacts.get(req.store_id, req.contact_id)
             if contact is None:
                 raise NotFound(str(ContactName(req.store_id, req.contact_id)))
-            reason = skip_reason(contact, req.type)
+            skipped = skip(contact, req.type)
             recipient = contact.mobile_phone
         else:
             recipient = normalize_phone("alert_phone", req.alert_phone, config.default_country)
@@ -190,11 +243,22 @@ class Sender:
                 raise InvalidArgument("alert_phone", "required: the alert phone, or a contact")
 
         now = self.clock()
-        status = MessageStatus.QUEUED
-        if reason is not None:
+        status, hold = MessageStatus.QUEUED, None
+        counted = contact.id if contact is not None and mode is RecipientMode.CONTACT else None  # for the cap
+        cap = config.rules.frequency_cap
+        if counted and cap is not None and req.type is SmsType.NEWSLETTER and skipped is None:
+            if (req.store_id, counted) not in lookups.recent_read:
+                await self._recent(lookups, req.store_id, {counted})
+            skipped = capped(req.type, lookups.recent.get((req.store_id, counted), 0), cap)
+        reason, code = ("", "") if skipped is None else (skipped.text, skipped.code)
+        if skipped is not None:
             status = MessageStatus.SKIPPED
         elif not config.has_token:
-            status, reason = MessageStatus.FAILED, NO_TOKEN
+            status, reason, code = MessageStatus.FAILED, NO_TOKEN, "no_token"
+        else:
+            hold = hold_for(config.rules, recipient, req.type, now)
+            if counted and cap is not None and req.type is SmsType.NEWSLETTER:  # counts in this batch from now
+                lookups.recent[req.store_id, counted] = lookups.recent.get((req.store_id, counted), 0) + 1
         rendered = self._rendered(lookups, checked, content, req, recipient, contact)
         return Message(
             store_id=req.store_id,
@@ -210,14 +274,15 @@ class Sender:
             workflow_node=req.workflow_node,
             workflow_run=req.workflow_run,
             sms_content_id=content.id,
-            status_reason=reason or "",
+            status_reason=reason,
             recipient=recipient,
             sender=sender,
             text=rendered.text,
             encoding=rendered.size.encoding,
             segments=rendered.size.segments,
-            next_attempt_time=now if status is MessageStatus.QUEUED else None,
-        )
+            next_attempt_time=(hold or now) if status is MessageStatus.QUEUED else None,
+            hold_until=hold,
+        ), code
 
     @staticmethod
     def _rendered(

@@ -48,6 +48,7 @@ class MessageUpdate:
     # The contact's number changed while the message waited: it goes to, and records, the new one.
     recipient: str | None = None
     segments: int | None = None
+    hold_until: datetime | None = None  # quiet hours hold it until then (kept once set)
 
 
 class MessageRepository(Protocol):
@@ -100,6 +101,18 @@ class MessageRepository(Protocol):
 
     async def count_by_status(self) -> dict[MessageStatus, int]:
         """How many messages of each status the log holds (for the metrics)."""
+        ...
+
+    async def newsletters_received(
+        self, store_id: str, contact_ids: Collection[str], since: datetime
+    ) -> dict[str, int]:
+        """How many NEWSLETTER SMS each contact was sent (SENT or DELIVERED) since `since`, by an
+        indexed query (the frequency cap); contacts with none are absent."""
+        ...
+
+    async def release_held(self, store_id: str, now: datetime) -> int:
+        """Make the store's messages held by quiet hours due now, to be judged again (its rules
+        changed); how many."""
         ...
 
     async def count_received(

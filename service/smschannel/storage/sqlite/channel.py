@@ -4,8 +4,14 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable
+from datetime import time, timedelta
+from types import MappingProxyType
+from typing import Any
 
-from ...domain.channel import ChannelConfig, TokenStatus
+import orjson
+
+from ...domain.channel import ChannelConfig, FrequencyCap, SendingRules, TokenStatus
+from ...domain.quiet_hours import QuietHours
 from .db import Engine, Row, from_micros, to_micros
 
 __all__ = ["SqliteChannelConfigs"]
@@ -25,6 +31,48 @@ def _from_row(row: Row) -> ChannelConfig:
         account_balance=row["account_balance"],
         update_time=from_micros(row["update_time"]),
         version=row["version"],
+        rules=rules_from_json(row["rules"]),
+    )
+
+
+def _seconds(t: time) -> int:
+    return t.hour * 3600 + t.minute * 60 + t.second
+
+
+def _time(seconds: int) -> time:
+    return time(seconds // 3600, seconds // 60 % 60, seconds % 60)
+
+
+def rules_to_json(rules: SendingRules) -> str:
+    """The sending rules as one JSON column: what is not the default only."""
+    doc: dict[str, Any] = {}
+    if rules.time_zone:
+        doc["time_zone"] = rules.time_zone
+    q = rules.quiet_hours
+    doc["quiet_hours"] = [_seconds(q.start), _seconds(q.end), not q.transactional_exempt]
+    if rules.frequency_cap is not None:
+        doc["frequency_cap"] = [rules.frequency_cap.max_sms, int(rules.frequency_cap.period.total_seconds())]
+    if rules.part_prices:
+        doc["part_prices"] = {"currency": rules.currency, "nanos": dict(rules.part_prices)}
+    return orjson.dumps(doc).decode()
+
+
+def rules_from_json(text: str) -> SendingRules:
+    """The column back; `{}` (every config before the rules existed) is the defaults."""
+    doc = orjson.loads(text or "{}")
+    rules = SendingRules(time_zone=doc.get("time_zone", ""))
+    if (q := doc.get("quiet_hours")) is not None:
+        start, end, include_transactional = q
+        quiet = QuietHours(_time(start), _time(end), transactional_exempt=not include_transactional)
+        rules = SendingRules(rules.time_zone, quiet)
+    cap = doc.get("frequency_cap")
+    prices = doc.get("part_prices") or {}
+    return SendingRules(
+        rules.time_zone,
+        rules.quiet_hours,
+        None if cap is None else FrequencyCap(cap[0], timedelta(seconds=cap[1])),
+        prices.get("currency", ""),
+        MappingProxyType(prices.get("nanos", {})),
     )
 
 
@@ -67,6 +115,7 @@ _COLUMNS = (
     "account_balance",
     "update_time",
     "version",
+    "rules",
 )
 _UPSERT = (
     f"INSERT INTO channel_configs (store_id, {', '.join(_COLUMNS)}) VALUES (?{', ?' * len(_COLUMNS)})"
@@ -88,4 +137,5 @@ def _values(config: ChannelConfig) -> tuple[object, ...]:
         config.account_balance,
         to_micros(config.update_time),
         config.version,
+        rules_to_json(config.rules),
     )

@@ -27,7 +27,7 @@ _ENUMS: dict[str, type[IntEnum]] = {
     "status": MessageStatus,
     "encoding": SmsEncoding,
 }
-_TIMES = ("create_time", "update_time", "send_time", "delivery_time", "next_attempt_time")
+_TIMES = ("create_time", "update_time", "send_time", "delivery_time", "next_attempt_time", "hold_until")
 _MESSAGE_COLUMNS = [f.name for f in fields(Message)]
 _INSERT_MESSAGE = (
     f"INSERT INTO messages ({', '.join(_MESSAGE_COLUMNS)}, claim_owner, claim_until)"
@@ -243,6 +243,32 @@ class SqliteMessages:
         rows = await self._db.fetch_all("SELECT status, COUNT(*) AS n FROM messages GROUP BY status")
         return {MessageStatus(row["status"]): int(row["n"]) for row in rows}
 
+    async def newsletters_received(
+        self, store_id: str, contact_ids: Collection[str], since: datetime
+    ) -> dict[str, int]:
+        """NEWSLETTER SMS sent to each contact since `since`: through the (store, contact, status) index."""
+        counts: dict[str, int] = {}
+        ordered = sorted(contact_ids)
+        for i in range(0, len(ordered), _IN_CHUNK):
+            chunk = ordered[i : i + _IN_CHUNK]
+            sql = (
+                "SELECT contact_id, COUNT(*) AS n FROM messages WHERE store_id = ? AND contact_id != ''"
+                f" AND contact_id IN ({','.join('?' * len(chunk))}) AND status IN (?, ?) AND type = ?"
+                " AND send_time >= ? GROUP BY contact_id"
+            )
+            params = (store_id, *chunk, *_RECEIVED, int(SmsType.NEWSLETTER), to_micros(since))
+            counts.update((r[0], int(r[1])) for r in await self._db.fetch_all(sql, params))
+        return counts
+
+    async def release_held(self, store_id: str, now: datetime) -> int:
+        """Held messages of the store due now (through the outbox's partial index)."""
+        at = to_micros(now)
+        sql = (
+            "UPDATE messages SET next_attempt_time = ? WHERE status = ? AND next_attempt_time > ?"
+            " AND store_id = ? AND hold_until IS NOT NULL"
+        )
+        return await self._db.write(lambda conn: conn.execute(sql, (at, _QUEUED, at, store_id)).rowcount)
+
     async def count_received(
         self,
         store_id: str,
@@ -278,7 +304,7 @@ _UPDATE_MESSAGE = (
     "UPDATE messages SET status = ?, status_reason = ?, provider_id = COALESCE(?, provider_id),"
     " send_time = COALESCE(?, send_time), delivery_time = COALESCE(?, delivery_time),"
     " attempts = attempts + ?, next_attempt_time = ?, update_time = ?, recipient = COALESCE(?, recipient),"
-    " segments = COALESCE(?, segments) WHERE store_id = ? AND id = ?"
+    " segments = COALESCE(?, segments), hold_until = COALESCE(?, hold_until) WHERE store_id = ? AND id = ?"
 )
 
 
@@ -298,6 +324,7 @@ def _update_params(u: MessageUpdate) -> tuple[Any, ...]:
         to_micros(u.time),
         u.recipient,
         u.segments,
+        None if u.hold_until is None else to_micros(u.hold_until),
         u.store_id,
         u.message_id,
     )
