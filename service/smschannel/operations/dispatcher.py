@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections import defaultdict, deque
+from collections import Counter, defaultdict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -71,6 +71,10 @@ class Dispatcher:
     _ready: deque[Message] = field(default_factory=deque)  # handed over, not yet taken
     _ready_ids: set[str] = field(default_factory=set)
     _finished: set[str] = field(default_factory=set)  # left _in_flight since the last outbox read
+    # Newsletters under a frequency cap on their way to Instasent, by (store, contact), not yet recorded
+    # SENT: the cap counts them too (two chunks in flight at once must not both pass it).
+    _capped_out: Counter[tuple[str, str]] = field(default_factory=Counter)
+    _capped_ids: dict[str, tuple[str, str]] = field(default_factory=dict)
     _last_read: datetime = _NEVER
     _stopping: bool = False
 
@@ -165,6 +169,11 @@ class Dispatcher:
             await asyncio.sleep(self.retry_base)
         finally:
             ids = [m.id for m in chunk]
+            for message_id in ids:
+                if (key := self._capped_ids.pop(message_id, None)) is not None:
+                    self._capped_out[key] -= 1
+                    if not self._capped_out[key]:
+                        del self._capped_out[key]
             self._in_flight.difference_update(ids)
             self._finished.update(ids)
             limiter.release()
@@ -274,8 +283,11 @@ class Dispatcher:
                     )
                 )
                 continue
-            if counted:
+            if counted and rules.frequency_cap is not None:
                 recent[m.contact_id] = recent.get(m.contact_id, 0) + 1
+                key = (m.store_id, m.contact_id)
+                self._capped_out[key] += 1
+                self._capped_ids[m.id] = key
             go.append(m)
         if changes:
             changed = await self.storage.messages.update(changes)
@@ -297,7 +309,13 @@ class Dispatcher:
         ids = {
             m.contact_id for m in chunk if m.recipient_mode is RecipientMode.CONTACT and m.type is SmsType.NEWSLETTER
         }
-        return await self.storage.messages.newsletters_received(config.store_id, ids, now - cap.period) if ids else {}
+        if not ids:
+            return {}
+        recent = await self.storage.messages.newsletters_received(config.store_id, ids, now - cap.period)
+        for contact_id in ids:  # and those another chunk of this process is handing over right now
+            if out := self._capped_out.get((config.store_id, contact_id), 0):
+                recent[contact_id] = recent.get(contact_id, 0) + out
+        return recent
 
     async def _record(self, chunk: list[Message], accepted: list[Accepted], refused: list[Refused], token: str) -> None:
         now = self.clock()
