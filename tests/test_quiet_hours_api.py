@@ -164,6 +164,7 @@ async def test_a_newsletter_in_quiet_hours_is_held_then_sent_with_consent_judged
         assert expected is not None
         assert m.hold_until.ToDatetime(tzinfo=UTC) == expected
         assert (await message(stubs, store, m.name)).hold_until == m.hold_until  # GetMessage shows it
+        assert m.status_reason.startswith("held by quiet hours until")
     # A transactional SMS is exempt by default.
     alert = await send(stubs, store, sms_content=text.name, contact=stays.name, type=TRANSACTIONAL)
     await until_status(stubs, store, alert.name, common.MESSAGE_STATUS_SENT)

@@ -26,6 +26,7 @@ __all__ = [
     "capped",
     "check_mappings",
     "contact_field_value",
+    "held_reason",
     "hold_for",
     "measure_as_delivered",
     "render_for",
@@ -183,6 +184,11 @@ def capped(sms_type: SmsType, recent: int, cap: FrequencyCap | None) -> Skip | N
     return Skip(
         FREQUENCY_CAP, f"{FREQUENCY_CAP}: {recent} NEWSLETTER SMS in the last {period} (the store allows {cap.max_sms})"
     )
+
+
+def held_reason(hold: datetime) -> str:
+    """The status reason of a QUEUED message that quiet hours hold."""
+    return f"held by quiet hours until {hold.isoformat(timespec='seconds')}"
 
 
 def hold_for(rules: SendingRules, recipient: str, sms_type: SmsType, now: datetime) -> datetime | None:

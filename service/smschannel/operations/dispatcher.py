@@ -29,7 +29,7 @@ from datetime import UTC, datetime, timedelta
 from ..domain.channel import ChannelConfig
 from ..domain.enums import ActivityType, MessageStatus, RecipientMode, SmsEncoding, SmsType
 from ..domain.messages import Message, message_activity
-from ..domain.sending import capped, hold_for, measure_as_delivered, skip_reason
+from ..domain.sending import capped, held_reason, hold_for, measure_as_delivered, skip_reason
 from ..instasent.client import MAX_BULK, Accepted, InstasentClient, ProviderError, Refused, SmsItem
 from ..storage import MessageUpdate, Storage
 from .background import nap, stop_task
@@ -269,7 +269,7 @@ class Dispatcher:
                 changes.append(MessageUpdate(m.store_id, m.id, MessageStatus.SKIPPED, _QUEUED, now, reason=over.text))
                 continue
             if (hold := hold_for(rules, m.recipient, m.type, now)) is not None:
-                reason = f"held by quiet hours until {hold.isoformat(timespec='seconds')}"
+                reason = held_reason(hold)
                 changes.append(
                     MessageUpdate(
                         m.store_id,

@@ -13,7 +13,16 @@ from ..domain.contacts import Contact
 from ..domain.enums import MessageStatus, RecipientMode, SmsType
 from ..domain.messages import Message, SmsContent
 from ..domain.phones import country_of, normalize_phone
-from ..domain.sending import Rendered, VariableSource, capped, check_mappings, hold_for, render_for, skip
+from ..domain.sending import (
+    Rendered,
+    VariableSource,
+    capped,
+    check_mappings,
+    held_reason,
+    hold_for,
+    render_for,
+    skip,
+)
 from ..domain.templates import marker_replacement
 from ..errors import DomainError, FailedPrecondition, InvalidArgument, NotFound, RequestIdReused, Violation, echo
 from ..names import ChannelConfigName, ContactName, MessageName, SmsContentName, new_id
@@ -257,6 +266,7 @@ class Sender:
             status, reason, code = MessageStatus.FAILED, NO_TOKEN, "no_token"
         else:
             hold = hold_for(config.rules, recipient, req.type, now)
+            reason = "" if hold is None else held_reason(hold)
             if counted and cap is not None and req.type is SmsType.NEWSLETTER:  # counts in this batch from now
                 lookups.recent[req.store_id, counted] = lookups.recent.get((req.store_id, counted), 0) + 1
         rendered = self._rendered(lookups, checked, content, req, recipient, contact)
