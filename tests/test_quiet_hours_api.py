@@ -113,6 +113,14 @@ async def test_the_rules_round_trip_and_a_cap_is_removed_by_its_path(stubs: Stub
             {"quiet_hours": pb.QuietHours(start=timeofday_pb2.TimeOfDay(hours=25))},
             "sms_channel_config.quiet_hours.start",
         ),
+        (  # a window leaving France's 10:00-20:00 no minute would hold every newsletter to France
+            {
+                "quiet_hours": pb.QuietHours(
+                    start=timeofday_pb2.TimeOfDay(hours=9), end=timeofday_pb2.TimeOfDay(hours=21)
+                )
+            },
+            "sms_channel_config.quiet_hours",
+        ),
         ({"frequency_cap": pb.FrequencyCap(max_sms=0)}, "sms_channel_config.frequency_cap.max_sms"),
         (
             {"frequency_cap": pb.FrequencyCap(max_sms=2, period=duration_pb2.Duration(seconds=60))},

@@ -10,7 +10,7 @@ from google.type import money_pb2, timeofday_pb2
 
 from ..domain.channel import FrequencyCap, SendingRules, validate_time_zone
 from ..domain.phones import country_of, normalize_country
-from ..domain.quiet_hours import QuietHours
+from ..domain.quiet_hours import QuietHours, quiet_hours_problem
 from ..errors import FieldViolation, InvalidArgument, echo
 from ..v1 import sms_channel_service_pb2 as pb
 from .convert import duration_from_proto
@@ -70,7 +70,10 @@ def _quiet_hours(field: str, q: pb.QuietHours) -> QuietHours:
             violations.extend(e.violations)
     if violations:
         raise InvalidArgument.of(violations)
-    return QuietHours(times[0], times[1], transactional_exempt=not q.include_transactional)
+    quiet = QuietHours(times[0], times[1], transactional_exempt=not q.include_transactional)
+    if (problem := quiet_hours_problem(quiet)) is not None:
+        raise InvalidArgument(field, problem)
+    return quiet
 
 
 def _frequency_cap(field: str, msg: pb.SmsChannelConfig) -> FrequencyCap:
