@@ -213,6 +213,7 @@ def storage_floor(count: int) -> float:
                         now if i % 2 == 0 else None,
                         "bench",  # claim_owner: the replica that stored it holds it (outbox claims)
                         now + 60_000_000,  # claim_until
+                        None,  # hold_until: quiet hours hold none
                     )
                     for i in page
                 ],
