@@ -12,14 +12,21 @@ from pathlib import Path
 
 import pytest
 
-from smschannel.domain.enums import MessageStatus
+from smschannel.domain.enums import MessageStatus, SmsType
 from smschannel.domain.workflows import WorkflowState
 from smschannel.storage.sqlite import SqliteStorage
-from smschannel.storage.sqlite.messages import OUTBOX_DUE, OUTBOX_NEXT
+from smschannel.storage.sqlite.messages import NEWSLETTERS_RECEIVED, OUTBOX_DUE, OUTBOX_NEXT, RELEASE_HELD
 from smschannel.storage.sqlite.workflows import RUNS_DUE, RUNS_NEXT_WAKE
 
 QUEUED, ACTIVE = int(MessageStatus.QUEUED), int(WorkflowState.ACTIVE)
+SENT, DELIVERED, NEWSLETTER = int(MessageStatus.SENT), int(MessageStatus.DELIVERED), int(SmsType.NEWSLETTER)
 CASES = [
+    (
+        NEWSLETTERS_RECEIVED.format(marks="?,?"),
+        ("s", "c1", "c2", SENT, DELIVERED, NEWSLETTER, 0),
+        "messages_by_contact",
+    ),
+    (RELEASE_HELD, (0, QUEUED, 0, "s"), "messages_outbox"),
     (OUTBOX_DUE, (QUEUED, 0, "replica", 0, 100), "messages_outbox"),
     (OUTBOX_NEXT, (QUEUED,), "messages_outbox"),
     (RUNS_DUE, (0, ACTIVE, 100), "runs_due"),

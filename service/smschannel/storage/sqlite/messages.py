@@ -54,6 +54,16 @@ OUTBOX_CLAIM = (
     f" RETURNING seq, {', '.join(_MESSAGE_COLUMNS)}"
 )
 OUTBOX_NEXT = "SELECT MIN(next_attempt_time) AS t FROM messages WHERE status = ?"
+# The frequency cap: a batch's contacts' newsletters sent since a time, through (store, contact, status).
+NEWSLETTERS_RECEIVED = (
+    "SELECT contact_id, COUNT(*) AS n FROM messages WHERE store_id = ? AND contact_id != ''"
+    " AND contact_id IN ({marks}) AND status IN (?, ?) AND type = ? AND send_time >= ? GROUP BY contact_id"
+)
+# A store's rules changed: what quiet hours held is due now, to be judged again (through the outbox index).
+RELEASE_HELD = (
+    "UPDATE messages SET next_attempt_time = ? WHERE status = ? AND next_attempt_time > ?"
+    " AND store_id || '' = ? AND hold_until IS NOT NULL"  # the outbox's QUEUED rows, not all the store's
+)
 _IN_CHUNK = 500  # bound parameters per IN (...) lookup
 # Message ids are unique by themselves: `store_id || ''` keeps SQLite from choosing the (store, seq)
 # index for `store_id = ?`, which scanned every message of the store for each batch of callbacks (the
@@ -251,11 +261,7 @@ class SqliteMessages:
         ordered = sorted(contact_ids)
         for i in range(0, len(ordered), _IN_CHUNK):
             chunk = ordered[i : i + _IN_CHUNK]
-            sql = (
-                "SELECT contact_id, COUNT(*) AS n FROM messages WHERE store_id = ? AND contact_id != ''"
-                f" AND contact_id IN ({','.join('?' * len(chunk))}) AND status IN (?, ?) AND type = ?"
-                " AND send_time >= ? GROUP BY contact_id"
-            )
+            sql = NEWSLETTERS_RECEIVED.format(marks=",".join("?" * len(chunk)))
             params = (store_id, *chunk, *_RECEIVED, int(SmsType.NEWSLETTER), to_micros(since))
             counts.update((r[0], int(r[1])) for r in await self._db.fetch_all(sql, params))
         return counts
@@ -263,11 +269,7 @@ class SqliteMessages:
     async def release_held(self, store_id: str, now: datetime) -> int:
         """Held messages of the store due now (through the outbox's partial index)."""
         at = to_micros(now)
-        sql = (
-            "UPDATE messages SET next_attempt_time = ? WHERE status = ? AND next_attempt_time > ?"
-            " AND store_id = ? AND hold_until IS NOT NULL"
-        )
-        return await self._db.write(lambda conn: conn.execute(sql, (at, _QUEUED, at, store_id)).rowcount)
+        return await self._db.write(lambda conn: conn.execute(RELEASE_HELD, (at, _QUEUED, at, store_id)).rowcount)
 
     async def count_received(
         self,
