@@ -6,7 +6,12 @@ outages (503/429, so that consent changes land between queueing and sending) and
 After each send settles, the model's send/skip must equal the message's status and what Instasent
 received (to which number); after every step, every contact's phone and statuses must equal the
 model's, and Instasent must have received exactly the SMS the model sent. Each example is a new store
-on one server. The model is written from the SPEC, not from the code: where they disagree, it fails.
+on one server.
+
+Some examples give the store the default quiet hours (21:00–09:00) and a frequency cap (1 newsletter
+in 30 hours), and the test moves the server's clock between midday and 23:00 in Madrid (`time_passes`):
+a newsletter made or due at night waits, and goes at midday only if the contact may still receive it
+and the cap allows it then. The model is written from the SPEC, not from the code: where they disagree, it fails.
 """
 
 from __future__ import annotations
@@ -15,14 +20,17 @@ import asyncio
 import itertools
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
+from zoneinfo import ZoneInfo
 
 import grpc
 import httpx
-from google.protobuf import field_mask_pb2
+from google.protobuf import duration_pb2, field_mask_pb2
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
@@ -51,8 +59,16 @@ SUBSCRIBED, UNSUBSCRIBED, NONE = "SUBSCRIBED", "UNSUBSCRIBED", "NONE"
 TRANSACTIONAL, NEWSLETTER = "TRANSACTIONAL", "NEWSLETTER"
 KEEP = "keep"  # a field the request leaves alone
 WAIT = 20.0  # seconds any one thing may take to settle
+# The model's clock: hours since the epoch of the test, in Madrid time. Midday and 23:00 only, so that
+# a 30-hour cap never sits near a boundary (phases are 11, 13, 24, 35... hours apart), and 23:00 is
+# quiet in Madrid and in the Canaries (22:00 there), midday in neither.
+MADRID = ZoneInfo("Europe/Madrid")
+FIRST_DAY = datetime(2031, 1, 6, tzinfo=MADRID)  # a Monday; each example starts on a later day
+CAP, CAP_HOURS = 1, 30  # one a day and a bit: a few steps reach it
 
 _stores = itertools.count(1)
+_days = itertools.count(0, 4)  # each example starts at midday of a later day than any before it
+seen: Counter[str] = Counter()  # held by quiet hours, skipped by the cap: the run's report says how often
 steps_run = itertools.count()  # steps taken by every example of this process (for the long run's report)
 
 
@@ -117,6 +133,7 @@ class Sms:
     alert: str = ""
     status: str = "QUEUED"
     recipient: str = ""  # where it went, once sent
+    sent_hour: int = -1  # the model's hour it went at (the frequency cap counts those in its period)
     # While Instasent is down the outbox keeps trying, and judges the contact at each try: once the model
     # has seen the contact ineligible while the message waited, a try may have skipped it for good.
     wavered: bool = False
@@ -128,6 +145,32 @@ class Model:
 
     people: dict[str, Person] = field(default_factory=dict)  # live contacts by id
     events: set[tuple[str, str]] = field(default_factory=set)  # (message, callback status) applied
+    quiet: bool = False  # the store keeps its default quiet hours, 21:00-09:00 (TRANSACTIONAL exempt)
+    capped: bool = False  # the store caps newsletters: CAP in any CAP_HOURS
+    hour: int = 12  # the clock, in hours from FIRST_DAY's midnight: always hh:00 with hh 12 or 23
+    sent: list[Sms] = field(default_factory=list)  # accepted by Instasent, in order
+
+    @property
+    def night(self) -> bool:
+        return self.hour % 24 == 23
+
+    def held(self, sms: Sms) -> bool:
+        """Quiet hours hold it now (TRANSACTIONAL SMS are exempt by default)."""
+        return self.quiet and self.night and sms.kind == NEWSLETTER
+
+    def over_cap(self, sms: Sms) -> bool:
+        """The contact got CAP newsletters (still SENT or DELIVERED) in the last CAP_HOURS."""
+        if not (self.capped and sms.contact and sms.kind == NEWSLETTER):
+            return False
+        recent = [
+            s
+            for s in self.sent
+            if s.contact == sms.contact
+            and s.kind == NEWSLETTER
+            and s.status in ("SENT", "DELIVERED")
+            and self.hour - s.sent_hour < CAP_HOURS
+        ]
+        return len(recent) >= CAP
 
     def by_email(self, email: str) -> Person | None:
         return next((p for p in self.people.values() if p.email == email), None)
@@ -140,7 +183,7 @@ class Model:
         if sms.alert:
             return "SENT", sms.alert
         person = self.people.get(sms.contact)
-        if person is None or not person.may_receive(sms.kind):
+        if person is None or not person.may_receive(sms.kind) or self.over_cap(sms):
             return "SKIPPED", ""
         return "SENT", person.phone
 
@@ -161,11 +204,13 @@ class Stack:
         self._sidecar: AsyncExitStack | None = None
         self.channel: grpc.Channel | None = None
         self.restarts = 0
+        self.offset = timedelta(0)  # the server's clock: real time + offset (see set_time)
 
     async def start(self) -> None:
         """Start the server (on the port it had, after the first time) and a sidecar calling it."""
         self.app = await App.start(self.config)
         self.config = replace(self.config, grpc_addr=f"127.0.0.1:{self.app.port}")
+        self._apply_clock()
         self._sidecar = AsyncExitStack()
         self.sidecar_url = await self._sidecar.enter_async_context(serve_in_loop(create_app(self.config)))
 
@@ -175,6 +220,25 @@ class Stack:
             await self._sidecar.aclose()
         if self.app is not None:
             await self.app.stop(grace=1)
+
+    def _apply_clock(self) -> None:
+        assert self.app is not None
+        offset = self.offset
+
+        def clock() -> datetime:
+            return datetime.now(UTC) + offset
+
+        self.app.sender.clock = self.app.dispatcher.clock = clock
+        self.app.sender.wakeup.set()  # what was held until now is due
+
+    def set_time(self, when: datetime) -> None:
+        """From now on the server's sending and outbox clocks read `when` (and run on from there)."""
+
+        async def apply() -> None:
+            self.offset = when - datetime.now(UTC)
+            self._apply_clock()
+
+        self.run(lambda: apply())
 
     def run(self, make: Callable[[], Any]) -> Any:
         """Run a coroutine made by `make` in the server's loop, from the machine's thread."""
@@ -250,11 +314,14 @@ class ConsentMachine(RuleBasedStateMachine):
         assert STACK is not None, "run through test_consent_model"
         self.stack = STACK
         self.model = Model()
+        self.day = next(_days)  # the model's hour 0 is this day's midnight, after FIRST_DAY
+        self.stack.set_time(self._local(self.model.hour))
         self.store = f"consent-{next(_stores)}-{uuid.uuid4().hex[:6]}"
         self.token = f"tok-{self.store}"
         self.down = False
         self.pending: list[Sms] = []  # QUEUED while Instasent is down
-        self.sent: list[Sms] = []  # accepted by Instasent: callbacks are about these
+        self.sent = self.model.sent  # accepted by Instasent: callbacks are about these
+        self.capped_now: list[Sms] = []  # skipped by the cap in the release under way
         self.next_id = 0
         sms, _, workflows = self.stack.stubs()
         self.stack.run(self._add_token)
@@ -326,16 +393,54 @@ class ConsentMachine(RuleBasedStateMachine):
 
     # -- the start ------------------------------------------------------------------------------------
 
+    def _local(self, hour: int) -> datetime:
+        """The model's hour as an instant (Madrid wall clock, whatever its offset that day)."""
+        day = FIRST_DAY + timedelta(days=self.day + hour // 24)
+        return day.replace(hour=hour % 24).astimezone(UTC)
+
     @initialize(
-        people=st.lists(st.tuples(PHONE, st.sampled_from((SUBSCRIBED, NONE))), max_size=3),
+        people=st.lists(st.tuples(PHONE, st.sampled_from((SUBSCRIBED, NONE))), min_size=1, max_size=3),
         down=st.booleans(),
+        quiet=st.booleans(),
+        capped=st.booleans(),
+        night=st.booleans(),
     )
-    def start(self, people: list[tuple[str, str]], down: bool) -> None:
-        """A few contacts who may receive SMS (so that sends queue), and Instasent up or down."""
+    def start(self, people: list[tuple[str, str]], down: bool, quiet: bool, capped: bool, night: bool) -> None:
+        """A few contacts who may receive SMS (so that sends queue), Instasent up or down, maybe
+        quiet hours and a frequency cap, at midday or at night."""
+        self._rules(quiet, capped)
+        if night:
+            self.time_passes(0)
         for who, (phone, subscription) in enumerate(people):
             self.create_contact(who, phone, KEEP, KEEP, subscription)
         if down:
             self.outage_starts()
+
+    def _rules(self, quiet: bool, capped: bool) -> None:
+        config = pb.SmsChannelConfig(name=f"{self.parent}/smsChannelConfig")
+        paths = ["quiet_hours", "frequency_cap"]
+        if quiet:  # the defaults: 21:00-09:00, TRANSACTIONAL exempt
+            config.quiet_hours.start.hours, config.quiet_hours.end.hours = 21, 9
+        else:
+            config.quiet_hours.SetInParent()  # start == end: none
+        if capped:
+            config.frequency_cap.max_sms = CAP
+            config.frequency_cap.period.CopyFrom(duration_pb2.Duration(seconds=CAP_HOURS * 3600))
+        sms, _, _ = self.stack.stubs()
+        mask = field_mask_pb2.FieldMask(paths=paths)
+        self.call(
+            sms.UpdateSmsChannelConfig, pb.UpdateSmsChannelConfigRequest(sms_channel_config=config, update_mask=mask)
+        )
+        self.model.quiet, self.model.capped = quiet, capped
+
+    @rule(days=st.integers(0, 2))
+    def time_passes(self, days: int) -> None:
+        """The clock moves on to the next 23:00 or midday (and maybe some days more): at midday what
+        quiet hours held goes, judged on the contact and the cap as they are then."""
+        hour = self.model.hour + (11 if not self.model.night else 13) + 24 * days
+        self.model.hour = hour
+        self.stack.set_time(self._local(hour))
+        self._release()
 
     # -- contacts ------------------------------------------------------------------------------------
 
@@ -556,6 +661,17 @@ class ConsentMachine(RuleBasedStateMachine):
         message = self.call(sms.SendSms, request)
         self._made(message, Sms(message.name, kind, contact=contact_id))
 
+    @precondition(lambda self: (self.model.quiet or self.model.capped) and self._subscribers())
+    @rule(which=st.integers(0, 1000))
+    def newsletter_to_a_subscriber(self, which: int) -> None:
+        """A store with quiet hours or a cap sends its subscribers newsletters more often, so that
+        holds and the cap meet consent changes."""
+        subscribers = self._subscribers()
+        self.send_to_contact(int(subscribers[which % len(subscribers)].removeprefix("c")), NEWSLETTER)
+
+    def _subscribers(self) -> list[str]:
+        return sorted(p.id for p in self.model.people.values() if p.may_receive(NEWSLETTER) and p.id[1:].isdigit())
+
     @rule(phone=PHONE, kind=KIND)
     def send_alert(self, phone: str, kind: str) -> None:
         sms, _, _ = self.stack.stubs()
@@ -593,20 +709,29 @@ class ConsentMachine(RuleBasedStateMachine):
         """A new message: SKIPPED at once when the model says so, else QUEUED until it is handed over."""
         person = self.model.people.get(made.contact)
         eligible = bool(made.alert) or (person is not None and person.may_receive(made.kind))
+        eligible = eligible and not self.model.over_cap(made)
         status = _name(common.MessageStatus, "MESSAGE_STATUS_", message.status)
         if not eligible:
+            seen["capped"] += self.model.over_cap(made)
             assert status == "SKIPPED", f"the model skips {made}: {message}"
             assert message.status_reason, "a skip is never silent"
             self._check_received(made, [])
             return
         assert status in ("QUEUED", "SENT"), f"the model queues {made}: {message}"
-        if self.down:
+        held = self.model.held(made)
+        assert message.HasField("hold_until") == held, f"quiet hours hold {made}: {held}; the server: {message}"
+        seen["held"] += held
+        if self.down or held:
             self.pending.append(made)
         else:
             self._settle(made)
 
-    def _settle(self, sms: Sms) -> None:
-        """Wait for the message to leave the outbox; it must end as the model judges it now."""
+    def _settle(self, sms: Sms, any_order: bool = False) -> None:
+        """Wait for the message to leave the outbox; it must end as the model judges it now.
+
+        `any_order`: released with others it waited with, whose order at the hand-over the outbox
+        chooses (retries back off by attempts), so which of a contact's newsletters the cap lets go is
+        not the model's to say: `_check_cap` then checks how many went."""
         stub, _, _ = self.stack.stubs()
         final = self._until(
             lambda: self.call(stub.GetMessage, pb.GetMessageRequest(name=sms.name)),
@@ -617,11 +742,19 @@ class ConsentMachine(RuleBasedStateMachine):
         got = _name(common.MessageStatus, "MESSAGE_STATUS_", final.status)
         if got == "SKIPPED" and status == "SENT" and sms.wavered:
             status, recipient = "SKIPPED", ""  # skipped at a try while the contact could not receive it
+        person = self.model.people.get(sms.contact)
+        if any_order and self.model.capped and sms.kind == NEWSLETTER and person and person.may_receive(NEWSLETTER):
+            if got == "SKIPPED" and final.status_reason.startswith("frequency_cap"):
+                status, recipient = "SKIPPED", ""
+                self.capped_now.append(sms)
+                seen["capped"] += 1
+            elif got == "SENT":
+                status, recipient = "SENT", person.phone
         assert got == status, f"the model says {status} for {sms}, the server {got}: {final.status_reason}"
         self._check_received(sms, [recipient] if recipient else [])
         if recipient:
             assert final.recipient == recipient
-            sms.status, sms.recipient = "SENT", recipient
+            sms.status, sms.recipient, sms.sent_hour = "SENT", recipient, self.model.hour
             self.sent.append(sms)
 
     def _check_received(self, sms: Sms, numbers: list[str]) -> None:
@@ -642,9 +775,36 @@ class ConsentMachine(RuleBasedStateMachine):
         """Instasent is back: every message that waited is handed over, judged on the contacts now."""
         self.stack.run(self._set_down(False))
         self.down = False
+        self._release()
+
+    def _release(self) -> None:
+        """Settle, in the order they were made, the waiting messages that may go now."""
+        if self.down:
+            return
         pending, self.pending = self.pending, []
         for sms in pending:
-            self._settle(sms)
+            if self.model.held(sms):
+                self.pending.append(sms)
+            else:
+                self._settle(sms, any_order=True)
+        self._check_cap()
+
+    def _check_cap(self) -> None:
+        """The cap, however the outbox ordered a release: no contact has more than CAP newsletters in
+        any CAP_HOURS, and a newsletter skipped by the cap was skipped only because CAP had gone."""
+        capped_now, self.capped_now = self.capped_now, []
+        for sms in capped_now:
+            assert self.model.over_cap(sms), f"{sms} skipped by the cap with fewer than {CAP} sent"
+        if not self.model.capped:
+            return
+        for contact in {s.contact for s in self.sent if s.contact and s.kind == NEWSLETTER}:
+            hours = sorted(
+                s.sent_hour
+                for s in self.sent
+                if s.contact == contact and s.kind == NEWSLETTER and s.status in ("SENT", "DELIVERED")
+            )
+            for i, start in enumerate(hours):
+                assert len([h for h in hours[i:] if h - start < CAP_HOURS]) <= CAP, f"{contact} over the cap: {hours}"
 
     def _set_down(self, down: bool) -> Callable[[], Any]:
         async def switch() -> None:
@@ -719,8 +879,8 @@ class ConsentMachine(RuleBasedStateMachine):
 
     @invariant()
     def waiting_messages_note_an_ineligible_contact(self) -> None:
-        for sms in self.pending:
-            if self.model.judge(sms)[0] == "SKIPPED":
+        for sms in self.pending:  # tried while Instasent is down; a held one is not tried
+            if not self.model.held(sms) and self.model.judge(sms)[0] == "SKIPPED":
                 sms.wavered = True
 
     @invariant()
@@ -733,6 +893,8 @@ class ConsentMachine(RuleBasedStateMachine):
         """The end of an example: Instasent comes back, and what waited must go as the model says."""
         if self.down:
             self.outage_ends()
+        if self.pending:  # held by quiet hours: midday comes
+            self.time_passes(0)
 
     # -- helpers ---------------------------------------------------------------------------------------
 

@@ -69,5 +69,6 @@ async def test_consent_holds_under_random_interleavings(consent_stack: consent_m
     steps = next(consent_model.steps_run) - first - 1
     print(
         f"\nconsent model: {EXAMPLES} examples, {steps} steps, {consent_stack.restarts} restarts,"
+        f" {consent_model.seen['held']} held by quiet hours, {consent_model.seen['capped']} skipped by the cap,"
         f" seed {chosen}: every send, skip and status as the model says"
     )
