@@ -98,7 +98,10 @@ class WorkflowEngine:
     async def _loop(self) -> None:
         while not self._stopping:
             if not await self._leading():
-                await asyncio.sleep(min(ENGINE_LEASE_RETRY, self.lease.total_seconds() / 4))
+                if self._stopping:
+                    break
+                # Another replica runs the engine: try for its lease again soon. A stop cuts the wait.
+                await nap(self.wakeup, None, self.clock(), min(ENGINE_LEASE_RETRY, self.lease.total_seconds() / 4))
                 continue
             try:
                 # Both every time: a long broadcast must not hold up the runs already under way.
