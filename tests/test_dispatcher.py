@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 from typing import Any, cast
 
+from smschannel.domain.channel import ChannelConfig, FrequencyCap, SendingRules
 from smschannel.domain.enums import MessageStatus, RecipientMode, SmsType
 from smschannel.domain.messages import Message
+from smschannel.domain.quiet_hours import QuietHours
 from smschannel.operations import dispatcher as dispatcher_module
 from smschannel.operations.dispatcher import Dispatcher
+from smschannel.storage import MessageUpdate
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 
@@ -71,3 +74,52 @@ async def test_the_hand_over_is_bounded_and_the_rest_waits_in_the_outbox(monkeyp
     d.offer([queued(f"m{i}") for i in range(5)])
     assert len(d._ready) == 3
     assert [m.id for m in await d._read_due(100)] == ["m3", "m4"]
+
+
+async def test_the_cap_counts_a_contacts_newsletter_still_on_its_way() -> None:
+    """Two chunks for one contact in flight at once: the second reads the SENT count before the first
+    is recorded, yet the cap of one lets only the first go."""
+    updates: list[MessageUpdate] = []
+
+    async def newsletters_received(store_id: str, contact_ids: object, since: datetime) -> dict[str, int]:
+        return {}  # nothing recorded SENT yet: the first is still at Instasent
+
+    async def update(changes: list[MessageUpdate]) -> list[bool]:
+        updates.extend(changes)
+        return [True] * len(changes)
+
+    storage = SimpleNamespace(messages=SimpleNamespace(newsletters_received=newsletters_received, update=update))
+    d = Dispatcher(cast(Any, storage), cast(Any, None), cast(Any, None), asyncio.Event(), clock=lambda: NOW)
+    rules = SendingRules(
+        quiet_hours=QuietHours(start=NOW.time(), end=NOW.time()), frequency_cap=FrequencyCap(1, timedelta(days=1))
+    )
+    config = ChannelConfig(store_id="s1", callback_secret="x", rules=rules)
+
+    def to_ana(message_id: str) -> Message:
+        return Message(
+            "s1",
+            message_id,
+            SmsType.NEWSLETTER,
+            RecipientMode.CONTACT,
+            MessageStatus.QUEUED,
+            NOW,
+            NOW,
+            contact_id="ana",
+            recipient="+34612345678",
+        )
+
+    assert [m.id for m in await d._paced(config, [to_ana("m1")])] == ["m1"]  # on its way
+    assert await d._paced(config, [to_ana("m2")]) == []
+    (skipped,) = updates
+    assert (skipped.message_id, skipped.status) == ("m2", MessageStatus.SKIPPED)
+    assert skipped.reason.startswith("frequency_cap")
+    # m1's chunk ends (its outcome stored): the in-flight count lets go of it.
+    limiter = asyncio.Semaphore(0)
+
+    async def delivered(store_id: str, chunk: list[Message]) -> None:
+        return None
+
+    d._deliver = delivered  # type: ignore[method-assign]
+    await d._send("s1", [to_ana("m1")], limiter)
+    assert not d._capped_out
+    assert not d._capped_ids
