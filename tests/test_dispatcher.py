@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 from typing import Any, cast
@@ -96,17 +97,7 @@ async def test_the_cap_counts_a_contacts_newsletter_still_on_its_way() -> None:
     config = ChannelConfig(store_id="s1", callback_secret="x", rules=rules)
 
     def to_ana(message_id: str) -> Message:
-        return Message(
-            "s1",
-            message_id,
-            SmsType.NEWSLETTER,
-            RecipientMode.CONTACT,
-            MessageStatus.QUEUED,
-            NOW,
-            NOW,
-            contact_id="ana",
-            recipient="+34612345678",
-        )
+        return replace(queued(message_id), contact_id="ana", recipient="+34612345678")
 
     assert [m.id for m in await d._paced(config, [to_ana("m1")])] == ["m1"]  # on its way
     assert await d._paced(config, [to_ana("m2")]) == []

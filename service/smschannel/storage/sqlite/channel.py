@@ -11,7 +11,7 @@ from typing import Any
 import orjson
 
 from ...domain.channel import ChannelConfig, FrequencyCap, SendingRules, TokenStatus
-from ...domain.quiet_hours import QuietHours
+from ...domain.quiet_hours import DEFAULT_QUIET_HOURS, QuietHours
 from .db import Engine, Row, from_micros, to_micros
 
 __all__ = ["SqliteChannelConfigs"]
@@ -60,16 +60,15 @@ def rules_to_json(rules: SendingRules) -> str:
 def rules_from_json(text: str) -> SendingRules:
     """The column back; `{}` (every config before the rules existed) is the defaults."""
     doc = orjson.loads(text or "{}")
-    rules = SendingRules(time_zone=doc.get("time_zone", ""))
+    quiet = DEFAULT_QUIET_HOURS
     if (q := doc.get("quiet_hours")) is not None:
         start, end, include_transactional = q
         quiet = QuietHours(_time(start), _time(end), transactional_exempt=not include_transactional)
-        rules = SendingRules(rules.time_zone, quiet)
     cap = doc.get("frequency_cap")
     prices = doc.get("part_prices") or {}
     return SendingRules(
-        rules.time_zone,
-        rules.quiet_hours,
+        doc.get("time_zone", ""),
+        quiet,
         None if cap is None else FrequencyCap(cap[0], timedelta(seconds=cap[1])),
         prices.get("currency", ""),
         MappingProxyType(prices.get("nanos", {})),
