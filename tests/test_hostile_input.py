@@ -478,3 +478,27 @@ async def test_an_api_token_that_cannot_be_an_http_header_is_invalid_argument(ch
                 metadata=ADMIN,
             )
         assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT, e.value.details()
+
+
+async def test_a_text_of_nul_characters_is_a_proper_answer_on_every_backend(channel_to: grpc.aio.Channel) -> None:
+    # Found by the descriptor fuzz on PostgreSQL: TEXT cannot hold U+0000, and psycopg's DataError
+    # answered INTERNAL. SQLite stores it; PostgreSQL now answers INVALID_ARGUMENT, for writes and reads.
+    stubs = Stubs.on(channel_to)
+    for call in (
+        stubs.sms.CreateApiKey(
+            pb.CreateApiKeyRequest(parent=f"stores/{STORE}", api_key=pb.ApiKey(display_name="\x00" * 10)),
+            metadata=ADMIN,
+        ),
+        stubs.sms.CreateSmsContent(
+            pb.CreateSmsContentRequest(
+                parent=f"stores/{STORE}", sms_content=pb.SmsContent(display_name="a\x00b", text="Hola")
+            ),
+            metadata=ADMIN,
+        ),
+    ):
+        code, details = grpc.StatusCode.OK, ""
+        try:
+            await call
+        except grpc.aio.AioRpcError as e:
+            code, details = e.code(), e.details() or ""
+        assert code in (grpc.StatusCode.OK, grpc.StatusCode.INVALID_ARGUMENT), details

@@ -22,13 +22,15 @@ import random
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
 import psycopg
 from psycopg import errors as pg_errors
 
+from ...errors import InvalidArgument
 from .db import migrate
 
 __all__ = ["PgDatabase"]
@@ -102,18 +104,29 @@ class _Connection:
         self._conn = conn
 
     def execute(self, query: str, params: Iterable[Any] = ()) -> _Cursor:
-        try:
+        with _translated():
             return _Cursor(self._conn.execute(_sql(query), _params(params)))
-        except pg_errors.IntegrityError as e:
-            raise sqlite3.IntegrityError(str(e)) from e
 
     def executemany(self, query: str, rows: Iterable[Iterable[Any]]) -> _Cursor:
         cursor = self._conn.cursor()
-        try:
+        with _translated():
             cursor.executemany(_sql(query), [_params(r) for r in rows])
-        except pg_errors.IntegrityError as e:
-            raise sqlite3.IntegrityError(str(e)) from e
         return _Cursor(cursor)
+
+
+@contextmanager
+def _translated() -> Iterator[None]:
+    """PostgreSQL's refusals as the repositories know them: a unique violation as sqlite3's, and a
+    text holding U+0000 (which SQLite stores, and PostgreSQL's TEXT cannot) as the caller's error,
+    not an INTERNAL one (the hostile-input fuzz sent a display name of NULs)."""
+    try:
+        yield
+    except pg_errors.IntegrityError as e:
+        raise sqlite3.IntegrityError(str(e)) from e
+    except psycopg.DataError as e:
+        if "NUL (0x00)" not in str(e):
+            raise
+        raise InvalidArgument("request", "text must not contain the NUL character (U+0000)") from e
 
 
 class PgDatabase:
