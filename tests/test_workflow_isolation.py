@@ -119,14 +119,14 @@ async def test_a_send_that_raises_fails_only_its_run(
         cleanup.append((wf.name, sending_store))
         flows[event] = await activate(stubs, sending_store, wf)
     doomed_id = flows["doomed"].name.rsplit("/", 1)[1]
-    real_send_many = app.sender.send_many
+    real_judge_many = app.sender.judge_many
 
-    async def send_many_raising(requests: list[Any]) -> Any:
+    async def judge_many_raising(requests: list[Any]) -> Any:
         if any(r.workflow_id == doomed_id for r in requests):
             raise RuntimeError("a bug in one request (injected)")
-        return await real_send_many(requests)
+        return await real_judge_many(requests)
 
-    monkeypatch.setattr(app.sender, "send_many", send_many_raising)
+    monkeypatch.setattr(app.sender, "judge_many", judge_many_raising)
     c = await contact(stubs, sending_store, "612 500 903")
     (doomed,) = await trigger(stubs, sending_store, "doomed", c)
     (fine,) = await trigger(stubs, sending_store, "fine", c)

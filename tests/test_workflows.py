@@ -14,10 +14,13 @@ import pytest
 from google.protobuf import duration_pb2, struct_pb2
 from google.rpc import error_details_pb2
 
+from smschannel.domain.enums import SmsType
 from smschannel.domain.workflows import Comparison, ReceivedSmsStep, Run, RunState, compare_count, received_window
 from smschannel.instasent.fake import FakeInstasent
+from smschannel.operations.sending import SendRequest
 from smschannel.server import App
-from smschannel.storage import BroadcastPage, RunUpdate
+from smschannel.storage import BroadcastPage, RunUpdate, UnitOfWork
+from smschannel.storage.sqlite import unit_of_work
 from smschannel.v1 import common_pb2 as common
 from smschannel.v1 import contacts_service_pb2 as cpb
 from smschannel.v1 import sms_channel_service_pb2 as pb
@@ -402,12 +405,13 @@ async def test_broadcast_sends_only_to_eligible_contacts(
     }
 
 
-async def test_a_broadcast_page_retried_after_its_run_write_failed_sends_nothing_twice(
+async def test_a_broadcast_page_whose_write_fails_stores_nothing_and_its_retry_sends_each_once(
     stubs: Stubs, sending_store: StoreCtx, app: App, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # A page's messages are written to the outbox before its runs and cursor: a failure (or a crash)
-    # in between makes the engine take the same page again, and the messages' request ids (workflow
-    # + run + step) must make that second pass find them instead of queueing new ones.
+    # A page's cursor, runs, steps and messages are one unit of work: a failure after its messages
+    # were written in it (or a crash) leaves none of them, and the engine takes the same page again.
+    # A message its request id (workflow + run + step) already names, written before (an older
+    # server wrote a page's messages first), is found, not queued again: the run's step names it.
     people = [
         await contact(stubs, sending_store, f"6125008{i:02d}", sms_subscription_status=SUBSCRIBED) for i in range(4)
     ]
@@ -419,16 +423,30 @@ async def test_a_broadcast_page_retried_after_its_run_write_failed_sends_nothing
         [send_node("s", txt.name, type=common.SMS_TYPE_NEWSLETTER)],
     )
     workflow_id = wf.name.rsplit("/", 1)[1]
-    real_add_runs = app.storage.workflows.add_runs
+    first_contact = people[0].name.rsplit("/", 1)[1]
+    earlier = await app.sender.send(
+        SendRequest(
+            store_id=sending_store.id,
+            content_id=txt.name.rsplit("/", 1)[1],
+            type=SmsType.NEWSLETTER,
+            mappings={},
+            contact_id=first_contact,
+            request_id=f"wf:{workflow_id}:b-{first_contact}:0",
+            workflow_id=workflow_id,
+            workflow_node="s",
+            workflow_run=f"b-{first_contact}",
+        )
+    )
+    real_add = unit_of_work._Runs.add
     failures: list[int] = []
 
-    async def add_runs_failing_once(runs: Any, page: Any = None) -> Any:
-        if page is not None and page.workflow_id == workflow_id and not failures:
+    async def add_failing_once(runs_tx: Any, runs: Any) -> Any:
+        if runs and runs[0].run.workflow_id == workflow_id and not failures:
             failures.append(len(runs))
             raise sqlite3.OperationalError("disk I/O error (injected)")
-        return await real_add_runs(runs, page)
+        return await real_add(runs_tx, runs)
 
-    monkeypatch.setattr(app.storage.workflows, "add_runs", add_runs_failing_once)
+    monkeypatch.setattr(unit_of_work._Runs, "add", add_failing_once)
     await activate(stubs, sending_store, wf)
 
     async def all_done() -> bool:
@@ -444,6 +462,11 @@ async def test_a_broadcast_page_retried_after_its_run_write_failed_sends_nothing
         metadata=sending_store.md,
     )
     assert sorted(m.contact for m in log.messages) == sorted(c.name for c in people)
+    assert f"{sending_store.name}/messages/{earlier.id}" in {m.name for m in log.messages}
+    run = await stubs.workflows.GetWorkflowRun(
+        wpb.GetWorkflowRunRequest(name=f"{wf.name}/runs/b-{first_contact}"), metadata=sending_store.md
+    )
+    assert run.steps[0].message == f"{sending_store.name}/messages/{earlier.id}"
 
 
 async def test_a_wait_survives_a_restart(tmp_path: Path, fake: FakeInstasent) -> None:
@@ -490,7 +513,11 @@ async def test_a_broadcast_page_landing_after_a_pause_or_a_delete_stores_nothing
     now = datetime.now(UTC) - timedelta(hours=1)
     late = Run(sending_store.id, workflow_id, "b-late", "c-late", RunState.RUNNING, "s", now, now, now)
     page = BroadcastPage(sending_store.id, workflow_id, int(active.etag.strip('W/"')), 150, False)
-    assert await app.storage.workflows.add_runs([RunUpdate(late)], page) == []
+
+    async def write_page(tx: UnitOfWork) -> bool:  # as the engine writes a page
+        return await tx.runs.page(page) and bool(await tx.runs.add([RunUpdate(late)]))
+
+    assert await app.storage.atomically(write_page, 2) is False
     assert await app.storage.workflows.get_run(sending_store.id, workflow_id, "b-late") is None
     wake = await app.storage.workflows.next_wake()
     assert wake is None or wake > now  # no past timer of a run no round can take

@@ -139,14 +139,9 @@ class Sender:
             )
         return first
 
-    async def send_many(self, requests: list[SendRequest]) -> list[Message | DomainError]:
-        """Many sends in one transaction (workflow rounds): each its message, or why it was refused."""
-        prepared = [j if isinstance(j, DomainError) else j[0] for j in await self.judge_many(requests)]
-        stored = iter(await self._store([m for m in prepared if isinstance(m, Message)]))
-        return [next(stored) if isinstance(m, Message) else m for m in prepared]
-
     async def judge_many(self, requests: list[SendRequest]) -> list[tuple[Message, str] | DomainError]:
-        """`judge` for many requests at once (what is read is read once), storing nothing."""
+        """`judge` for many requests at once (what is read is read once), storing nothing: a workflow
+        stores the messages with its runs, then tells `stored`."""
         judged: list[tuple[Message, str] | DomainError] = []
         lookups = _Lookups()
         await self._read_recent(lookups, requests)
@@ -180,6 +175,12 @@ class Sender:
 
     async def _store(self, messages: list[Message]) -> list[Message]:
         stored = await self.storage.messages.add(messages) if messages else []
+        self.stored(messages, stored)
+        return stored
+
+    def stored(self, messages: list[Message], stored: list[Message]) -> None:
+        """Once `messages` are committed, wherever they were written (here, or in a workflow's unit of
+        work), as `stored`: the new QUEUED ones go to the outbox, and what quiet hours hold is logged."""
         # `add` answers a known request id with the first message (maybe sent long ago): only the
         # messages stored now, the very objects passed in, are new to the outbox.
         queued = [s for s, m in zip(stored, messages, strict=True) if s is m and s.status is MessageStatus.QUEUED]
@@ -191,7 +192,6 @@ class Sender:
             if self.on_queued is not None:
                 self.on_queued(queued)
             self.wakeup.set()
-        return stored
 
     async def prepare(self, req: SendRequest, lookups: _Lookups | None = None) -> Message:
         """The message a request makes, not yet stored: validated, eligibility decided, rendered."""

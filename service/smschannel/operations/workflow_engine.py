@@ -1,12 +1,13 @@
 """The workflow engine: durable runs, stepped in rounds (SPEC §8).
 
 Each round takes the runs that are ready, moves each one node, and saves every run's new position and
-step in one transaction. The Send SMS nodes of a round go to the outbox together (one transaction, then
-bulk requests), with an idempotency key of workflow + run + step number, so a crash before the round
-is saved makes the next round take the same step again and find the same message: never twice, never
-skipped. Waits are timers in the database. Broadcasts turn contacts into runs a page at a time, each
-new run taking its first step at once; the runs are written with the broadcast's cursor, so a
-broadcast runs in bounded memory and survives restarts.
+step in one transaction, with the messages its Send SMS nodes make (a unit of work: the outbox sends
+them once it is committed, in bulk requests). A message's idempotency key is workflow + run + step
+number, so a step taken again (a run paused and resumed before its round was saved) finds the same
+message: never twice, never skipped. Waits are timers in the database. Broadcasts turn contacts into
+runs a page at a time, each new run taking its first step at once; a page's runs, steps and messages
+are written with the broadcast's cursor in one transaction, so a broadcast runs in bounded memory and
+survives restarts.
 
 What one workflow gets wrong stays with it: a step that raises fails that run (the reason is its last
 step's outcome), and a broadcast whose page fails is retried on its own backoff with the reason shown
@@ -39,7 +40,7 @@ from ..domain.workflows import (
 )
 from ..errors import Aborted, DomainError
 from ..names import WorkflowName
-from ..storage import BroadcastDue, BroadcastPage, RunUpdate, Storage
+from ..storage import BroadcastDue, BroadcastPage, RunUpdate, Storage, UnitOfWork
 from .background import Backoff, nap, stop_task
 from .contacts import ContactOps, contact_query
 from .sending import Sender, SendRequest
@@ -194,10 +195,9 @@ class WorkflowEngine:
     async def _broadcast_page(self, b: BroadcastDue) -> bool:
         """One page of one broadcast; True if it turned contacts into runs.
 
-        The page's runs and the broadcast's cursor are written while the next page is read and its
-        messages prepared: each write waits for the one before, so a failure stops the chain, and the
-        broadcast resumes from the cursor stored last (the messages of a page done again are found by
-        their request ids: never sent twice)."""
+        A page's cursor, runs, steps and messages are written (one transaction) while the next page is
+        read and its messages prepared; that next page's write starts once the one before has landed,
+        so a failure stops the chain, and the broadcast resumes from the cursor stored last."""
         key = (b.store_id, b.workflow_id, b.version)
         after = b.after
         pending = self._writing.get(key)
@@ -220,21 +220,30 @@ class WorkflowEngine:
         rows = await self.storage.contacts.page(wf.store_id, query, after, BROADCAST_BATCH)
         contacts = [row.item for row in rows]
         runs = [self.new_run(wf, c.id, f"b-{c.id}", {}) for c in contacts]
-        updates = await self._advance(runs, self.clock(), {c.id: c for c in contacts})
+        moves = await self._advance(runs, self.clock(), {c.id: c for c in contacts})
         cursor = rows[-1].position if rows else after
         last = len(rows) < BROADCAST_BATCH
-        previous = self._writing.pop(key).task if key in self._writing else None
         page = BroadcastPage(wf.store_id, wf.id, wf.version, cursor, last)
-        write = asyncio.ensure_future(self._write_page(previous, updates, page))
+        if key in self._writing:  # one page in writing at a time: a broadcast does not run ahead of SQL
+            await self._writing.pop(key).task  # raises its failure: the broadcast's backoff takes it
+        write = asyncio.ensure_future(self._write_page(moves, page))
         self._writing[key] = _PageWrite(write, cursor, last)
         return bool(rows)
 
-    async def _write_page(
-        self, previous: asyncio.Future[None] | None, updates: list[RunUpdate], page: BroadcastPage
-    ) -> None:
-        if previous is not None:
-            await previous  # the pages' cursors land in order, and not after one that failed
-        await self.storage.workflows.add_runs(updates, page)
+    async def _write_page(self, moves: _Moves, page: BroadcastPage) -> None:
+        """A page's cursor, runs, steps and messages in one transaction; nothing when the workflow was
+        paused, edited or deleted meanwhile (its runs would run under a paused workflow, or none)."""
+
+        async def work(tx: UnitOfWork) -> list[Message] | None:
+            if not await tx.runs.page(page):
+                return None
+            stored = await tx.messages.add(moves.messages)
+            await tx.runs.add(self._settled(moves, stored))
+            return stored
+
+        stored = await self.storage.atomically(work, moves.size)
+        if stored is not None:
+            self.sender.stored(moves.messages, stored)
 
     async def _finish_page_writes(self) -> None:
         """Let the page writes under way land (at a stop); a failed one is logged, the broadcast resumes."""
@@ -270,13 +279,19 @@ class WorkflowEngine:
         runs = await self.storage.workflows.due_runs(now, ROUND)
         if not runs:
             return False
-        await self.storage.workflows.save_round(await self._advance(runs, now))
+        moves = await self._advance(runs, now)
+
+        async def work(tx: UnitOfWork) -> list[Message]:
+            stored = await tx.messages.add(moves.messages)
+            await tx.runs.save(self._settled(moves, stored))
+            return stored
+
+        self.sender.stored(moves.messages, await self.storage.atomically(work, moves.size))
         return True
 
-    async def _advance(
-        self, runs: list[Run], now: datetime, contacts: dict[str, Contact] | None = None
-    ) -> list[RunUpdate]:
-        """Each run's move by one node (not saved). `contacts` are the runs' contacts when already read.
+    async def _advance(self, runs: list[Run], now: datetime, contacts: dict[str, Contact] | None = None) -> _Moves:
+        """Each run's move by one node and the messages its sends make, not written (the caller writes
+        them in one unit of work). `contacts` are the runs' contacts when already read.
 
         Whatever raises for one run (or for reading its workflow) fails that run, with the reason as
         its last step: the others move on, and the round is saved."""
@@ -290,7 +305,7 @@ class WorkflowEngine:
                     log.exception("cannot read a workflow; failing its runs", extra={"workflow_id": key[1]})
                     workflows[key] = e
         updates: list[RunUpdate] = []
-        sends: list[tuple[Run, SendSmsStep, SendRequest]] = []
+        sends: list[tuple[int, Run, SendSmsStep, SendRequest]] = []
         for n, run in enumerate(runs):
             if n % 50 == 49:
                 await asyncio.sleep(0)  # keep the loop responsive to other RPCs during big rounds
@@ -307,10 +322,12 @@ class WorkflowEngine:
             if isinstance(moved, RunUpdate):
                 updates.append(moved)
             else:
-                sends.append(moved)
+                sends.append((len(updates), *moved))
+                updates.append(RunUpdate(moved[0]))  # a placeholder for the outcome of the send
+        moves = _Moves(updates, [], [], now)
         if sends:
-            updates += await self._send(sends, now)
-        return updates
+            await self._send(moves, sends)
+        return moves
 
     async def _step(
         self, wf: Workflow | None, run: Run, now: datetime, contacts: dict[str, Contact] | None
@@ -343,23 +360,42 @@ class WorkflowEngine:
         assert step is None or isinstance(step, EndStep)  # EndStep or a node that says nothing
         return self._moved(run, RunState.COMPLETED, run.current_node, now, "ended")
 
-    async def _send(self, sends: list[tuple[Run, SendSmsStep, SendRequest]], now: datetime) -> list[RunUpdate]:
-        """The round's sends in one batch. Should the batch raise, each is sent again alone (request
-        ids make that safe): only the runs whose own send raises fail."""
+    async def _send(self, moves: _Moves, sends: list[tuple[int, Run, SendSmsStep, SendRequest]]) -> None:
+        """The messages of the round's sends, judged in one batch, into `moves`, each send's run moving on
+        with its message's outcome. Should the batch raise, each is judged again alone: only the runs
+        whose own send raises fail."""
         try:
-            results: list[Message | DomainError | Exception] = [
-                *await self.sender.send_many([req for _, _, req in sends])
+            results: list[tuple[Message, str] | DomainError | Exception] = [
+                *await self.sender.judge_many([req for *_, req in sends])
             ]
         except Exception:
-            log.exception("a batch of workflow sends failed; sending them one by one")
+            log.exception("a batch of workflow sends failed; judging them one by one")
             results = []
-            for _, _, req in sends:
+            for *_, req in sends:
                 try:
-                    results += await self.sender.send_many([req])
+                    results += await self.sender.judge_many([req])
                 except Exception as e:
                     log.exception("a workflow send failed; failing its run", extra={"run_id": req.workflow_run})
                     results.append(e)
-        return [self._sent(run, step, result, now) for (run, step, _), result in zip(sends, results, strict=True)]
+        for (i, run, step, _), result in zip(sends, results, strict=True):
+            if isinstance(result, Exception):
+                moves.updates[i] = self._failed(run, moves.now, _reason(result))
+            else:
+                moves.updates[i] = self._sent(run, step, result[0], moves.now)
+                moves.messages.append(result[0])
+                moves.sends.append((i, run, step))
+
+    def _settled(self, moves: _Moves, stored: list[Message]) -> list[RunUpdate]:
+        """The moves' updates once their messages are stored as `stored`: a request id already used
+        stored nothing new, and its step names the message stored first (in a unit of work: it may run
+        more than once, so `moves` is not changed)."""
+        if all(s is m for s, m in zip(stored, moves.messages, strict=True)):
+            return moves.updates
+        updates = list(moves.updates)
+        for (i, run, step), m, s in zip(moves.sends, moves.messages, stored, strict=True):
+            if s is not m:
+                updates[i] = self._sent(run, step, s, moves.now)
+        return updates
 
     async def _send_request(self, wf: Workflow, run: Run, step: SendSmsStep, contact: Contact | None) -> SendRequest:
         if contact is None and step.recipient_mode is RecipientMode.ALERT and run.contact_id:
@@ -380,9 +416,7 @@ class WorkflowEngine:
             contact=contact,
         )
 
-    def _sent(self, run: Run, step: SendSmsStep, result: Message | Exception, now: datetime) -> RunUpdate:
-        if isinstance(result, Exception):
-            return self._failed(run, now, _reason(result))
+    def _sent(self, run: Run, step: SendSmsStep, result: Message, now: datetime) -> RunUpdate:
         outcome = result.status.name.lower() + (f": {result.status_reason}" if result.status_reason else "")
         return self._go(run, step.next, now, outcome, result.id)
 
@@ -431,6 +465,22 @@ class WorkflowEngine:
             run.step_count + 1,
         )
         return RunUpdate(moved, (RunStep(run.current_node, now, outcome, message_id),))
+
+
+@dataclass(frozen=True, slots=True)
+class _Moves:
+    """Runs' moves by one node, not yet written: each run's update (in the runs' order), the messages
+    their sends make, and for each message its send: (index in `updates`, run, step)."""
+
+    updates: list[RunUpdate]
+    messages: list[Message]
+    sends: list[tuple[int, Run, SendSmsStep]]
+    now: datetime
+
+    @property
+    def size(self) -> int:
+        """About how many rows writing them takes."""
+        return 2 * len(self.updates) + len(self.messages)
 
 
 @dataclass(frozen=True, slots=True)

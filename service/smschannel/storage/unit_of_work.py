@@ -6,10 +6,13 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Protocol
 
+from ..domain.messages import Message
+from ..domain.workflows import Run
 from .contacts import Mutation, Touched
 from .messages import MessageUpdate
+from .workflows import BroadcastPage, RunUpdate
 
-__all__ = ["ContactChanges", "MessageChanges", "ProviderEventLog", "UnitOfWork"]
+__all__ = ["ContactChanges", "MessageChanges", "ProviderEventLog", "RunChanges", "UnitOfWork"]
 
 
 class ProviderEventLog(Protocol):
@@ -22,6 +25,10 @@ class ProviderEventLog(Protocol):
 
 class MessageChanges(Protocol):
     """Message writes inside a unit of work."""
+
+    async def add(self, messages: Sequence[Message]) -> list[Message]:
+        """As MessageRepository.add, inside the unit of work's transaction."""
+        ...
 
     async def update(self, updates: Sequence[MessageUpdate]) -> list[bool]:
         """As MessageRepository.update, inside the unit of work's transaction."""
@@ -36,9 +43,27 @@ class ContactChanges(Protocol):
         ...
 
 
+class RunChanges(Protocol):
+    """Workflow run writes inside a unit of work."""
+
+    async def page(self, page: BroadcastPage) -> bool:
+        """Advance a broadcast's cursor past `page`, only while the workflow is still ACTIVE at the page's
+        version (its error is cleared: it moved); False, and nothing written, otherwise."""
+        ...
+
+    async def add(self, runs: Sequence[RunUpdate]) -> list[Run]:
+        """As WorkflowRepository.add_runs without a page, inside the unit of work's transaction."""
+        ...
+
+    async def save(self, updates: Sequence[RunUpdate]) -> None:
+        """As WorkflowRepository.save_round, inside the unit of work's transaction."""
+        ...
+
+
 class UnitOfWork(Protocol):
     """One transaction over several aggregates, for a use case that must change them together (a
-    provider event: its record, its message and the contacts of its phone): the use case says what it
+    provider event: its record, its message and the contacts of its phone; a workflow round or a
+    broadcast page: its runs, their steps and the messages they send): the use case says what it
     changes, instead of one repository writing another's aggregate behind its back.
 
     A unit of work must await nothing but these writes (no I/O, no sleep): one backend runs it as one
@@ -57,4 +82,9 @@ class UnitOfWork(Protocol):
     @property
     def contacts(self) -> ContactChanges:
         """Contact writes."""
+        ...
+
+    @property
+    def runs(self) -> RunChanges:
+        """Workflow run writes."""
         ...

@@ -89,10 +89,10 @@ class WorkflowRepository(Protocol):
         """Record why the engine could not move a workflow still at `version` (its etag stays)."""
         ...
 
-    async def add_runs(self, runs: Sequence[RunUpdate], page: BroadcastPage | None = None) -> list[Run]:
-        """Store new runs with the steps they already took (duplicates skipped); with a broadcast's
-        `page`, advance its cursor in the same transaction, or store nothing when the workflow was
-        paused, changed or deleted meanwhile."""
+    async def add_runs(self, runs: Sequence[RunUpdate]) -> list[Run]:
+        """Store new runs with the steps they already took (ids and request ids already used are
+        skipped, with their steps); returns the runs stored. A broadcast's page and a round, which
+        store their messages with their runs, write through Storage.atomically (RunChanges)."""
         ...
 
     async def find_run_by_request(self, store_id: str, workflow_id: str, request_id: str) -> Run | None:
@@ -115,8 +115,4 @@ class WorkflowRepository(Protocol):
 
     async def next_wake(self) -> datetime | None:
         """The earliest timer."""
-        ...
-
-    async def save_round(self, updates: Sequence[RunUpdate]) -> None:
-        """New positions and steps of runs, atomically."""
         ...

@@ -84,7 +84,7 @@ class SqliteStorage:
 
     async def atomically(self, work: Callable[[UnitOfWork], Awaitable[T]], size: int) -> T:
         """`work` as one write transaction (see unit_of_work.py)."""
-        return await run_unit_of_work(self.db, work, size)
+        return await run_unit_of_work(self.db, self._messages, work, size)
 
     async def close(self) -> None:
         """Close the connections."""

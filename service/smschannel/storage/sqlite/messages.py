@@ -152,7 +152,11 @@ class SqliteMessages:
     async def add(self, messages: Sequence[Message]) -> list[Message]:
         """Store new messages; a message whose request id is known is not stored and the first one
         with that id is returned in its place."""
-        return await self._db.write_rows(len(messages), lambda conn: _add(conn, messages, self._replica, self._claim))
+        return await self._db.write_rows(len(messages), lambda conn: self.add_in(conn, messages))
+
+    def add_in(self, conn: sqlite3.Connection, messages: Sequence[Message]) -> list[Message]:
+        """`add` inside a write transaction (a unit of work's)."""
+        return _add(conn, messages, self._replica, self._claim)
 
     async def get(self, store_id: str, message_id: str) -> Message | None:
         """The message, or None."""

@@ -13,10 +13,13 @@ from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 
-from .. import MessageUpdate, Mutation, Touched, UnitOfWork
+from ...domain.messages import Message
+from ...domain.workflows import Run
+from .. import BroadcastPage, MessageUpdate, Mutation, RunUpdate, Touched, UnitOfWork
 from .contacts import apply_to_phone
 from .db import Engine, to_micros
-from .messages import apply_updates
+from .messages import SqliteMessages, apply_updates
+from .workflows import advance_broadcast, insert_runs, save_runs
 
 __all__ = ["INLINE", "run_unit_of_work"]
 
@@ -38,8 +41,12 @@ class _ProviderEvents:
 
 
 class _Messages:
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    def __init__(self, conn: sqlite3.Connection, repository: SqliteMessages) -> None:
         self._conn = conn
+        self._repository = repository  # for this replica's outbox claims on the messages it adds
+
+    async def add(self, messages: Sequence[Message]) -> list[Message]:
+        return self._repository.add_in(self._conn, messages) if messages else []
 
     async def update(self, updates: Sequence[MessageUpdate]) -> list[bool]:
         return apply_updates(self._conn, updates) if updates else []
@@ -53,20 +60,37 @@ class _Contacts:
         return apply_to_phone(self._conn, store_id, phone, mutation)
 
 
+class _Runs:
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+
+    async def page(self, page: BroadcastPage) -> bool:
+        return advance_broadcast(self._conn, page)
+
+    async def add(self, runs: Sequence[RunUpdate]) -> list[Run]:
+        return insert_runs(self._conn, runs) if runs else []
+
+    async def save(self, updates: Sequence[RunUpdate]) -> None:
+        save_runs(self._conn, updates)
+
+
 class _UnitOfWork:
     """UnitOfWork over one sqlite3 connection inside its transaction."""
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    def __init__(self, conn: sqlite3.Connection, messages: SqliteMessages) -> None:
         self.provider_events = _ProviderEvents(conn)
-        self.messages = _Messages(conn)
+        self.messages = _Messages(conn, messages)
         self.contacts = _Contacts(conn)
+        self.runs = _Runs(conn)
 
 
-async def run_unit_of_work(db: Engine, work: Callable[[UnitOfWork], Awaitable[T]], size: int) -> T:
+async def run_unit_of_work(
+    db: Engine, messages: SqliteMessages, work: Callable[[UnitOfWork], Awaitable[T]], size: int
+) -> T:
     """`work` in one write transaction: inline for up to INLINE rows, else on the database thread."""
 
     def body(conn: sqlite3.Connection) -> T:
-        return _to_the_end(work(_UnitOfWork(conn)))
+        return _to_the_end(work(_UnitOfWork(conn, messages)))
 
     return await db.write_rows(size, body, inline=INLINE)
 

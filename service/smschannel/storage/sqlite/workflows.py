@@ -15,7 +15,7 @@ from ..graph_json import graph_from_json, graph_to_json
 from . import jsoncol
 from .db import Engine, Row, delete_checked, from_micros, insert_new, to_micros
 
-__all__ = ["SqliteWorkflows"]
+__all__ = ["SqliteWorkflows", "advance_broadcast", "insert_runs", "save_runs"]
 
 _ACTIVE = int(WorkflowState.ACTIVE)
 _RUNNING, _WAITING, _PAUSED = int(RunState.RUNNING), int(RunState.WAITING), int(RunState.PAUSED)
@@ -136,6 +136,60 @@ def _insert_steps(conn: sqlite3.Connection, updates: Sequence[RunUpdate]) -> Non
             for s in u.steps
         ],
     )
+
+
+def advance_broadcast(conn: sqlite3.Connection, page: BroadcastPage) -> bool:
+    """Inside a write transaction: move a broadcast's cursor past `page` (it moved: its error is
+    cleared), only while the workflow is still ACTIVE at the page's version. False when it was paused,
+    edited or deleted meanwhile: the page's runs must not be stored (they would run under a paused
+    workflow, or under none)."""
+    moved = conn.execute(
+        "UPDATE workflows SET broadcast_after = ?, broadcast_done = ?, last_error = '',"
+        " last_error_time = 0 WHERE store_id = ? AND id = ? AND version = ? AND state = ?",
+        (page.after, int(page.last), page.store_id, page.workflow_id, page.version, _ACTIVE),
+    )
+    return bool(moved.rowcount)
+
+
+def insert_runs(conn: sqlite3.Connection, runs: Sequence[RunUpdate]) -> list[Run]:
+    """Inside a write transaction: the new runs and their steps (see SqliteWorkflows.add_runs)."""
+    created = _new_runs(conn, runs)
+    conn.executemany(_INSERT_RUN, [_run_params(u.run) for u in created])
+    _insert_steps(conn, created)
+    return [u.run for u in created]
+
+
+def save_runs(conn: sqlite3.Connection, updates: Sequence[RunUpdate]) -> None:
+    """Inside a write transaction: each run's new position and the steps it took. A run paused
+    meanwhile keeps its old position: it takes the step again on re-activation (sends are idempotent)."""
+    if not updates:
+        return
+    paused: set[tuple[str, str, str]] = set()
+    keys = [(u.run.store_id, u.run.workflow_id, u.run.id) for u in updates]
+    for i in range(0, len(keys), 300):
+        chunk = keys[i : i + 300]
+        terms = " OR ".join("(store_id = ? AND workflow_id = ? AND id = ?)" for _ in chunk)
+        sql = f"SELECT store_id, workflow_id, id FROM workflow_runs WHERE state NOT IN (1, 2) AND ({terms})"
+        paused.update((r[0], r[1], r[2]) for r in conn.execute(sql, [v for key in chunk for v in key]))
+    moving = [u for u, key in zip(updates, keys, strict=True) if key not in paused]
+    conn.executemany(
+        "UPDATE workflow_runs SET state = ?, current_node = ?, wake_time = ?, step_count = ?, update_time = ?"
+        " WHERE store_id = ? AND workflow_id = ? AND id = ?",
+        [
+            (
+                int(u.run.state),
+                u.run.current_node,
+                to_micros(u.run.wake_time),
+                u.run.step_count,
+                to_micros(u.run.update_time),
+                u.run.store_id,
+                u.run.workflow_id,
+                u.run.id,
+            )
+            for u in moving
+        ],
+    )
+    _insert_steps(conn, moving)
 
 
 class SqliteWorkflows:
@@ -260,28 +314,10 @@ class SqliteWorkflows:
             )
         )
 
-    async def add_runs(self, runs: Sequence[RunUpdate], page: BroadcastPage | None = None) -> list[Run]:
+    async def add_runs(self, runs: Sequence[RunUpdate]) -> list[Run]:
         """Store new runs, each with the steps it has already taken (ids and request ids already used
-        are skipped, with their steps); returns the runs stored. With a broadcast's `page`, advance its
-        cursor in the same transaction (it moved: its error is cleared) — only while the workflow is
-        still ACTIVE at the page's version: a page written after a pause, an edit or a delete stores
-        nothing (its runs would run under a paused workflow, or under none)."""
-
-        def insert(conn: sqlite3.Connection) -> list[Run]:
-            if page is not None:
-                moved = conn.execute(
-                    "UPDATE workflows SET broadcast_after = ?, broadcast_done = ?, last_error = '',"
-                    " last_error_time = 0 WHERE store_id = ? AND id = ? AND version = ? AND state = ?",
-                    (page.after, int(page.last), page.store_id, page.workflow_id, page.version, _ACTIVE),
-                )
-                if not moved.rowcount:
-                    return []
-            created = _new_runs(conn, runs)
-            conn.executemany(_INSERT_RUN, [_run_params(u.run) for u in created])
-            _insert_steps(conn, created)
-            return [u.run for u in created]
-
-        return await self._db.write_batch(insert)
+        are skipped, with their steps); returns the runs stored."""
+        return await self._db.write_batch(lambda conn: insert_runs(conn, runs))
 
     async def find_run_by_request(self, store_id: str, workflow_id: str, request_id: str) -> Run | None:
         """The run started by this request id."""
@@ -335,39 +371,3 @@ class SqliteWorkflows:
         # always past, waking the engine for nothing.
         row = await self._db.fetch_one(RUNS_NEXT_WAKE, (_ACTIVE,))
         return None if row is None or row["t"] is None else from_micros(row["t"])
-
-    async def save_round(self, updates: Sequence[RunUpdate]) -> None:
-        """Each run's new position and the steps it took, in one transaction. A run paused meanwhile
-        keeps its old position: it takes the step again on re-activation (sends are idempotent)."""
-        if not updates:
-            return
-
-        def save(conn: sqlite3.Connection) -> None:
-            paused: set[tuple[str, str, str]] = set()
-            keys = [(u.run.store_id, u.run.workflow_id, u.run.id) for u in updates]
-            for i in range(0, len(keys), 300):
-                chunk = keys[i : i + 300]
-                terms = " OR ".join("(store_id = ? AND workflow_id = ? AND id = ?)" for _ in chunk)
-                sql = f"SELECT store_id, workflow_id, id FROM workflow_runs WHERE state NOT IN (1, 2) AND ({terms})"
-                paused.update((r[0], r[1], r[2]) for r in conn.execute(sql, [v for key in chunk for v in key]))
-            moving = [u for u, key in zip(updates, keys, strict=True) if key not in paused]
-            conn.executemany(
-                "UPDATE workflow_runs SET state = ?, current_node = ?, wake_time = ?, step_count = ?, update_time = ?"
-                " WHERE store_id = ? AND workflow_id = ? AND id = ?",
-                [
-                    (
-                        int(u.run.state),
-                        u.run.current_node,
-                        to_micros(u.run.wake_time),
-                        u.run.step_count,
-                        to_micros(u.run.update_time),
-                        u.run.store_id,
-                        u.run.workflow_id,
-                        u.run.id,
-                    )
-                    for u in moving
-                ],
-            )
-            _insert_steps(conn, moving)
-
-        await self._db.write_batch(save)
