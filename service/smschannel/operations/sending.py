@@ -78,6 +78,7 @@ class _Lookups:
     # read once for a batch's contacts of each store that sets a cap.
     recent: dict[tuple[str, str], int] = field(default_factory=dict)
     recent_read: set[tuple[str, str]] = field(default_factory=set)
+    now: datetime | None = None  # a batch is judged at one instant
 
 
 @dataclass
@@ -143,7 +144,7 @@ class Sender:
         """`judge` for many requests at once (what is read is read once), storing nothing: a workflow
         stores the messages with its runs, then tells `stored`."""
         judged: list[tuple[Message, str] | DomainError] = []
-        lookups = _Lookups()
+        lookups = _Lookups(now=self.clock())
         await self._read_recent(lookups, requests)
         for n, req in enumerate(requests):
             if n % 50 == 49:
@@ -251,7 +252,7 @@ class Sender:
             if not recipient:
                 raise InvalidArgument("alert_phone", "required: the alert phone, or a contact")
 
-        now = self.clock()
+        now = lookups.now or self.clock()
         status, hold = MessageStatus.QUEUED, None
         counted = contact.id if contact is not None and mode is RecipientMode.CONTACT else None  # for the cap
         cap = config.rules.frequency_cap

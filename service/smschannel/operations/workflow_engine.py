@@ -132,9 +132,17 @@ class WorkflowEngine:
 
     # -- starting runs -----------------------------------------------------------------------
 
-    def new_run(self, wf: Workflow, contact_id: str, run_id: str, event: dict[str, str], request_id: str = "") -> Run:
-        """A run at the start node, ready now."""
-        now = self.clock()
+    def new_run(
+        self,
+        wf: Workflow,
+        contact_id: str,
+        run_id: str,
+        event: dict[str, str],
+        request_id: str = "",
+        now: datetime | None = None,
+    ) -> Run:
+        """A run at the start node, ready `now` (the clock's now by default; a page of runs reads it once)."""
+        now = now or self.clock()
         return Run(
             wf.store_id, wf.id, run_id, contact_id, RunState.RUNNING, wf.start_node, now, now, now, event, request_id
         )
@@ -211,7 +219,8 @@ class WorkflowEngine:
         wf = await self.storage.workflows.get(b.store_id, b.workflow_id)
         if wf is None or wf.version != b.version:
             return False  # deleted or changed since: the next batch sees it as it is now
-        if wf.trigger.start_time is not None and wf.trigger.start_time > self.clock():
+        now = self.clock()
+        if wf.trigger.start_time is not None and wf.trigger.start_time > now:
             return False
         config = await self.storage.channel_configs.get(wf.store_id)
         query = contact_query(
@@ -219,8 +228,8 @@ class WorkflowEngine:
         )
         rows = await self.storage.contacts.page(wf.store_id, query, after, BROADCAST_BATCH)
         contacts = [row.item for row in rows]
-        runs = [self.new_run(wf, c.id, f"b-{c.id}", {}) for c in contacts]
-        moves = await self._advance(runs, self.clock(), {c.id: c for c in contacts})
+        runs = [self.new_run(wf, c.id, f"b-{c.id}", {}, now=now) for c in contacts]
+        moves = await self._advance(runs, now, {c.id: c for c in contacts})
         cursor = rows[-1].position if rows else after
         last = len(rows) < BROADCAST_BATCH
         page = BroadcastPage(wf.store_id, wf.id, wf.version, cursor, last)

@@ -32,9 +32,20 @@ Row = sqlite3.Row
 T = TypeVar("T")
 
 
+_last_converted: tuple[datetime | None, int] = (None, 0)
+
+
 def to_micros(t: datetime) -> int:
     """A UTC datetime as integer microseconds since the epoch."""
-    return int(t.timestamp() * 1_000_000)
+    # A page of a broadcast writes one `now` three times a run, a step and a message: the last datetime
+    # converted is remembered (by identity: datetimes are immutable; the tuple is swapped atomically).
+    global _last_converted
+    last = _last_converted
+    if last[0] is t:
+        return last[1]
+    micros = int(t.timestamp() * 1_000_000)
+    _last_converted = (t, micros)
+    return micros
 
 
 def from_micros(us: int) -> datetime:
