@@ -33,10 +33,11 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def process_cpu(pid: int) -> float:
-    """CPU seconds (user + system) a live process has used; 0 once it is gone."""
+def process_cpu(pid: int, thread: int | None = None) -> float:
+    """CPU seconds (user + system) a live process (or one of its threads) has used; 0 once it is gone."""
+    stat = f"/proc/{pid}/stat" if thread is None else f"/proc/{pid}/task/{thread}/stat"
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        fields = Path(stat).read_text().rsplit(")", 1)[1].split()
     except OSError:
         return 0.0
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
@@ -63,6 +64,11 @@ class Server:
         children = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children")
         pids = children.read_text().split() if children.exists() else []
         return process_cpu(self.proc.pid), sum(process_cpu(int(p)) for p in pids)
+
+    def loop_cpu_seconds(self) -> float:
+        """CPU seconds of the server's main thread alone: its event loop, where every handler, the
+        workflow engine and the outbox run (the database threads and grpc's own are the rest)."""
+        return process_cpu(self.proc.pid, self.proc.pid)
 
     def cpu_by_role(self) -> dict[str, float]:
         """CPU seconds of each live child process by its role (`server`, `sidecar`, or the command line's
