@@ -24,6 +24,7 @@ from smschannel.domain.workflows import (
 from smschannel.errors import InvalidArgument
 from smschannel.operations import workflow_engine
 from smschannel.server import App
+from smschannel.storage.sqlite import unit_of_work
 from smschannel.v1 import workflow_service_pb2 as wpb
 
 from .conftest import StoreCtx, Stubs, eventually
@@ -133,6 +134,72 @@ async def test_a_send_that_raises_fails_only_its_run(
     failed = await run_state(stubs, sending_store, doomed, wpb.WORKFLOW_RUN_STATE_FAILED)
     assert failed.steps[-1].outcome == "failed: RuntimeError: a bug in one request (injected)"
     assert (await run_state(stubs, sending_store, fine, wpb.WORKFLOW_RUN_STATE_COMPLETED)).steps[0].message
+
+
+async def test_a_message_the_database_refuses_fails_only_its_run(
+    stubs: Stubs,
+    app: App,
+    sending_store: StoreCtx,
+    cleanup: list[tuple[str, StoreCtx]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A round or a broadcast page writes its runs and their messages in one unit of work: a message
+    the database refuses (PostgreSQL's text cannot hold U+0000, from an event property) must fail its
+    own run only — not stall every round, nor the broadcast, for every store."""
+    txt = await content(stubs, sending_store, "Hola {{unsubscribe}}")
+    people = [await contact(stubs, sending_store, f"612 500 9{i:02d}") for i in range(10, 14)]
+    doomed_contact = people[0].name.rsplit("/", 1)[1]
+    flows = {}
+    for event in ("doomed", "fine"):
+        wf = await create_workflow(
+            stubs, sending_store, wpb.Trigger(event=wpb.EventTrigger(event_name=event)), [send_node("s", txt.name)]
+        )
+        cleanup.append((wf.name, sending_store))
+        flows[event] = await activate(stubs, sending_store, wf)
+    broadcast = await create_workflow(
+        stubs, sending_store, wpb.Trigger(broadcast=wpb.BroadcastTrigger()), [send_node("s", txt.name)]
+    )
+    cleanup.append((broadcast.name, sending_store))
+    doomed_id = flows["doomed"].name.rsplit("/", 1)[1]
+    broadcast_id = broadcast.name.rsplit("/", 1)[1]
+    real_add = unit_of_work._Messages.add
+
+    async def add_refusing(messages_tx: Any, messages: Any) -> Any:
+        if any(
+            m.workflow_id == doomed_id or (m.workflow_id == broadcast_id and m.contact_id == doomed_contact)
+            for m in messages
+        ):
+            raise InvalidArgument("text", "PostgreSQL text cannot hold U+0000 (injected)")
+        return await real_add(messages_tx, messages)
+
+    monkeypatch.setattr(unit_of_work._Messages, "add", add_refusing)
+    (doomed,) = await trigger(stubs, sending_store, "doomed", people[1])
+    (fine,) = await trigger(stubs, sending_store, "fine", people[1])
+    failed = await run_state(stubs, sending_store, doomed, wpb.WORKFLOW_RUN_STATE_FAILED)
+    assert failed.steps[-1].outcome == "failed: text: PostgreSQL text cannot hold U+0000 (injected)"
+    assert (await run_state(stubs, sending_store, fine, wpb.WORKFLOW_RUN_STATE_COMPLETED)).steps[0].message
+    await activate(stubs, sending_store, broadcast)
+
+    async def broadcast_runs() -> dict[str, wpb.WorkflowRun]:
+        listed = await stubs.workflows.ListWorkflowRuns(
+            wpb.ListWorkflowRunsRequest(parent=broadcast.name), metadata=sending_store.md
+        )
+        return {r.contact: r for r in listed.workflow_runs}
+
+    async def all_ended() -> bool:
+        runs = await broadcast_runs()
+        return len(runs) == len(people) and all(r.state != wpb.WORKFLOW_RUN_STATE_RUNNING for r in runs.values())
+
+    await eventually(all_ended, "every run of the broadcast to end")
+    runs = {  # with their steps
+        c: await stubs.workflows.GetWorkflowRun(wpb.GetWorkflowRunRequest(name=r.name), metadata=sending_store.md)
+        for c, r in (await broadcast_runs()).items()
+    }
+    assert runs[people[0].name].state == wpb.WORKFLOW_RUN_STATE_FAILED
+    assert runs[people[0].name].steps[-1].outcome.endswith("PostgreSQL text cannot hold U+0000 (injected)")
+    assert not runs[people[0].name].steps[-1].message
+    assert all(runs[p.name].state == wpb.WORKFLOW_RUN_STATE_COMPLETED for p in people[1:])
+    assert all(runs[p.name].steps[0].message for p in people[1:])
 
 
 async def test_activation_refuses_what_the_engine_could_not_run(

@@ -14,12 +14,12 @@ import pytest
 from google.protobuf import duration_pb2, struct_pb2
 from google.rpc import error_details_pb2
 
-from smschannel.domain.enums import SmsType
+from smschannel.domain.enums import MessageStatus, SmsType
 from smschannel.domain.workflows import Comparison, ReceivedSmsStep, Run, RunState, compare_count, received_window
 from smschannel.instasent.fake import FakeInstasent
 from smschannel.operations.sending import SendRequest
 from smschannel.server import App
-from smschannel.storage import BroadcastPage, RunUpdate, UnitOfWork
+from smschannel.storage import BroadcastPage, RunUpdate
 from smschannel.storage.sqlite import unit_of_work
 from smschannel.v1 import common_pb2 as common
 from smschannel.v1 import contacts_service_pb2 as cpb
@@ -500,24 +500,60 @@ async def test_a_broadcast_page_landing_after_a_pause_or_a_delete_stores_nothing
     app: App, stubs: Stubs, sending_store: StoreCtx
 ) -> None:
     """A page's write may queue behind a Pause or a Delete: its runs must not land under a paused
-    workflow (nor under none), where no round takes them but the engine's timer keeps ringing."""
+    workflow (nor under none), where no round takes them but the engine's timer keeps ringing; nor may
+    its messages, which the outbox would send for a workflow the store paused."""
     txt = await content(stubs, sending_store, "Hola {{unsubscribe}}")
-    paused = await create_workflow(
+    c = await contact(stubs, sending_store, "612 500 950")
+    contact_id = c.name.rsplit("/", 1)[1]
+    wf = await create_workflow(
         stubs, sending_store, wpb.Trigger(event=wpb.EventTrigger(event_name="never")), [send_node("s", txt.name)]
     )
-    active = await activate(stubs, sending_store, paused)
-    await stubs.workflows.PauseWorkflow(wpb.PauseWorkflowRequest(name=paused.name), metadata=sending_store.md)
-    workflow_id = paused.name.rsplit("/", 1)[1]
-    stored = await app.storage.workflows.get(sending_store.id, workflow_id)
-    assert stored is not None
+    active = await activate(stubs, sending_store, wf)
+    workflow_id = wf.name.rsplit("/", 1)[1]
     now = datetime.now(UTC) - timedelta(hours=1)
-    late = Run(sending_store.id, workflow_id, "b-late", "c-late", RunState.RUNNING, "s", now, now, now)
+    late = Run(sending_store.id, workflow_id, f"b-{contact_id}", contact_id, RunState.RUNNING, "s", now, now, now)
+    moves = await app.engine._advance([late], now)  # judged while ACTIVE: a QUEUED message to write
+    assert [m.status for m in moves.messages] == [MessageStatus.QUEUED]
     page = BroadcastPage(sending_store.id, workflow_id, int(active.etag.strip('W/"')), 150, False)
-
-    async def write_page(tx: UnitOfWork) -> bool:  # as the engine writes a page
-        return await tx.runs.page(page) and bool(await tx.runs.add([RunUpdate(late)]))
-
-    assert await app.storage.atomically(write_page, 2) is False
-    assert await app.storage.workflows.get_run(sending_store.id, workflow_id, "b-late") is None
+    await stubs.workflows.PauseWorkflow(wpb.PauseWorkflowRequest(name=wf.name), metadata=sending_store.md)
+    offered = list(app.dispatcher._ready)
+    await app.engine._write(moves, page)
+    await stubs.workflows.DeleteWorkflow(wpb.DeleteWorkflowRequest(name=wf.name), metadata=sending_store.md)
+    await app.engine._write(moves, page)
+    assert await app.storage.workflows.get_run(sending_store.id, workflow_id, late.id) is None
+    assert await app.storage.messages.find_by_request(sending_store.id, moves.messages[0].request_id) is None
+    assert list(app.dispatcher._ready) == offered
     wake = await app.storage.workflows.next_wake()
     assert wake is None or wake > now  # no past timer of a run no round can take
+
+
+async def test_a_round_stores_no_message_for_a_run_paused_or_deleted_meanwhile(
+    app: App, stubs: Stubs, sending_store: StoreCtx
+) -> None:
+    """A round judged a run's Send SMS node, then its workflow was paused (or the run deleted) before
+    the round was written: no message (the outbox would send it during the pause), no orphan step; the
+    run keeps its position and takes the step again when resumed."""
+    txt = await content(stubs, sending_store, "Hola")
+    c = await contact(stubs, sending_store, "612 500 951")
+    contact_id = c.name.rsplit("/", 1)[1]
+    wf = await create_workflow(
+        stubs, sending_store, wpb.Trigger(event=wpb.EventTrigger(event_name="never")), [send_node("s", txt.name)]
+    )
+    await activate(stubs, sending_store, wf)
+    await stubs.workflows.PauseWorkflow(wpb.PauseWorkflowRequest(name=wf.name), metadata=sending_store.md)
+    workflow_id = wf.name.rsplit("/", 1)[1]
+    now = datetime.now(UTC)
+    run = Run(sending_store.id, workflow_id, "r-paused", contact_id, RunState.RUNNING, "s", now, now, now)
+    moves = await app.engine._advance([run], now)  # judged as a round would, before the pause reached it
+    assert len(moves.messages) == 1
+    assert await app.storage.workflows.add_runs([RunUpdate(replace(run, state=RunState.PAUSED))])
+    await app.engine._write(moves)
+    kept = await app.storage.workflows.get_run(sending_store.id, workflow_id, run.id)
+    assert kept is not None
+    assert (kept.run.state, kept.run.current_node, kept.steps) == (RunState.PAUSED, "s", [])
+    assert await app.storage.messages.find_by_request(sending_store.id, moves.messages[0].request_id) is None
+    gone = replace(run, id="r-gone")
+    moves = await app.engine._advance([gone], now)
+    await app.engine._write(moves)  # a run deleted (never stored here): nothing of it either
+    assert await app.storage.workflows.get_run(sending_store.id, workflow_id, gone.id) is None
+    assert await app.storage.messages.find_by_request(sending_store.id, moves.messages[0].request_id) is None

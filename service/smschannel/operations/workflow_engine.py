@@ -9,16 +9,17 @@ runs a page at a time, each new run taking its first step at once; a page's runs
 are written with the broadcast's cursor in one transaction, so a broadcast runs in bounded memory and
 survives restarts.
 
-What one workflow gets wrong stays with it: a step that raises fails that run (the reason is its last
-step's outcome), and a broadcast whose page fails is retried on its own backoff with the reason shown
-on the workflow (`last_error`), so no store's mistake holds up the runs of the others.
+What one workflow gets wrong stays with it: a step that raises, or a message the database refuses,
+fails that run (the reason is its last step's outcome), and a broadcast whose page fails is retried on
+its own backoff with the reason shown on the workflow (`last_error`), so no store's mistake holds up
+the runs of the others.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
@@ -81,8 +82,8 @@ class WorkflowEngine:
     _task: asyncio.Task[None] | None = None
     _stopping: bool = False
     _broadcast_retries: Backoff = field(default_factory=lambda: Backoff(BROADCAST_RETRY_FIRST, BROADCAST_RETRY_LONGEST))
-    # Each broadcast's page whose runs are still being written: the next page is read and prepared
-    # meanwhile, on the loop, while SQLite writes on its thread.
+    # Each broadcast's page whose runs and messages are still being written: the next page is read and
+    # prepared meanwhile, on the loop, while the database writes (SQLite's thread, PostgreSQL's pool).
     _writing: dict[tuple[str, str, int], _PageWrite] = field(default_factory=dict)
 
     def start(self) -> None:
@@ -212,8 +213,7 @@ class WorkflowEngine:
         if pending is not None:
             after = pending.cursor  # ahead of the database's until that write lands
             if pending.task.done() or pending.last:
-                del self._writing[key]
-                await pending.task  # raises its failure: the broadcast's own backoff takes it from there
+                await self._landed(key)  # raises its failure: the broadcast's own backoff takes it from there
                 if pending.last:
                     return False
         wf = await self.storage.workflows.get(b.store_id, b.workflow_id)
@@ -234,25 +234,20 @@ class WorkflowEngine:
         last = len(rows) < BROADCAST_BATCH
         page = BroadcastPage(wf.store_id, wf.id, wf.version, cursor, last)
         if key in self._writing:  # one page in writing at a time: a broadcast does not run ahead of SQL
-            await self._writing.pop(key).task  # raises its failure: the broadcast's backoff takes it
-        write = asyncio.ensure_future(self._write_page(moves, page))
+            await self._landed(key)  # raises its failure: the broadcast's backoff takes it
+        write = asyncio.ensure_future(self._write(moves, page))
         self._writing[key] = _PageWrite(write, cursor, last)
         return bool(rows)
 
-    async def _write_page(self, moves: _Moves, page: BroadcastPage) -> None:
-        """A page's cursor, runs, steps and messages in one transaction; nothing when the workflow was
-        paused, edited or deleted meanwhile (its runs would run under a paused workflow, or none)."""
-
-        async def work(tx: UnitOfWork) -> list[Message] | None:
-            if not await tx.runs.page(page):
-                return None
-            stored = await tx.messages.add(moves.messages)
-            await tx.runs.add(self._settled(moves, stored))
-            return stored
-
-        stored = await self.storage.atomically(work, moves.size)
-        if stored is not None:
-            self.sender.stored(moves.messages, stored)
+    async def _landed(self, key: tuple[str, str, int]) -> None:
+        """Wait for a broadcast's page write to land (raising its failure) and forget it. A stop that
+        cancels the wait does not cancel the write: `_finish_page_writes` waits for it."""
+        task = self._writing[key].task
+        try:
+            await asyncio.shield(task)
+        finally:
+            if task.done():
+                self._writing.pop(key, None)
 
     async def _finish_page_writes(self) -> None:
         """Let the page writes under way land (at a stop); a failed one is logged, the broadcast resumes."""
@@ -288,22 +283,80 @@ class WorkflowEngine:
         runs = await self.storage.workflows.due_runs(now, ROUND)
         if not runs:
             return False
-        moves = await self._advance(runs, now)
-
-        async def work(tx: UnitOfWork) -> list[Message]:
-            stored = await tx.messages.add(moves.messages)
-            await tx.runs.save(self._settled(moves, stored))
-            return stored
-
-        self.sender.stored(moves.messages, await self.storage.atomically(work, moves.size))
+        await self._write(await self._advance(runs, now))
         return True
+
+    # -- writing moves ---------------------------------------------------------------------------
+
+    async def _write(self, moves: _Moves, page: BroadcastPage | None = None) -> None:
+        """Write a round's moves (runs already stored move on), or a broadcast page's (new runs, and the
+        page's cursor), with the messages their sends made, in one unit of work; then the outbox hears
+        of the new messages. A page's workflow paused, edited or deleted meanwhile gets nothing written
+        (its runs would run under a paused workflow, or under none), nor does a run of a round no
+        longer live (paused with its workflow, or deleted): it takes its step again when resumed.
+
+        Should the unit of work fail, each run is written alone with its message: a message the
+        database refuses (PostgreSQL's text cannot hold U+0000) fails its own run, and the other runs
+        move on; a page's cursor moves once its runs are written."""
+        try:
+            written = await self.storage.atomically(self._unit(moves, page, True), moves.size)
+        except Exception:
+            if not moves.sends:
+                raise  # no message of a run's own to blame: the database fails for everyone, retried
+            log.exception("writing a workflow round or page failed; writing its runs one by one")
+            await self._write_one_by_one(moves, page)
+            return
+        self.sender.stored(*written)
+
+    def _unit(
+        self, moves: _Moves, page: BroadcastPage | None, cursor: bool
+    ) -> Callable[[UnitOfWork], Awaitable[tuple[list[Message], list[Message]]]]:
+        """`_write_in` as a unit of work."""
+        return lambda tx: self._write_in(tx, moves, page, cursor)
+
+    async def _write_in(
+        self, tx: UnitOfWork, moves: _Moves, page: BroadcastPage | None, cursor: bool
+    ) -> tuple[list[Message], list[Message]]:
+        """Inside a unit of work (which may run more than once: `moves` is not changed): the moves of
+        live runs and their messages; returns (the messages written, as stored), for `Sender.stored`.
+        `cursor`: move the page's cursor too (else only check its workflow is still ACTIVE)."""
+        if page is not None:
+            if not await (tx.runs.page(page) if cursor else tx.runs.active(page)):
+                return [], []
+        else:
+            moves = moves.only(await tx.runs.live([u.run for u in moves.updates]))
+        stored = await tx.messages.add(moves.messages)
+        settled = self._settled(moves, stored)
+        await (tx.runs.save(settled) if page is None else tx.runs.add(settled))
+        return moves.messages, stored
+
+    async def _write_one_by_one(self, moves: _Moves, page: BroadcastPage | None) -> None:
+        """`_write`, a run at a time for the runs that send (the others together); a run whose own
+        write fails is failed with the reason, without its message. A page's cursor moves last."""
+        sending = {i for i, _, _ in moves.sends}
+        parts = [moves.only([i not in sending for i in range(len(moves.updates))])]
+        parts += [moves.only([i == j for i in range(len(moves.updates))]) for j, _, _ in moves.sends]
+        for part in parts:
+            try:
+                written = await self.storage.atomically(self._unit(part, page, False), part.size)
+            except Exception as e:
+                if not part.sends:
+                    raise
+                ((_, run, _),) = part.sends
+                _log_failure("a workflow send could not be stored; failing its run", e, run_id=run.id)
+                failed = _Moves([self._failed(run, part.now, _reason(e))], [], [], part.now)
+                await self.storage.atomically(self._unit(failed, page, False), failed.size)
+                continue
+            self.sender.stored(*written)
+        if page is not None:
+            await self.storage.atomically(lambda tx: tx.runs.page(page), 1)
 
     async def _advance(self, runs: list[Run], now: datetime, contacts: dict[str, Contact] | None = None) -> _Moves:
         """Each run's move by one node and the messages its sends make, not written (the caller writes
         them in one unit of work). `contacts` are the runs' contacts when already read.
 
         Whatever raises for one run (or for reading its workflow) fails that run, with the reason as
-        its last step: the others move on, and the round is saved."""
+        its last step: the others move on (and `_write` keeps it so for what the database refuses)."""
         workflows: dict[tuple[str, str], Workflow | Exception | None] = {}
         for run in runs:
             key = (run.store_id, run.workflow_id)
@@ -491,10 +544,27 @@ class _Moves:
         """About how many rows writing them takes."""
         return 2 * len(self.updates) + len(self.messages)
 
+    def only(self, keep: Sequence[bool]) -> _Moves:
+        """The moves of the runs kept (`keep`: one flag per update), with their messages."""
+        if all(keep):
+            return self
+        at: dict[int, int] = {}
+        updates: list[RunUpdate] = []
+        for i, (update, kept) in enumerate(zip(self.updates, keep, strict=True)):
+            if kept:
+                at[i] = len(updates)
+                updates.append(update)
+        sends, messages = [], []
+        for (i, run, step), message in zip(self.sends, self.messages, strict=True):
+            if i in at:
+                sends.append((at[i], run, step))
+                messages.append(message)
+        return _Moves(updates, messages, sends, self.now)
+
 
 @dataclass(frozen=True, slots=True)
 class _PageWrite:
-    """A broadcast page's runs and cursor on their way to the database."""
+    """A broadcast page's cursor, runs, steps and messages on their way to the database."""
 
     task: asyncio.Future[None]
     cursor: int

@@ -13,7 +13,7 @@ from .messages import MessageQuery, MessageRepository, MessageUpdate
 from .pages import Positioned
 from .sms_contents import SmsContentRepository
 from .stores import MetaRepository, StoreRepository
-from .unit_of_work import ContactChanges, MessageChanges, ProviderEventLog, UnitOfWork
+from .unit_of_work import ContactChanges, MessageChanges, ProviderEventLog, RunChanges, UnitOfWork
 from .workflows import BroadcastDue, BroadcastPage, RunUpdate, RunWithSteps, WorkflowRepository
 
 __all__ = [
@@ -35,6 +35,7 @@ __all__ = [
     "Positioned",
     "ProviderEventLog",
     "Reach",
+    "RunChanges",
     "RunUpdate",
     "RunWithSteps",
     "SmsContentRepository",

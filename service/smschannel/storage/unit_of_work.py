@@ -51,12 +51,22 @@ class RunChanges(Protocol):
         version (its error is cleared: it moved); False, and nothing written, otherwise."""
         ...
 
+    async def active(self, page: BroadcastPage) -> bool:
+        """Whether the page's workflow is still ACTIVE at the page's version (nothing written)."""
+        ...
+
     async def add(self, runs: Sequence[RunUpdate]) -> list[Run]:
-        """As WorkflowRepository.add_runs without a page, inside the unit of work's transaction."""
+        """Store new runs with the steps they already took; ids and request ids already used are
+        skipped, with their steps. Returns the runs stored."""
+        ...
+
+    async def live(self, runs: Sequence[Run]) -> list[bool]:
+        """Whether each run still exists and is RUNNING or WAITING (not paused, failed or deleted since
+        it was read)."""
         ...
 
     async def save(self, updates: Sequence[RunUpdate]) -> None:
-        """As WorkflowRepository.save_round, inside the unit of work's transaction."""
+        """Each run's new position and the steps it took (runs found `live` in this unit of work)."""
         ...
 
 
@@ -67,7 +77,9 @@ class UnitOfWork(Protocol):
     changes, instead of one repository writing another's aggregate behind its back.
 
     A unit of work must await nothing but these writes (no I/O, no sleep): one backend runs it as one
-    synchronous step on its database thread, another inside one database transaction."""
+    synchronous step on its database thread, another inside one database transaction, which it runs
+    again from the start when the database reports a conflict: so it must change nothing outside the
+    transaction (its inputs included) before it returns."""
 
     @property
     def provider_events(self) -> ProviderEventLog:

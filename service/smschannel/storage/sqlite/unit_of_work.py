@@ -19,7 +19,7 @@ from .. import BroadcastPage, MessageUpdate, Mutation, RunUpdate, Touched, UnitO
 from .contacts import apply_to_phone
 from .db import Engine, to_micros
 from .messages import SqliteMessages, apply_updates
-from .workflows import advance_broadcast, insert_runs, save_runs
+from .workflows import advance_broadcast, broadcast_active, insert_runs, live_runs, save_runs
 
 __all__ = ["INLINE", "run_unit_of_work"]
 
@@ -66,6 +66,12 @@ class _Runs:
 
     async def page(self, page: BroadcastPage) -> bool:
         return advance_broadcast(self._conn, page)
+
+    async def active(self, page: BroadcastPage) -> bool:
+        return broadcast_active(self._conn, page)
+
+    async def live(self, runs: Sequence[Run]) -> list[bool]:
+        return live_runs(self._conn, runs) if runs else []
 
     async def add(self, runs: Sequence[RunUpdate]) -> list[Run]:
         return insert_runs(self._conn, runs) if runs else []

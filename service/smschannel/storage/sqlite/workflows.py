@@ -15,7 +15,7 @@ from ..graph_json import graph_from_json, graph_to_json
 from . import jsoncol
 from .db import Engine, Row, delete_checked, from_micros, insert_new, to_micros
 
-__all__ = ["SqliteWorkflows", "advance_broadcast", "insert_runs", "save_runs"]
+__all__ = ["SqliteWorkflows", "advance_broadcast", "broadcast_active", "insert_runs", "live_runs", "save_runs"]
 
 _ACTIVE = int(WorkflowState.ACTIVE)
 _RUNNING, _WAITING, _PAUSED = int(RunState.RUNNING), int(RunState.WAITING), int(RunState.PAUSED)
@@ -159,19 +159,34 @@ def insert_runs(conn: sqlite3.Connection, runs: Sequence[RunUpdate]) -> list[Run
     return [u.run for u in created]
 
 
-def save_runs(conn: sqlite3.Connection, updates: Sequence[RunUpdate]) -> None:
-    """Inside a write transaction: each run's new position and the steps it took. A run paused
-    meanwhile keeps its old position: it takes the step again on re-activation (sends are idempotent)."""
-    if not updates:
-        return
-    paused: set[tuple[str, str, str]] = set()
-    keys = [(u.run.store_id, u.run.workflow_id, u.run.id) for u in updates]
+def broadcast_active(conn: sqlite3.Connection, page: BroadcastPage) -> bool:
+    """Inside a write transaction: whether the page's workflow is still ACTIVE at the page's version."""
+    row = conn.execute(
+        "SELECT 1 FROM workflows WHERE store_id = ? AND id = ? AND version = ? AND state = ?",
+        (page.store_id, page.workflow_id, page.version, _ACTIVE),
+    ).fetchone()
+    return row is not None
+
+
+def live_runs(conn: sqlite3.Connection, runs: Sequence[Run]) -> list[bool]:
+    """Inside a write transaction: whether each run still exists and is RUNNING or WAITING (not paused
+    with its workflow, failed or deleted since it was read)."""
+    live: set[tuple[str, str, str]] = set()
+    keys = [(r.store_id, r.workflow_id, r.id) for r in runs]
     for i in range(0, len(keys), 300):
         chunk = keys[i : i + 300]
         terms = " OR ".join("(store_id = ? AND workflow_id = ? AND id = ?)" for _ in chunk)
-        sql = f"SELECT store_id, workflow_id, id FROM workflow_runs WHERE state NOT IN (1, 2) AND ({terms})"
-        paused.update((r[0], r[1], r[2]) for r in conn.execute(sql, [v for key in chunk for v in key]))
-    moving = [u for u, key in zip(updates, keys, strict=True) if key not in paused]
+        sql = f"SELECT store_id, workflow_id, id FROM workflow_runs WHERE state IN (?, ?) AND ({terms})"
+        live.update((r[0], r[1], r[2]) for r in conn.execute(sql, [_RUNNING, _WAITING, *(v for k in chunk for v in k)]))
+    return [key in live for key in keys]
+
+
+def save_runs(conn: sqlite3.Connection, updates: Sequence[RunUpdate]) -> None:
+    """Inside a write transaction: each run's new position and the steps it took. The caller saves only
+    runs still live (`live_runs`): a run paused meanwhile keeps its old position and takes the step
+    again on re-activation (sends are idempotent)."""
+    if not updates:
+        return
     conn.executemany(
         "UPDATE workflow_runs SET state = ?, current_node = ?, wake_time = ?, step_count = ?, update_time = ?"
         " WHERE store_id = ? AND workflow_id = ? AND id = ?",
@@ -186,10 +201,10 @@ def save_runs(conn: sqlite3.Connection, updates: Sequence[RunUpdate]) -> None:
                 u.run.workflow_id,
                 u.run.id,
             )
-            for u in moving
+            for u in updates
         ],
     )
-    _insert_steps(conn, moving)
+    _insert_steps(conn, updates)
 
 
 class SqliteWorkflows:
