@@ -16,6 +16,8 @@ from smschannel.domain.workflows import (
     EndStep,
     Node,
     ReceivedSmsStep,
+    Run,
+    RunState,
     Trigger,
     WaitStep,
     Workflow,
@@ -24,7 +26,9 @@ from smschannel.domain.workflows import (
 from smschannel.errors import InvalidArgument
 from smschannel.operations import workflow_engine
 from smschannel.server import App
+from smschannel.storage import RunUpdate
 from smschannel.storage.sqlite import unit_of_work
+from smschannel.v1 import common_pb2 as common
 from smschannel.v1 import workflow_service_pb2 as wpb
 
 from .conftest import StoreCtx, Stubs, eventually
@@ -162,17 +166,24 @@ async def test_a_message_the_database_refuses_fails_only_its_run(
     cleanup.append((broadcast.name, sending_store))
     doomed_id = flows["doomed"].name.rsplit("/", 1)[1]
     broadcast_id = broadcast.name.rsplit("/", 1)[1]
-    real_add = unit_of_work._Messages.add
+    real_add, real_add_page = unit_of_work._Messages.add, unit_of_work._Messages.add_page
+    refused = InvalidArgument("text", "PostgreSQL text cannot hold U+0000 (injected)")
 
     async def add_refusing(messages_tx: Any, messages: Any) -> Any:
         if any(
             m.workflow_id == doomed_id or (m.workflow_id == broadcast_id and m.contact_id == doomed_contact)
             for m in messages
         ):
-            raise InvalidArgument("text", "PostgreSQL text cannot hold U+0000 (injected)")
+            raise refused
         return await real_add(messages_tx, messages)
 
+    async def add_page_refusing(messages_tx: Any, sends: Any) -> Any:  # the set-wise page: its fallback
+        if sends.page.workflow_id == broadcast_id and any(m[0] == doomed_contact for m in sends.members):
+            raise refused
+        return await real_add_page(messages_tx, sends)
+
     monkeypatch.setattr(unit_of_work._Messages, "add", add_refusing)
+    monkeypatch.setattr(unit_of_work._Messages, "add_page", add_page_refusing)
     (doomed,) = await trigger(stubs, sending_store, "doomed", people[1])
     (fine,) = await trigger(stubs, sending_store, "fine", people[1])
     failed = await run_state(stubs, sending_store, doomed, wpb.WORKFLOW_RUN_STATE_FAILED)
@@ -200,6 +211,78 @@ async def test_a_message_the_database_refuses_fails_only_its_run(
     assert not runs[people[0].name].steps[-1].message
     assert all(runs[p.name].state == wpb.WORKFLOW_RUN_STATE_COMPLETED for p in people[1:])
     assert all(runs[p.name].steps[0].message for p in people[1:])
+
+
+async def test_one_round_writes_the_runs_the_database_does_not_refuse(
+    stubs: Stubs,
+    app: App,
+    sending_store: StoreCtx,
+    cleanup: list[tuple[str, StoreCtx]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Two runs in one round, one whose message the database refuses: that run fails with the reason,
+    the other's message and step are written; a pause landing before the runs are written one at a
+    time leaves both as they were."""
+    txt = await content(stubs, sending_store, "Hola")
+    c = await contact(stubs, sending_store, "612 500 920")
+    contact_id = c.name.rsplit("/", 1)[1]
+    flows = {}
+    for event in ("doomed", "fine"):
+        wf = await create_workflow(
+            stubs, sending_store, wpb.Trigger(event=wpb.EventTrigger(event_name=event)), [send_node("s", txt.name)]
+        )
+        cleanup.append((wf.name, sending_store))
+        flows[event] = (await activate(stubs, sending_store, wf)).name.rsplit("/", 1)[1]
+    later = datetime.now(UTC) + timedelta(hours=1)  # not due: the engine's own rounds leave them alone
+    runs = [
+        Run(sending_store.id, flows[event], f"r-{event}", contact_id, RunState.RUNNING, "s", later, later, later)
+        for event in ("doomed", "fine")
+    ]
+    await app.storage.workflows.add_runs([RunUpdate(r) for r in runs])
+    real_add = unit_of_work._Messages.add
+
+    async def add_refusing(messages_tx: Any, messages: Any) -> Any:
+        if any(m.workflow_id == flows["doomed"] for m in messages):
+            raise InvalidArgument("text", "refused (injected)")
+        return await real_add(messages_tx, messages)
+
+    monkeypatch.setattr(unit_of_work._Messages, "add", add_refusing)
+    now = datetime.now(UTC)
+    moves = await app.engine._advance(runs, now)
+    assert len(moves.messages) == 2  # one round, both sends
+    await app.engine._write(moves)
+    doomed = await app.storage.workflows.get_run(sending_store.id, flows["doomed"], "r-doomed")
+    fine = await app.storage.workflows.get_run(sending_store.id, flows["fine"], "r-fine")
+    assert doomed is not None
+    assert fine is not None
+    assert doomed.run.state is RunState.FAILED
+    assert [(s.outcome, s.message_id) for s in doomed.steps] == [("failed: text: refused (injected)", "")]
+    assert fine.run.state is RunState.COMPLETED
+    assert fine.steps[0].message_id == moves.messages[1].id
+    assert await app.storage.messages.get(sending_store.id, moves.messages[1].id) is not None
+
+
+async def test_a_value_holding_nul_fails_its_run_with_the_reason(
+    stubs: Stubs, sending_store: StoreCtx, cleanup: list[tuple[str, StoreCtx]]
+) -> None:
+    """U+0000 from an event property: no SMS carries it and PostgreSQL's text cannot store it, so the
+    send is refused (the run fails, saying why) on either backend, before anything is written."""
+    txt = await content(stubs, sending_store, "Pedido {{order}}")
+    c = await contact(stubs, sending_store, "612 500 921")
+    wf = await create_workflow(
+        stubs,
+        sending_store,
+        wpb.Trigger(event=wpb.EventTrigger(event_name="nul")),
+        [send_node("s", txt.name, variables={"order": common.VariableValue(event_property="order_id")})],
+    )
+    cleanup.append((wf.name, sending_store))
+    await activate(stubs, sending_store, wf)
+    (bad,) = await trigger(stubs, sending_store, "nul", c, order_id="A\x00B")
+    (good,) = await trigger(stubs, sending_store, "nul", c, order_id="A-1")
+    failed = await run_state(stubs, sending_store, bad, wpb.WORKFLOW_RUN_STATE_FAILED)
+    assert failed.steps[-1].outcome == "failed: variables: a value put into the text holds the NUL character (U+0000)"
+    assert not failed.steps[-1].message
+    assert (await run_state(stubs, sending_store, good, wpb.WORKFLOW_RUN_STATE_COMPLETED)).steps[0].message
 
 
 async def test_activation_refuses_what_the_engine_could_not_run(

@@ -405,8 +405,9 @@ async def test_broadcast_sends_only_to_eligible_contacts(
     }
 
 
+@pytest.mark.parametrize("set_based", [True, False], ids=["set-wise", "contact-by-contact"])
 async def test_a_broadcast_page_whose_write_fails_stores_nothing_and_its_retry_sends_each_once(
-    stubs: Stubs, sending_store: StoreCtx, app: App, monkeypatch: pytest.MonkeyPatch
+    stubs: Stubs, sending_store: StoreCtx, app: App, monkeypatch: pytest.MonkeyPatch, set_based: bool
 ) -> None:
     # A page's cursor, runs, steps and messages are one unit of work: a failure after its messages
     # were written in it (or a crash) leaves none of them, and the engine takes the same page again.
@@ -437,16 +438,19 @@ async def test_a_broadcast_page_whose_write_fails_stores_nothing_and_its_retry_s
             workflow_run=f"b-{first_contact}",
         )
     )
-    real_add = unit_of_work._Runs.add
+    method = "add_page" if set_based else "add"
+    real_add = getattr(unit_of_work._Runs, method)
     failures: list[int] = []
 
     async def add_failing_once(runs_tx: Any, runs: Any) -> Any:
-        if runs and runs[0].run.workflow_id == workflow_id and not failures:
-            failures.append(len(runs))
+        count, of = (len(runs.members), runs.page.workflow_id) if set_based else (len(runs), runs[0].run.workflow_id)
+        if of == workflow_id and not failures:
+            failures.append(count)
             raise sqlite3.OperationalError("disk I/O error (injected)")
         return await real_add(runs_tx, runs)
 
-    monkeypatch.setattr(unit_of_work._Runs, "add", add_failing_once)
+    monkeypatch.setattr(unit_of_work._Runs, method, add_failing_once)
+    monkeypatch.setattr(app.engine, "set_based", set_based)
     await activate(stubs, sending_store, wf)
 
     async def all_done() -> bool:
@@ -518,6 +522,7 @@ async def test_a_broadcast_page_landing_after_a_pause_or_a_delete_stores_nothing
     await stubs.workflows.PauseWorkflow(wpb.PauseWorkflowRequest(name=wf.name), metadata=sending_store.md)
     offered = list(app.dispatcher._ready)
     await app.engine._write(moves, page)
+    await app.engine._write_one_by_one(moves, page)  # the way a refused page is written: no less careful
     await stubs.workflows.DeleteWorkflow(wpb.DeleteWorkflowRequest(name=wf.name), metadata=sending_store.md)
     await app.engine._write(moves, page)
     assert await app.storage.workflows.get_run(sending_store.id, workflow_id, late.id) is None
@@ -556,4 +561,15 @@ async def test_a_round_stores_no_message_for_a_run_paused_or_deleted_meanwhile(
     moves = await app.engine._advance([gone], now)
     await app.engine._write(moves)  # a run deleted (never stored here): nothing of it either
     assert await app.storage.workflows.get_run(sending_store.id, workflow_id, gone.id) is None
+    assert await app.storage.messages.find_by_request(sending_store.id, moves.messages[0].request_id) is None
+    # In the same round as a live run, which moves on with its message.
+    live = replace(run, id="r-live")
+    assert await app.storage.workflows.add_runs([RunUpdate(live)])
+    moves = await app.engine._advance([replace(run, id="r-paused-again"), live], now)
+    await app.storage.workflows.add_runs([RunUpdate(replace(run, id="r-paused-again", state=RunState.PAUSED))])
+    await app.engine._write(moves)
+    moved = await app.storage.workflows.get_run(sending_store.id, workflow_id, live.id)
+    assert moved is not None
+    assert (moved.run.state, [s.message_id for s in moved.steps]) == (RunState.COMPLETED, [moves.messages[1].id])
+    assert await app.storage.messages.get(sending_store.id, moves.messages[1].id) is not None
     assert await app.storage.messages.find_by_request(sending_store.id, moves.messages[0].request_id) is None

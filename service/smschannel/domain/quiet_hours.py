@@ -33,6 +33,7 @@ __all__ = [
     "CountryRule",
     "QuietHours",
     "held_until",
+    "phone_key",
     "quiet_hours_problem",
     "recipient_zones",
 ]
@@ -228,6 +229,12 @@ def _number(e164: str) -> tuple[str, str]:
         if digits[:size] in TIMEZONE_DATA:
             return chosen.code, digits[:size]
     return chosen.code, ""
+
+
+def phone_key(phone_e164: str) -> tuple[str, str]:
+    """All that `held_until` reads of a number: its region and the key of its zones. Numbers with one
+    key are held alike (a broadcast judges quiet hours once per key)."""
+    return _number(phone_e164)
 
 
 def _kind(region: _Region, national: str) -> str | None:

@@ -13,7 +13,7 @@ from ..errors import InvalidArgument, Violation, echo
 from ..records import record
 from .channel import validate_sender
 from .contacts import ContactPatch
-from .enums import RecipientMode, SmsType
+from .enums import MessageStatus, RecipientMode, SmsType
 from .graphs import loops
 from .sending import VariableSource, check_mappings
 
@@ -36,6 +36,7 @@ __all__ = [
     "compare_count",
     "graph_violations",
     "received_window",
+    "send_outcome",
 ]
 
 
@@ -365,3 +366,9 @@ class Run:
     event: Mapping[str, str] = field(default_factory=dict)
     request_id: str = ""
     step_count: int = 0
+
+
+def send_outcome(status: MessageStatus, reason: str) -> str:
+    """A Send SMS step's outcome, as its run shows it: the message's status and why ("queued",
+    "skipped: a NEWSLETTER needs SUBSCRIBED; ...")."""
+    return status.name.lower() + (f": {reason}" if reason else "")

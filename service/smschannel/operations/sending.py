@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 from ..domain.channel import ChannelConfig, validate_sender
@@ -13,6 +13,7 @@ from ..domain.contacts import Contact
 from ..domain.enums import MessageStatus, RecipientMode, SmsType
 from ..domain.messages import Message, SmsContent
 from ..domain.phones import country_of, normalize_phone
+from ..domain.quiet_hours import phone_key
 from ..domain.sending import (
     Rendered,
     VariableSource,
@@ -27,7 +28,7 @@ from ..domain.templates import marker_replacement
 from ..errors import DomainError, FailedPrecondition, InvalidArgument, NotFound, RequestIdReused, Violation, echo
 from ..names import ChannelConfigName, ContactName, MessageName, SmsContentName, new_id
 from ..records import record
-from ..storage import Storage
+from ..storage import Reach, Storage
 from .channel import ChannelOps
 
 __all__ = ["NO_TOKEN", "SendRequest", "Sender"]
@@ -155,6 +156,52 @@ class Sender:
                 judged.append(e)
         return judged
 
+    async def judge_page(self, req: SendRequest, reaches: Sequence[Reach]) -> tuple[list[Message], list[int]] | None:
+        """`judge` of one request sent to each of these contacts (the first step of a broadcast page),
+        once per group of contacts it cannot tell apart: one template message per group, and each
+        contact's group; the caller stamps each contact's own fields (PageSends). None when the text
+        is not the same for every contact (a contact field in it): each is then judged on its own.
+
+        A group is what `judge` reads of a contact: whether it has a phone, its phone status and
+        subscription (eligibility), what quiet hours read of the number (`phone_key`), the unsubscribe
+        text of its country (the size as delivered), and how many newsletters it got under the cap."""
+        if not all(source.kind == "literal" for source in req.mappings.values()):
+            return None
+        lookups = _Lookups(now=self.clock())
+        config = lookups.configs[req.store_id] = await self.channel.get(req.store_id)
+        capped = config.rules.frequency_cap is not None and req.type is SmsType.NEWSLETTER
+        if capped and reaches:
+            await self._recent(lookups, req.store_id, {r.contact_id for r in reaches})
+        groups: dict[tuple[object, ...], int] = {}
+        templates: list[Message] = []
+        members: list[int] = []
+        for n, reach in enumerate(reaches):
+            if n % 50 == 49:
+                await asyncio.sleep(0)  # a page of new groups judges inline: let other RPCs in between
+            phone = reach.mobile_phone
+            key = (
+                bool(phone),
+                reach.mobile_phone_status,
+                reach.sms_subscription_status,
+                phone_key(phone),
+                marker_replacement(country_of(phone)),
+                lookups.recent.get((req.store_id, reach.contact_id), 0) if capped else 0,
+            )
+            group = groups.get(key)
+            if group is None:
+                contact = Contact(
+                    req.store_id,
+                    reach.contact_id,
+                    mobile_phone=phone,
+                    mobile_phone_status=reach.mobile_phone_status,
+                    sms_subscription_status=reach.sms_subscription_status,
+                )
+                message, _ = await self.judge(replace(req, contact_id=reach.contact_id, contact=contact), lookups)
+                group = groups[key] = len(templates)
+                templates.append(message)
+            members.append(group)
+        return templates, members
+
     async def _read_recent(self, lookups: _Lookups, requests: list[SendRequest]) -> None:
         """For the frequency cap: what each contact of these NEWSLETTER sends got, one query a store."""
         contacts: dict[str, set[str]] = {}
@@ -271,6 +318,8 @@ class Sender:
             if counted and cap is not None and req.type is SmsType.NEWSLETTER:  # counts in this batch from now
                 lookups.recent[req.store_id, counted] = lookups.recent.get((req.store_id, counted), 0) + 1
         rendered = self._rendered(lookups, checked, content, req, recipient, contact)
+        if "\0" in rendered.text:  # from an event property or a literal: no SMS carries it, no database stores it
+            raise InvalidArgument("variables", "a value put into the text holds the NUL character (U+0000)")
         return Message(
             store_id=req.store_id,
             id=new_id(),

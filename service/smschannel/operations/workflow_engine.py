@@ -2,12 +2,13 @@
 
 Each round takes the runs that are ready, moves each one node, and saves every run's new position and
 step in one transaction, with the messages its Send SMS nodes make (a unit of work: the outbox sends
-them once it is committed, in bulk requests). A message's idempotency key is workflow + run + step
-number, so a step taken again (a run paused and resumed before its round was saved) finds the same
-message: never twice, never skipped. Waits are timers in the database. Broadcasts turn contacts into
-runs a page at a time, each new run taking its first step at once; a page's runs, steps and messages
-are written with the broadcast's cursor in one transaction, so a broadcast runs in bounded memory and
-survives restarts.
+them once it is committed, in bulk requests); a run paused meanwhile gets nothing written, and takes
+its step again when resumed. A message's idempotency key is workflow + run + step number, so a step
+taken again finds any message it made before: never twice, never skipped. Waits are timers in the
+database. Broadcasts turn contacts into runs a page at a time, each new run taking its first step at
+once; a page's runs, steps and messages are written with the broadcast's cursor in one transaction
+(when the database refuses one run's message, a run at a time, the cursor last), so a broadcast runs
+in bounded memory and survives restarts.
 
 What one workflow gets wrong stays with it: a step that raises, or a message the database refuses,
 fails that run (the reason is its last step's outcome), and a broadcast whose page fails is retried on
@@ -38,10 +39,11 @@ from ..domain.workflows import (
     Workflow,
     compare_count,
     received_window,
+    send_outcome,
 )
 from ..errors import Aborted, DomainError
-from ..names import WorkflowName
-from ..storage import BroadcastDue, BroadcastPage, RunUpdate, Storage, UnitOfWork
+from ..names import WorkflowName, new_id
+from ..storage import BroadcastDue, BroadcastPage, ContactQuery, PageSends, RunUpdate, Storage, UnitOfWork
 from .background import Backoff, nap, stop_task
 from .contacts import ContactOps, contact_query
 from .sending import Sender, SendRequest
@@ -54,6 +56,7 @@ ROUND = 300  # runs per round
 BROADCAST_BATCH = 150  # contacts turned into runs per transaction (its work blocks the loop in slices)
 MAX_STEPS = 1000  # a run that takes more steps than this is failed (a runaway loop)
 WORKFLOW_REQUEST_PREFIX = "wf:"  # of a Send SMS step's request id (SendSms refuses ids that start so)
+BROADCAST_RUN = "b-"  # a broadcast's run for a contact: this + the contact's id
 # A broadcast whose page fails is tried again after 1 s, then 2, 4... and at most every 10 minutes.
 # Replicas on one database: the engine runs in one at a time, the holder of this lease, renewed at
 # every turn of its loop (at least every second); the others try again every ENGINE_LEASE_RETRY (or
@@ -79,6 +82,9 @@ class WorkflowEngine:
     clock: Callable[[], datetime] = field(default=_utcnow)
     wakeup: asyncio.Event = field(default_factory=asyncio.Event)
     lease: timedelta = ENGINE_LEASE  # the engine's lease among replicas, renewed at every turn
+    # Broadcast pages whose runs start with a Send SMS are written set-wise (`_send_page`); off, each
+    # contact is judged and written on its own (the tests compare both ways).
+    set_based: bool = True
     _task: asyncio.Task[None] | None = None
     _stopping: bool = False
     _broadcast_retries: Backoff = field(default_factory=lambda: Backoff(BROADCAST_RETRY_FIRST, BROADCAST_RETRY_LONGEST))
@@ -226,18 +232,95 @@ class WorkflowEngine:
         query = contact_query(
             wf.trigger.contact_filter, config.default_country if config else "", "trigger.broadcast.contact_filter"
         )
-        rows = await self.storage.contacts.page(wf.store_id, query, after, BROADCAST_BATCH)
-        contacts = [row.item for row in rows]
-        runs = [self.new_run(wf, c.id, f"b-{c.id}", {}, now=now) for c in contacts]
-        moves = await self._advance(runs, now, {c.id: c for c in contacts})
-        cursor = rows[-1].position if rows else after
-        last = len(rows) < BROADCAST_BATCH
-        page = BroadcastPage(wf.store_id, wf.id, wf.version, cursor, last)
+        node = wf.node(wf.start_node)
+        step = node.step if node is not None else None
+        if self.set_based and isinstance(step, SendSmsStep) and step.recipient_mode is RecipientMode.CONTACT:
+            sent = await self._send_page(wf, step, query, after, now, key)
+            if sent is not None:
+                return sent
+        moves, page, any_rows = await self._page_by_contact(wf, query, after, now)
         if key in self._writing:  # one page in writing at a time: a broadcast does not run ahead of SQL
             await self._landed(key)  # raises its failure: the broadcast's backoff takes it
         write = asyncio.ensure_future(self._write(moves, page))
+        self._writing[key] = _PageWrite(write, page.after, page.last)
+        return any_rows
+
+    async def _send_page(
+        self, wf: Workflow, step: SendSmsStep, query: ContactQuery, after: int, now: datetime, key: tuple[str, str, int]
+    ) -> bool | None:
+        """A page of a broadcast whose runs start with a Send SMS to their contact, set-wise: the sender
+        judges the page once per group of contacts it cannot tell apart, and the page's messages, runs
+        and steps are written by one statement each (PageSends), with no object per contact. None when
+        the page cannot be judged so (a contact field in the text, or a send every run would fail):
+        the caller takes it contact by contact. True if it turned contacts into runs."""
+        rows = await self.storage.contacts.reach_page(wf.store_id, query, after, BROADCAST_BATCH)
+        template = self.new_run(wf, "", BROADCAST_RUN, {}, now=now)
+        try:
+            judged = await self.sender.judge_page(
+                await self._send_request(wf, template, step, None), [row.item for row in rows]
+            )
+        except DomainError:
+            return None  # each run fails with the reason, on the way that fails runs one by one
+        if judged is None:
+            return None
+        templates, groups = judged
+        request_prefix, request_suffix = _request_id(wf.id, BROADCAST_RUN + "\0", 0).split("\0")
+        cursor = rows[-1].position if rows else after
+        last = len(rows) < BROADCAST_BATCH
+        sends = PageSends(
+            page=BroadcastPage(wf.store_id, wf.id, wf.version, cursor, last),
+            node=wf.start_node,
+            run=self._go(template, step.next, now, "").run,
+            templates=tuple(templates),
+            members=tuple(
+                (row.item.contact_id, new_id(), group, row.item.mobile_phone)
+                for row, group in zip(rows, groups, strict=True)
+            ),
+            run_prefix=BROADCAST_RUN,
+            request_prefix=request_prefix,
+            request_suffix=request_suffix,
+        )
+        if key in self._writing:  # one page in writing at a time: a broadcast does not run ahead of SQL
+            await self._landed(key)
+        write = asyncio.ensure_future(self._write_sends(sends, wf, query, after, now))
         self._writing[key] = _PageWrite(write, cursor, last)
         return bool(rows)
+
+    async def _write_sends(
+        self, sends: PageSends, wf: Workflow, query: ContactQuery, after: int, now: datetime
+    ) -> None:
+        """A set-wise page's cursor, messages, runs and steps in one transaction; nothing when its
+        workflow was paused, edited or deleted meanwhile. The outbox hears of the new messages.
+        Should it fail, the page is done again contact by contact (where what the database refuses
+        of one contact's message fails that contact's run only)."""
+
+        async def work(tx: UnitOfWork) -> list[Message]:
+            if not await tx.runs.page(sends.page):
+                return []
+            stored = await tx.messages.add_page(sends)
+            await tx.runs.add_page(sends)
+            return stored
+
+        try:
+            stored = await self.storage.atomically(work, 3 * len(sends.members))
+        except DomainError:  # what the database refuses of a contact's message (anything else: retried)
+            log.exception("a broadcast page failed set-wise; doing it again contact by contact")
+            moves, page, _ = await self._page_by_contact(wf, query, after, now)
+            await self._write(moves, page)
+            return
+        self.sender.stored(stored, stored)
+
+    async def _page_by_contact(
+        self, wf: Workflow, query: ContactQuery, after: int, now: datetime
+    ) -> tuple[_Moves, BroadcastPage, bool]:
+        """A page of a broadcast contact by contact: each contact's new run moved by its first step
+        (not written), the page, and whether it had contacts."""
+        rows = await self.storage.contacts.page(wf.store_id, query, after, BROADCAST_BATCH)
+        contacts = [row.item for row in rows]
+        runs = [self.new_run(wf, c.id, BROADCAST_RUN + c.id, {}, now=now) for c in contacts]
+        moves = await self._advance(runs, now, {c.id: c for c in contacts})
+        cursor = rows[-1].position if rows else after
+        return moves, BroadcastPage(wf.store_id, wf.id, wf.version, cursor, len(rows) < BROADCAST_BATCH), bool(rows)
 
     async def _landed(self, key: tuple[str, str, int]) -> None:
         """Wait for a broadcast's page write to land (raising its failure) and forget it. A stop that
@@ -295,15 +378,14 @@ class WorkflowEngine:
         (its runs would run under a paused workflow, or under none), nor does a run of a round no
         longer live (paused with its workflow, or deleted): it takes its step again when resumed.
 
-        Should the unit of work fail, each run is written alone with its message: a message the
-        database refuses (PostgreSQL's text cannot hold U+0000) fails its own run, and the other runs
-        move on; a page's cursor moves once its runs are written."""
+        Should the database refuse what one run writes (a DomainError: PostgreSQL's text cannot hold
+        U+0000), each run is written alone: the run whose own write is refused is failed with the
+        reason, and the other runs move on; a page's cursor moves once its runs are written. Any other
+        failure (the database's, for everyone) is raised: the round, or the page, is done again."""
         try:
             written = await self.storage.atomically(self._unit(moves, page, True), moves.size)
-        except Exception:
-            if not moves.sends:
-                raise  # no message of a run's own to blame: the database fails for everyone, retried
-            log.exception("writing a workflow round or page failed; writing its runs one by one")
+        except DomainError:
+            log.exception("writing a workflow round or page was refused; writing its runs one by one")
             await self._write_one_by_one(moves, page)
             return
         self.sender.stored(*written)
@@ -320,31 +402,32 @@ class WorkflowEngine:
         """Inside a unit of work (which may run more than once: `moves` is not changed): the moves of
         live runs and their messages; returns (the messages written, as stored), for `Sender.stored`.
         `cursor`: move the page's cursor too (else only check its workflow is still ACTIVE)."""
+        runs = [u.run for u in moves.updates]
         if page is not None:
             if not await (tx.runs.page(page) if cursor else tx.runs.active(page)):
                 return [], []
+            # A page done again (after a partial write, one run at a time): its runs stored already
+            # keep what they have, and get no message more.
+            moves = moves.only(await tx.runs.new(runs))
         else:
-            moves = moves.only(await tx.runs.live([u.run for u in moves.updates]))
+            moves = moves.only(await tx.runs.live(runs))
         stored = await tx.messages.add(moves.messages)
         settled = self._settled(moves, stored)
         await (tx.runs.save(settled) if page is None else tx.runs.add(settled))
         return moves.messages, stored
 
     async def _write_one_by_one(self, moves: _Moves, page: BroadcastPage | None) -> None:
-        """`_write`, a run at a time for the runs that send (the others together); a run whose own
-        write fails is failed with the reason, without its message. A page's cursor moves last."""
-        sending = {i for i, _, _ in moves.sends}
-        parts = [moves.only([i not in sending for i in range(len(moves.updates))])]
-        parts += [moves.only([i == j for i in range(len(moves.updates))]) for j, _, _ in moves.sends]
-        for part in parts:
+        """`_write`, a run at a time (with its message); a run whose own write is refused is failed
+        with the reason, without its message. A page's cursor moves last."""
+        count = len(moves.updates)
+        for j in range(count):
+            part = moves.only([i == j for i in range(count)])
             try:
                 written = await self.storage.atomically(self._unit(part, page, False), part.size)
-            except Exception as e:
-                if not part.sends:
-                    raise
-                ((_, run, _),) = part.sends
-                _log_failure("a workflow send could not be stored; failing its run", e, run_id=run.id)
-                failed = _Moves([self._failed(run, part.now, _reason(e))], [], [], part.now)
+            except DomainError as e:
+                (run,) = part.runs
+                _log_failure("a workflow run's write was refused; failing the run", e, run_id=run.id)
+                failed = _Moves([run], [self._failed(run, part.now, _reason(e))], [], [], part.now)
                 await self.storage.atomically(self._unit(failed, page, False), failed.size)
                 continue
             self.sender.stored(*written)
@@ -386,7 +469,7 @@ class WorkflowEngine:
             else:
                 sends.append((len(updates), *moved))
                 updates.append(RunUpdate(moved[0]))  # a placeholder for the outcome of the send
-        moves = _Moves(updates, [], [], now)
+        moves = _Moves(list(runs), updates, [], [], now)
         if sends:
             await self._send(moves, sends)
         return moves
@@ -470,7 +553,7 @@ class WorkflowEngine:
             sender=step.sender,
             contact_id=run.contact_id if step.recipient_mode is RecipientMode.CONTACT else "",
             alert_phone=step.alert_phone,
-            request_id=f"{WORKFLOW_REQUEST_PREFIX}{wf.id}:{run.id}:{run.step_count}",
+            request_id=_request_id(wf.id, run.id, run.step_count),
             workflow_id=wf.id,
             workflow_node=run.current_node,
             workflow_run=run.id,
@@ -479,8 +562,7 @@ class WorkflowEngine:
         )
 
     def _sent(self, run: Run, step: SendSmsStep, result: Message, now: datetime) -> RunUpdate:
-        outcome = result.status.name.lower() + (f": {result.status_reason}" if result.status_reason else "")
-        return self._go(run, step.next, now, outcome, result.id)
+        return self._go(run, step.next, now, send_outcome(result.status, result.status_reason), result.id)
 
     def _wait(self, run: Run, step: WaitStep, now: datetime) -> RunUpdate:
         if run.state is RunState.WAITING:  # the timer rang
@@ -531,9 +613,11 @@ class WorkflowEngine:
 
 @dataclass(frozen=True, slots=True)
 class _Moves:
-    """Runs' moves by one node, not yet written: each run's update (in the runs' order), the messages
-    their sends make, and for each message its send: (index in `updates`, run, step)."""
+    """Runs' moves by one node, not yet written: the runs as they were, each run's update (in the same
+    order), the messages their sends make, and for each message its send: (index in `updates`, run,
+    step)."""
 
+    runs: list[Run]
     updates: list[RunUpdate]
     messages: list[Message]
     sends: list[tuple[int, Run, SendSmsStep]]
@@ -549,17 +633,19 @@ class _Moves:
         if all(keep):
             return self
         at: dict[int, int] = {}
+        runs: list[Run] = []
         updates: list[RunUpdate] = []
-        for i, (update, kept) in enumerate(zip(self.updates, keep, strict=True)):
+        for i, (run, update, kept) in enumerate(zip(self.runs, self.updates, keep, strict=True)):
             if kept:
                 at[i] = len(updates)
+                runs.append(run)
                 updates.append(update)
         sends, messages = [], []
         for (i, run, step), message in zip(self.sends, self.messages, strict=True):
             if i in at:
                 sends.append((at[i], run, step))
                 messages.append(message)
-        return _Moves(updates, messages, sends, self.now)
+        return _Moves(runs, updates, messages, sends, self.now)
 
 
 @dataclass(frozen=True, slots=True)
@@ -569,6 +655,11 @@ class _PageWrite:
     task: asyncio.Future[None]
     cursor: int
     last: bool
+
+
+def _request_id(workflow_id: str, run_id: str, step_count: int) -> str:
+    """The request id of the message a run's step sends: the same step of the same run finds it again."""
+    return f"{WORKFLOW_REQUEST_PREFIX}{workflow_id}:{run_id}:{step_count}"
 
 
 def _log_failure(event: str, error: Exception, **extra: object) -> None:

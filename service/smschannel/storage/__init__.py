@@ -14,7 +14,7 @@ from .pages import Positioned
 from .sms_contents import SmsContentRepository
 from .stores import MetaRepository, StoreRepository
 from .unit_of_work import ContactChanges, MessageChanges, ProviderEventLog, RunChanges, UnitOfWork
-from .workflows import BroadcastDue, BroadcastPage, RunUpdate, RunWithSteps, WorkflowRepository
+from .workflows import BroadcastDue, BroadcastPage, PageSends, RunUpdate, RunWithSteps, WorkflowRepository
 
 __all__ = [
     "Applied",
@@ -32,6 +32,7 @@ __all__ = [
     "MetaRepository",
     "Mutation",
     "Outcome",
+    "PageSends",
     "Positioned",
     "ProviderEventLog",
     "Reach",

@@ -81,6 +81,10 @@ class ContactRepository(Protocol):
         """The phone and statuses of these contacts now, by id (a deleted contact is absent)."""
         ...
 
+    async def reach_page(self, store_id: str, query: ContactQuery, after: int, limit: int) -> list[Positioned[Reach]]:
+        """`page`, with only what eligibility reads of each contact (a broadcast's page of sends)."""
+        ...
+
     async def apply(self, store_id: str, changes: Sequence[tuple[ContactKey, Mutation]]) -> list[Outcome]:
         """Apply each change to the contact its key finds, in order, in one transaction.
 

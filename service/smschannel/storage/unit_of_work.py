@@ -10,7 +10,7 @@ from ..domain.messages import Message
 from ..domain.workflows import Run
 from .contacts import Mutation, Touched
 from .messages import MessageUpdate
-from .workflows import BroadcastPage, RunUpdate
+from .workflows import BroadcastPage, PageSends, RunUpdate
 
 __all__ = ["ContactChanges", "MessageChanges", "ProviderEventLog", "RunChanges", "UnitOfWork"]
 
@@ -28,6 +28,11 @@ class MessageChanges(Protocol):
 
     async def add(self, messages: Sequence[Message]) -> list[Message]:
         """As MessageRepository.add, inside the unit of work's transaction."""
+        ...
+
+    async def add_page(self, sends: PageSends) -> list[Message]:
+        """The messages of a page of sends (see PageSends) whose request ids are new, for the runs
+        that are new; returns the QUEUED ones stored (for the outbox)."""
         ...
 
     async def update(self, updates: Sequence[MessageUpdate]) -> list[bool]:
@@ -60,9 +65,17 @@ class RunChanges(Protocol):
         skipped, with their steps. Returns the runs stored."""
         ...
 
+    async def add_page(self, sends: PageSends) -> None:
+        """The new runs of a page of sends and their steps (see PageSends), once its messages are in."""
+        ...
+
     async def live(self, runs: Sequence[Run]) -> list[bool]:
         """Whether each run still exists and is RUNNING or WAITING (not paused, failed or deleted since
         it was read)."""
+        ...
+
+    async def new(self, runs: Sequence[Run]) -> list[bool]:
+        """Whether each run is new: its id and request id unused (as `add` judges it)."""
         ...
 
     async def save(self, updates: Sequence[RunUpdate]) -> None:

@@ -7,11 +7,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
+from ..domain.messages import Message
 from ..domain.workflows import Run, RunState, RunStep, Workflow, WorkflowState
 from ..records import record
 from .pages import Positioned
 
-__all__ = ["BroadcastDue", "BroadcastPage", "RunUpdate", "RunWithSteps", "WorkflowRepository"]
+__all__ = ["BroadcastDue", "BroadcastPage", "PageSends", "RunUpdate", "RunWithSteps", "WorkflowRepository"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +35,28 @@ class BroadcastPage:
     version: int
     after: int
     last: bool
+
+
+@record
+class PageSends:
+    """A broadcast page whose runs all start with one Send SMS step, written set-wise: for each contact
+    a message, a new run and its step, stamped from templates, without an object per contact.
+
+    What the sender decides for a contact (eligibility, hold, cost as delivered...) is the same for
+    every contact of a group, so each group has one template message (`templates[group]`); a
+    member's own fields are stamped in: the message's id, contact, recipient (the phone judged), run
+    and request id (`request_prefix` + contact id + `request_suffix`); the run's id (`run_prefix` +
+    contact id) and contact. As in the object path: a request id already used stores no message (the
+    step names that first one, with its outcome), and a run id already taken stores no run nor step."""
+
+    page: BroadcastPage
+    node: str  # the Send SMS node: the step's
+    run: Run  # the template run once it took its step (state, node, times)
+    templates: tuple[Message, ...]
+    members: tuple[tuple[str, str, int, str], ...]  # (contact id, message id, group, phone judged)
+    run_prefix: str
+    request_prefix: str
+    request_suffix: str
 
 
 @record

@@ -15,11 +15,11 @@ from ...domain.enums import MessageStatus, RecipientMode, SmsEncoding, SmsType
 from ...domain.messages import Message, SmsContent
 from ...errors import Aborted
 from ...names import SmsContentName
-from .. import MessageQuery, MessageUpdate, Positioned
+from .. import MessageQuery, MessageUpdate, PageSends, Positioned
 from .contacts import INSERT_ACTIVITY, activity_params
 from .db import Engine, Row, delete_checked, from_micros, insert_new, to_micros
 
-__all__ = ["SqliteMessages", "SqliteSmsContents", "apply_updates"]
+__all__ = ["SqliteMessages", "SqliteSmsContents", "apply_updates", "insert_page_messages"]
 
 _ENUMS: dict[str, type[IntEnum]] = {
     "type": SmsType,
@@ -141,6 +141,94 @@ def _add(conn: sqlite3.Connection, messages: Sequence[Message], owner: str, clai
     return stored
 
 
+# Stamped into each message of a page of sends (PageSends); every other column is its group's template's.
+_STAMPED = {
+    "id": "p.message_id",
+    "request_id": "? || p.contact_id || ?",
+    "contact_id": "p.contact_id",
+    "workflow_run": "? || p.contact_id",
+    "recipient": "p.phone",
+}
+_INTEGERS = {*_TIMES, *_ENUMS, "segments", "attempts"}
+
+
+def _page_messages_sql(members: int, groups: int) -> str:
+    """INSERT ... SELECT of a page's messages: the members and the templates are VALUES lists; a
+    template's columns are cast to their type (PostgreSQL types an all-NULL column of VALUES as text)."""
+    member = "(?, ?, ?, ?)"
+    template = f"({', '.join('?' * (1 + len(_MESSAGE_COLUMNS)))})"
+    values = [_STAMPED.get(c) or f"CAST(g.{c} AS {'BIGINT' if c in _INTEGERS else 'TEXT'})" for c in _MESSAGE_COLUMNS]
+    return (
+        f"WITH p (contact_id, message_id, grp, phone) AS (VALUES {', '.join([member] * members)}),"
+        f" g (grp, {', '.join(_MESSAGE_COLUMNS)}) AS (VALUES {', '.join([template] * groups)})"
+        f" INSERT INTO messages ({', '.join(_MESSAGE_COLUMNS)}, claim_owner, claim_until)"
+        f" SELECT {', '.join(values)}, ?, CAST(g.create_time AS BIGINT) + ? FROM p JOIN g ON g.grp = p.grp"
+        " WHERE NOT EXISTS (SELECT 1 FROM messages m WHERE m.store_id = ? AND m.request_id != ''"
+        " AND m.request_id = ? || p.contact_id || ?)"
+        # a run stored already (a page done again) keeps what it has: no message more
+        " AND NOT EXISTS (SELECT 1 FROM workflow_runs r"
+        " WHERE r.store_id = ? AND r.workflow_id = ? AND r.id = ? || p.contact_id)"
+        " RETURNING contact_id"
+    )
+
+
+def insert_page_messages(conn: sqlite3.Connection, sends: PageSends, owner: str, claim: int) -> list[Message]:
+    """Inside a write transaction: the messages of a page of sends (PageSends) whose request ids are
+    new, for runs that are new, in one statement; returns the QUEUED ones stored (for the outbox),
+    stamped from their templates."""
+    if not sends.members:
+        return []
+    stamped = {
+        "request_id": (sends.request_prefix, sends.request_suffix),
+        "workflow_run": (sends.run_prefix,),
+    }
+    params: list[Any] = [v for member in sends.members for v in member]
+    for group, template in enumerate(sends.templates):
+        params += [group, *_message_params(template)]
+    for column in _MESSAGE_COLUMNS:  # the stamps' own parameters, in the SELECT list's order
+        params += stamped.get(column, ())
+    page = sends.page
+    params += [owner, claim, page.store_id, sends.request_prefix, sends.request_suffix]
+    params += [page.store_id, page.workflow_id, sends.run_prefix]
+    rows = conn.execute(_page_messages_sql(len(sends.members), len(sends.templates)), params).fetchall()
+    member = {m[0]: m for m in sends.members}
+    queued = []
+    for (contact_id,) in rows:
+        _, message_id, group, phone = member[contact_id]
+        t = sends.templates[group]
+        if t.status is MessageStatus.QUEUED:
+            queued.append(
+                Message(
+                    t.store_id,
+                    message_id,
+                    t.type,
+                    t.recipient_mode,
+                    t.status,
+                    t.create_time,
+                    t.update_time,
+                    sends.request_prefix + contact_id + sends.request_suffix,
+                    contact_id,
+                    t.workflow_id,
+                    t.workflow_node,
+                    sends.run_prefix + contact_id,
+                    t.sms_content_id,
+                    t.status_reason,
+                    phone,
+                    t.sender,
+                    t.text,
+                    t.encoding,
+                    t.segments,
+                    t.provider_id,
+                    t.send_time,
+                    t.delivery_time,
+                    t.attempts,
+                    t.next_attempt_time,
+                    t.hold_until,
+                )
+            )
+    return queued
+
+
 class SqliteMessages:
     """MessageRepository on SQLite."""
 
@@ -157,6 +245,10 @@ class SqliteMessages:
     def add_in(self, conn: sqlite3.Connection, messages: Sequence[Message]) -> list[Message]:
         """`add` inside a write transaction (a unit of work's)."""
         return _add(conn, messages, self._replica, self._claim)
+
+    def add_page_in(self, conn: sqlite3.Connection, sends: PageSends) -> list[Message]:
+        """A page's messages (PageSends) inside a write transaction, claimed by this replica."""
+        return insert_page_messages(conn, sends, self._replica, self._claim)
 
     async def get(self, store_id: str, message_id: str) -> Message | None:
         """The message, or None."""

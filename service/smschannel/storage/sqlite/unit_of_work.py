@@ -15,11 +15,19 @@ from typing import Any, TypeVar
 
 from ...domain.messages import Message
 from ...domain.workflows import Run
-from .. import BroadcastPage, MessageUpdate, Mutation, RunUpdate, Touched, UnitOfWork
+from .. import BroadcastPage, MessageUpdate, Mutation, PageSends, RunUpdate, Touched, UnitOfWork
 from .contacts import apply_to_phone
 from .db import Engine, to_micros
 from .messages import SqliteMessages, apply_updates
-from .workflows import advance_broadcast, broadcast_active, insert_runs, live_runs, save_runs
+from .workflows import (
+    advance_broadcast,
+    broadcast_active,
+    insert_page_runs,
+    insert_runs,
+    live_runs,
+    new_runs,
+    save_runs,
+)
 
 __all__ = ["INLINE", "run_unit_of_work"]
 
@@ -48,6 +56,9 @@ class _Messages:
     async def add(self, messages: Sequence[Message]) -> list[Message]:
         return self._repository.add_in(self._conn, messages) if messages else []
 
+    async def add_page(self, sends: PageSends) -> list[Message]:
+        return self._repository.add_page_in(self._conn, sends)
+
     async def update(self, updates: Sequence[MessageUpdate]) -> list[bool]:
         return apply_updates(self._conn, updates) if updates else []
 
@@ -73,8 +84,14 @@ class _Runs:
     async def live(self, runs: Sequence[Run]) -> list[bool]:
         return live_runs(self._conn, runs) if runs else []
 
+    async def new(self, runs: Sequence[Run]) -> list[bool]:
+        return new_runs(self._conn, runs) if runs else []
+
     async def add(self, runs: Sequence[RunUpdate]) -> list[Run]:
         return insert_runs(self._conn, runs) if runs else []
+
+    async def add_page(self, sends: PageSends) -> None:
+        insert_page_runs(self._conn, sends)
 
     async def save(self, updates: Sequence[RunUpdate]) -> None:
         save_runs(self._conn, updates)

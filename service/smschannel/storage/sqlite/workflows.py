@@ -7,15 +7,25 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from ...domain.workflows import Run, RunState, RunStep, Workflow, WorkflowState
+from ...domain.enums import MessageStatus
+from ...domain.workflows import Run, RunState, RunStep, Workflow, WorkflowState, send_outcome
 from ...errors import Aborted
 from ...names import WorkflowName
-from .. import BroadcastDue, BroadcastPage, Positioned, RunUpdate, RunWithSteps
+from .. import BroadcastDue, BroadcastPage, PageSends, Positioned, RunUpdate, RunWithSteps
 from ..graph_json import graph_from_json, graph_to_json
 from . import jsoncol
 from .db import Engine, Row, delete_checked, from_micros, insert_new, to_micros
 
-__all__ = ["SqliteWorkflows", "advance_broadcast", "broadcast_active", "insert_runs", "live_runs", "save_runs"]
+__all__ = [
+    "SqliteWorkflows",
+    "advance_broadcast",
+    "broadcast_active",
+    "insert_page_runs",
+    "insert_runs",
+    "live_runs",
+    "new_runs",
+    "save_runs",
+]
 
 _ACTIVE = int(WorkflowState.ACTIVE)
 _RUNNING, _WAITING, _PAUSED = int(RunState.RUNNING), int(RunState.WAITING), int(RunState.PAUSED)
@@ -151,6 +161,13 @@ def advance_broadcast(conn: sqlite3.Connection, page: BroadcastPage) -> bool:
     return bool(moved.rowcount)
 
 
+def new_runs(conn: sqlite3.Connection, runs: Sequence[Run]) -> list[bool]:
+    """Inside a write transaction: whether each run is new (its id and request id both unused, and the
+    first of any repeated here), as `insert_runs` judges it."""
+    created = {id(u.run) for u in _new_runs(conn, [RunUpdate(r) for r in runs])}
+    return [id(r) in created for r in runs]
+
+
 def insert_runs(conn: sqlite3.Connection, runs: Sequence[RunUpdate]) -> list[Run]:
     """Inside a write transaction: the new runs and their steps (see SqliteWorkflows.add_runs)."""
     created = _new_runs(conn, runs)
@@ -166,6 +183,53 @@ def broadcast_active(conn: sqlite3.Connection, page: BroadcastPage) -> bool:
         (page.store_id, page.workflow_id, page.version, _ACTIVE),
     ).fetchone()
     return row is not None
+
+
+# A step's outcome from the message its request id names (send_outcome, in SQL): "queued", "skipped: ..."
+_OUTCOME = (
+    f"CASE m.status {' '.join('WHEN ? THEN ?' for _ in MessageStatus)} END"
+    " || CASE WHEN m.status_reason = '' THEN '' ELSE ': ' || m.status_reason END"
+)
+_OUTCOME_PARAMS = [v for status in MessageStatus for v in (int(status), send_outcome(status, ""))]
+_NEW_RUN = (
+    "NOT EXISTS (SELECT 1 FROM workflow_runs r WHERE r.store_id = ? AND r.workflow_id = ? AND r.id = ? || p.contact_id)"
+)
+
+
+def insert_page_runs(conn: sqlite3.Connection, sends: PageSends) -> None:
+    """Inside a write transaction, once the page's messages are in (`insert_page_messages`): each new
+    run and its step, which names the message of the run's request id (new, or stored before) with
+    its outcome. A run id already taken stores nothing."""
+    if not sends.members:
+        return
+    contacts = [member[0] for member in sends.members]
+    page = f"WITH p (contact_id) AS (VALUES {', '.join(['(?)'] * len(contacts))})"
+    run = sends.run
+    now = to_micros(run.update_time)
+    new_run = (run.store_id, run.workflow_id, sends.run_prefix)
+    conn.execute(
+        f"{page} INSERT INTO workflow_run_steps (store_id, workflow_id, run_id, node, time, outcome, message_id)"
+        f" SELECT ?, ?, ? || p.contact_id, ?, ?, {_OUTCOME}, m.id FROM p JOIN messages m ON m.store_id = ?"
+        f" AND m.request_id != '' AND m.request_id = ? || p.contact_id || ? WHERE {_NEW_RUN}",
+        (
+            *contacts,
+            *new_run,
+            sends.node,
+            now,
+            *_OUTCOME_PARAMS,
+            run.store_id,
+            sends.request_prefix,
+            sends.request_suffix,
+            *new_run,
+        ),
+    )
+    template = _run_params(run)
+    conn.execute(
+        f"{page} INSERT INTO workflow_runs (store_id, workflow_id, id, contact_id, state, current_node, wake_time,"
+        " event, request_id, step_count, create_time, update_time)"
+        f" SELECT ?, ?, ? || p.contact_id, p.contact_id, ?, ?, ?, ?, ?, ?, ?, ? FROM p WHERE {_NEW_RUN}",
+        (*contacts, *template[:2], sends.run_prefix, *template[4:], *new_run),
+    )
 
 
 def live_runs(conn: sqlite3.Connection, runs: Sequence[Run]) -> list[bool]:
