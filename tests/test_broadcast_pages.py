@@ -71,7 +71,7 @@ _OUTBOX_PROGRESS: dict[str, Any] = {
 _SENT = {MessageStatus.QUEUED, MessageStatus.SENT, MessageStatus.DELIVERED}  # where the outbox takes it
 
 
-async def _store(app: App, stubs: Stubs, token: bool) -> tuple[StoreCtx, dict[str, str], str]:
+async def _store(app: App, stubs: Stubs, token: bool, window: bool) -> tuple[StoreCtx, dict[str, str], str]:
     """A store with the cells' contacts; returns it, its contacts' ids by email, and its content's name."""
     store = await create_store(stubs)
     await set_channel(
@@ -80,7 +80,9 @@ async def _store(app: App, stubs: Stubs, token: bool) -> tuple[StoreCtx, dict[st
         default_country="ES",
         default_sender="Acme",
         time_zone="Europe/Madrid",
-        quiet_hours=pb.QuietHours(start=timeofday_pb2.TimeOfDay(hours=21), end=timeofday_pb2.TimeOfDay(hours=9)),
+        quiet_hours=pb.QuietHours(start=timeofday_pb2.TimeOfDay(hours=21), end=timeofday_pb2.TimeOfDay(hours=9))
+        if window
+        else pb.QuietHours(),  # off: only the country rules hold
         frequency_cap=pb.FrequencyCap(max_sms=1, period=duration_pb2.Duration(seconds=86400)),
         **({"api_token": INSTASENT_TOKEN} if token else {}),
     )
@@ -183,12 +185,23 @@ def at_night_in_madrid(app: App) -> Iterator[None]:
 
 
 @pytest.mark.parametrize(
-    ("kind", "token"),
-    [(common.SMS_TYPE_NEWSLETTER, True), (common.SMS_TYPE_TRANSACTIONAL, True), (common.SMS_TYPE_NEWSLETTER, False)],
-    ids=["newsletter", "transactional", "newsletter-no-token"],
+    ("kind", "token", "window"),
+    [
+        (common.SMS_TYPE_NEWSLETTER, True, True),
+        (common.SMS_TYPE_NEWSLETTER, True, False),
+        (common.SMS_TYPE_TRANSACTIONAL, True, True),
+        (common.SMS_TYPE_NEWSLETTER, False, True),
+    ],
+    ids=["newsletter", "newsletter-no-window", "transactional", "newsletter-no-token"],
 )
 async def test_a_set_wise_page_stores_what_contact_by_contact_stores(
-    app: App, stubs: Stubs, monkeypatch: pytest.MonkeyPatch, at_night_in_madrid: None, kind: int, token: bool
+    app: App,
+    stubs: Stubs,
+    monkeypatch: pytest.MonkeyPatch,
+    at_night_in_madrid: None,
+    kind: int,
+    token: bool,
+    window: bool,
 ) -> None:
     pages: list[int] = []
     real_add_page = unit_of_work._Messages.add_page
@@ -210,7 +223,7 @@ async def test_a_set_wise_page_stores_what_contact_by_contact_stores(
     snapshots = []
     for set_based in (False, True):
         monkeypatch.setattr(app.engine, "set_based", set_based)
-        store, ids, text = await _store(app, stubs, token)
+        store, ids, text = await _store(app, stubs, token, window)
         workflow_id = await _broadcast(stubs, store, text, kind, len(CELLS))
         snapshots.append(await _snapshot(app, store, workflow_id, ids))
         assert bool(pages) is set_based  # each way was taken

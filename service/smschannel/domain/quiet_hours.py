@@ -87,6 +87,8 @@ COUNTRY_RULES: Mapping[str, CountryRule] = MappingProxyType(
         "US": CountryRule("US", frozenset(range(7)), time(8, 0), time(21, 0), no_public_holidays=False),
     }
 )
+# The calling codes of the countries with a rule ("+33", "+1"): a number of another cannot get one.
+_RULED_CODES = tuple(f"+{phonenumbers.country_code_for_region(region)}" for region in COUNTRY_RULES)
 
 # How far ahead the earliest instant that suits every zone of a number is searched for. A number whose
 # zones share no allowed instant in that time (a +1 number of the whole NANP against a narrow store
@@ -231,9 +233,15 @@ def _number(e164: str) -> tuple[str, str]:
     return chosen.code, ""
 
 
-def phone_key(phone_e164: str) -> tuple[str, str]:
-    """All that `held_until` reads of a number: its region and the key of its zones. Numbers with one
-    key are held alike (a broadcast judges quiet hours once per key)."""
+def phone_key(phone_e164: str, sms_type: SmsType, quiet: QuietHours) -> tuple[str, str] | None:
+    """All that `held_until` reads of a number for this type under this store window: its region and
+    the key of its zones; None when it reads nothing of it (the window does not apply to the type and
+    no country rule can: the number's calling code is no ruled country's). Numbers with one key are
+    held alike at any instant: a broadcast judges quiet hours once per key."""
+    marketing = sms_type is not SmsType.TRANSACTIONAL
+    store_window = not quiet.off and (marketing or not quiet.transactional_exempt)
+    if not store_window and not (marketing and phone_e164.startswith(_RULED_CODES)):
+        return None
     return _number(phone_e164)
 
 

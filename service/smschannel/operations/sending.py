@@ -183,7 +183,7 @@ class Sender:
                 bool(phone),
                 reach.mobile_phone_status,
                 reach.sms_subscription_status,
-                phone_key(phone),
+                phone_key(phone, req.type, config.rules.quiet_hours),
                 marker_replacement(country_of(phone)),
                 lookups.recent.get((req.store_id, reach.contact_id), 0) if capped else 0,
             )
