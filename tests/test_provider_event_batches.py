@@ -119,7 +119,7 @@ def _answering(
 
 async def test_a_batch_takes_the_stores_in_turn() -> None:
     calls: list[list[str]] = []
-    batcher = Batcher(_answering(calls, 0.05), max_batch=10)
+    batcher = Batcher(_answering(calls, 0.05), max_batch=10, in_flight=1)  # one call at a time: the next waits
     first = asyncio.ensure_future(batcher.report(_request(0)))
     await asyncio.sleep(0.01)  # the first call is out; the flood and the stop wait
     flood = [asyncio.ensure_future(batcher.report(_request(n, "stores/big"))) for n in range(50)]
@@ -135,7 +135,8 @@ async def test_a_late_answer_is_a_timeout_and_a_full_queue_refuses_at_once() -> 
     assert [type(r).__name__ for r in results] == ["TimeoutError"] * 3 + ["Overloaded"] * 2
 
 
-async def test_the_batcher_groups_what_arrives_while_a_call_is_out() -> None:
+@pytest.mark.parametrize("in_flight", [1, 2])
+async def test_the_batcher_groups_what_arrives_while_its_calls_are_out(in_flight: int) -> None:
     calls: list[int] = []
     release = asyncio.Event()
 
@@ -149,13 +150,13 @@ async def test_the_batcher_groups_what_arrives_while_a_call_is_out() -> None:
             ]
         )
 
-    batcher = Batcher(send, max_batch=50)
+    batcher = Batcher(send, max_batch=50, in_flight=in_flight)
     first = asyncio.ensure_future(batcher.report(_request(0)))
     await asyncio.sleep(0.01)
     assert calls == [1]  # alone, it left at once: no timer
     rest = [asyncio.ensure_future(batcher.report(_request(n))) for n in range(1, 121)]
     await asyncio.sleep(0.01)
-    assert calls == [1]  # they wait while a call is out
+    assert calls == [1, 50][:in_flight]  # a free slot takes a batch at once; the rest wait for a call to land
     release.set()
     results = await asyncio.gather(first, *rest)
     assert [r.response.message for r in results] == [str(n) for n in range(121)]  # each its own answer

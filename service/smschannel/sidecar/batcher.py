@@ -2,12 +2,12 @@
 
 Every SMS sent comes back as one or more callbacks, so the sidecar must absorb them as fast as the
 outbox sends. One RPC and one transaction per callback cannot: the server's cost is mostly per call
-and per commit. So the callbacks that arrive while a batch is on its way wait and leave together, up
-to MAX_BATCH, in one call that the server applies in one transaction. Nothing waits for a timer: with
-no batch in flight a callback leaves at once (on the next turn of the loop, with whatever arrived in
-the same turn), so a quiet sidecar adds no latency, and a busy one batches as much as the server's
-pace lets it. Each caller is answered with its own result once the batch is stored: never an
-acknowledgement before durability.
+and per commit. So up to IN_FLIGHT batches are on their way at once, and the callbacks that arrive
+meanwhile wait and leave together, up to MAX_BATCH, in one call that the server applies in one
+transaction. Nothing waits for a timer: with a call free a callback leaves at once (on the next turn
+of the loop, with whatever arrived in the same turn), so a quiet sidecar adds no latency, and a busy
+one batches as much as the server's pace lets it. Each caller is answered with its own result once the
+batch is stored: never an acknowledgement before durability.
 
 Instasent wants an answer within 5 s, so each callback has a DEADLINE from its arrival: past it the
 caller answers 503 (Instasent retries; a callback stored meanwhile is then a duplicate), and a batch's
@@ -29,7 +29,10 @@ __all__ = ["DEADLINE", "MAX_BATCH", "Batcher", "Overloaded"]
 
 MAX_BATCH = 200  # callbacks per call (the server takes up to 500)
 MAX_WAITING = 2_000  # callbacks waiting for a call, beyond which new ones are refused at once
-IN_FLIGHT = 1  # calls at once: while one is applied, the next one fills
+# Calls at once: while one is applied, another is on its way (and the next fills). With one, the server
+# waited for each batch to cross the wire both ways: 7,259 callbacks/s against 10,007 with two
+# (bench/callbacks, the same machine), at less CPU a callback on both sides.
+IN_FLIGHT = 2
 DEADLINE = 4.5  # seconds from a callback's arrival to its answer
 
 Send = Callable[[pb.BatchReportProviderEventsRequest, float], Awaitable[pb.BatchReportProviderEventsResponse]]
