@@ -31,9 +31,18 @@ from .conftest import INSTASENT_TOKEN, StoreCtx, Stubs, clock_at, create_store, 
 from .test_sending import content
 from .test_workflows import activate, contact, create_workflow, end, send_node
 
-# No phone; Spain (no country rule); France (its rule: 10:00-20:00 for newsletters); the US and Canada
-# (+1, the US rule; the "Stop to opt-out" text); Jamaica (+1, no rule, the default text); the UK.
-PHONES = ["", "+34612345001", "+33612345678", "+12015550123", "+15062345678", "+18762101234", "+447400123456"]
+# No phone; Spain (no country rule); France (its rule: 10:00-20:00 for newsletters); the US in two zones
+# and Canada (+1, the US rule; the "Stop to opt-out" text); Jamaica (+1, no rule, the default text); UK.
+PHONES = [
+    "",
+    "+34612345001",
+    "+33612345678",
+    "+12015550123",  # New York
+    "+12135550123",  # Los Angeles
+    "+15062345678",
+    "+18762101234",
+    "+447400123456",
+]
 STATUSES = [
     common.MOBILE_PHONE_STATUS_ACTIVE,
     common.MOBILE_PHONE_STATUS_PAUSED,
@@ -44,17 +53,19 @@ SUBSCRIPTIONS = [
     common.SMS_SUBSCRIPTION_STATUS_UNSUBSCRIBED,
     common.SMS_SUBSCRIPTION_STATUS_NONE,
 ]
-# Each cell twice: the first twin got a newsletter an hour ago (the cap of one a day counts it).
+# Each cell three times (groups of several contacts; two pages of the broadcast): the first got a
+# newsletter an hour ago, which the cap of one a day counts.
 CELLS = [
     (phone, status, subscription, twin)
     for phone in PHONES
     for status in (STATUSES if phone else [common.MOBILE_PHONE_STATUS_UNSPECIFIED])
     for subscription in SUBSCRIPTIONS
-    for twin in (0, 1)
+    for twin in (0, 1, 2)
 ]
-# A Monday, 21:30 in Madrid: the store's window (21:00-09:00) holds Spain and the UK (20:30) is free;
-# France is past its 20:00; New York, Canada's Atlantic time and Jamaica are in their afternoon.
-AT = datetime(2026, 12, 7, 21, 30, tzinfo=ZoneInfo("Europe/Madrid"))
+# A Tuesday, 03:30 in Madrid: the store's window (21:00-09:00) holds Spain, the UK, France (before its
+# 10:00 too), New York (21:30, past the US rule's 21:00 too), Canada (22:30) and Jamaica (21:30); Los
+# Angeles (18:30) is free. Without the window only France and New York are held, by their rules.
+AT = datetime(2026, 12, 8, 3, 30, tzinfo=ZoneInfo("Europe/Madrid"))
 # 147 GSM characters before the marker: one part with France's 13-character text, two with the others'.
 TEXT = ("Oferta de la semana. " * 8)[:146] + " {{unsubscribe}}"
 # What the outbox changes on a message it hands over.
@@ -128,7 +139,7 @@ async def _broadcast(stubs: Stubs, store: StoreCtx, text: str, kind: int, count:
         )
         return len(runs.workflow_runs) == count
 
-    await eventually(completed, "every run of the broadcast to complete", within=30)
+    await eventually(completed, "every run of the broadcast to complete", within=60)
     return wf.name.rsplit("/", 1)[1]
 
 
@@ -227,6 +238,7 @@ async def test_a_set_wise_page_stores_what_contact_by_contact_stores(
         workflow_id = await _broadcast(stubs, store, text, kind, len(CELLS))
         snapshots.append(await _snapshot(app, store, workflow_id, ids))
         assert bool(pages) is set_based  # each way was taken
+        assert not set_based or len(pages) > 1  # and set-wise, page after page
         if set_based:  # what the outbox was handed is what was stored (as of then: it may have sent it)
             assert bool(offered) is token  # without a token nothing goes to the outbox
             for m in offered:

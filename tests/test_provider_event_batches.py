@@ -87,6 +87,33 @@ async def test_each_event_of_a_batch_is_judged_alone(
     assert (await message(stubs, sending_store, m.name)).status == common.MESSAGE_STATUS_DELIVERED
 
 
+async def test_the_same_callbacks_in_calls_at_once_apply_once(stubs: Stubs, sending_store: StoreCtx) -> None:
+    """The sidecar keeps two calls in flight, and Instasent retries: the same callbacks may be in two
+    calls applied at once. Each applies once; the other call finds it a duplicate; a stop unsubscribes
+    its contact with one activity."""
+    m = await sent_message(stubs, sending_store, "612 000 902")
+    secret = await secret_of(stubs, sending_store)
+    client_id = m.name.rsplit("/", 1)[1]
+    batch = pb.BatchReportProviderEventsRequest(
+        requests=[
+            pb.ReportProviderEventRequest(
+                parent=sending_store.name, callback_secret=secret, client_id=client_id, status=status
+            )
+            for status in ("delivered", "stop")
+        ]
+    )
+    answers = await asyncio.gather(*(stubs.sms.BatchReportProviderEvents(batch, metadata=EVENTS) for _ in range(4)))
+    for i in range(2):
+        outcomes = sorted(pb.ProviderEventOutcome.Name(a.results[i].response.outcome) for a in answers)
+        assert outcomes == ["PROVIDER_EVENT_OUTCOME_APPLIED"] + ["PROVIDER_EVENT_OUTCOME_DUPLICATE"] * 3
+    contact = (await message(stubs, sending_store, m.name)).contact
+    activities = await stubs.contacts.ListActivities(
+        cpb.ListActivitiesRequest(parent=contact), metadata=sending_store.md
+    )
+    unsubscribes = [a for a in activities.activities if a.type == common.ACTIVITY_TYPE_SMS_UNSUBSCRIBE]
+    assert len(unsubscribes) == 1
+
+
 async def test_a_batch_is_for_the_sidecar_only_and_bounded(stubs: Stubs, sending_store: StoreCtx) -> None:
     one = pb.ReportProviderEventRequest(parent=sending_store.name, callback_secret="x", status="stop", client_id="m")
     with pytest.raises(grpc.aio.AioRpcError) as e:

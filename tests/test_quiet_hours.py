@@ -26,6 +26,7 @@ from smschannel.domain.quiet_hours import (
     CountryRule,
     QuietHours,
     held_until,
+    phone_key,
     quiet_hours_problem,
     recipient_zones,
 )
@@ -502,3 +503,27 @@ def test_held_until_is_the_first_allowed_instant(
         if instant >= at:
             assert not allowed(phone, sms_type, instant, quiet, zones), instant
             assert judge(phone, sms_type, instant, quiet, store_zone) is not None, instant
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    pair=st.tuples(phones, phones),
+    sms_type=st.sampled_from([NEWSLETTER, TRANSACTIONAL]),
+    at=instants,
+    quiet=st.one_of(windows, st.just(QuietHours(time(0), time(0)))),
+    store_zone=st.sampled_from(ZONES),
+)
+def test_phone_key_is_all_that_held_until_reads_of_a_number(
+    pair: tuple[str, str], sms_type: SmsType, at: datetime, quiet: QuietHours, store_zone: ZoneInfo
+) -> None:
+    """A broadcast judges quiet hours once per `phone_key`: two numbers with one key are held alike,
+    and a number without one is never held."""
+    assume(quiet_hours_problem(quiet) is None)
+    first, second = pair
+    key = phone_key(first, sms_type, quiet)
+    if key is None:
+        event("no key")
+        assert held_until(first, sms_type, at, quiet, store_zone) is None
+    if key is not None and key == phone_key(second, sms_type, quiet):
+        event("same key")
+        assert held_until(first, sms_type, at, quiet, store_zone) == held_until(second, sms_type, at, quiet, store_zone)

@@ -282,13 +282,11 @@ class WorkflowEngine:
         )
         if key in self._writing:  # one page in writing at a time: a broadcast does not run ahead of SQL
             await self._landed(key)
-        write = asyncio.ensure_future(self._write_sends(sends, wf, query, after, now))
+        write = asyncio.ensure_future(self._write_sends(sends, wf, now))
         self._writing[key] = _PageWrite(write, cursor, last)
         return bool(rows)
 
-    async def _write_sends(
-        self, sends: PageSends, wf: Workflow, query: ContactQuery, after: int, now: datetime
-    ) -> None:
+    async def _write_sends(self, sends: PageSends, wf: Workflow, now: datetime) -> None:
         """A set-wise page's cursor, messages, runs and steps in one transaction; nothing when its
         workflow was paused, edited or deleted meanwhile. The outbox hears of the new messages.
         Should it fail, the page is done again contact by contact (where what the database refuses
@@ -305,8 +303,10 @@ class WorkflowEngine:
             stored = await self.storage.atomically(work, 3 * len(sends.members))
         except DomainError:  # what the database refuses of a contact's message (anything else: retried)
             log.exception("a broadcast page failed set-wise; doing it again contact by contact")
-            moves, page, _ = await self._page_by_contact(wf, query, after, now)
-            await self._write(moves, page)
+            # The same contacts and the same cursor (the next page is read from it already), each
+            # contact read again by its run's send.
+            runs = [self.new_run(wf, member[0], BROADCAST_RUN + member[0], {}, now=now) for member in sends.members]
+            await self._write(await self._advance(runs, now), sends.page)
             return
         self.sender.stored(stored, stored)
 
