@@ -241,7 +241,7 @@ def phone_key(phone_e164: str, sms_type: SmsType, quiet: QuietHours) -> tuple[st
     marketing = sms_type is not SmsType.TRANSACTIONAL
     store_window = not quiet.off and (marketing or not quiet.transactional_exempt)
     if not store_window and not (marketing and phone_e164.startswith(_RULED_CODES)):
-        return None
+        return None  # held_until's own early answers
     return _number(phone_e164)
 
 
@@ -463,6 +463,8 @@ def held_until(
     store_window = not quiet.off and (marketing or not quiet.transactional_exempt)
     if not marketing and not store_window:
         return None
+    if not store_window and not phone_e164.startswith(_RULED_CODES):
+        return None  # no country rule can apply: no need to read the number (a newsletter's every SMS)
     region, key = _number(phone_e164)
     rule = COUNTRY_RULES.get(region) if marketing else None
     if rule is None and not store_window:
