@@ -28,6 +28,8 @@ import grpc
 import httpx
 
 from bench._common import fake_instasent, fake_stats, received, report, server
+from smschannel.instasent.client import MAX_BULK
+from smschannel.operations.workflow_engine import BROADCAST_BATCH
 from smschannel.storage.sqlite import SqliteStorage
 from smschannel.storage.sqlite.db import PRAGMAS
 from smschannel.v1 import common_pb2 as common
@@ -40,6 +42,7 @@ from smschannel.v1 import workflow_service_pb2_grpc as wpb_grpc
 
 TOKEN, BLAST_TOKEN = "bench-token", "blast-token"
 GOAL = 0.5  # × the storage floor
+PAGE = BROADCAST_BATCH  # the floor writes in the service's own batch sizes
 CONCURRENCY = 8
 
 
@@ -159,7 +162,7 @@ async def blast(fake: str, count: int) -> tuple[float, float]:
 def storage_floor(count: int) -> tuple[float, float]:
     """SMS/s of the SQL writes alone of a newsletter to `count` contacts (half sent), on a fresh file
     with the service's schema, with the service's batch sizes and SQLite settings; and the seconds per
-    SMS of reading those contacts in pages of 150 (timed apart: the floor is the writes)."""
+    SMS of reading those contacts in the engine's pages (timed apart: the floor is the writes)."""
     with tempfile.TemporaryDirectory() as tmp:
         path = f"{tmp}/floor.db"
 
@@ -196,13 +199,13 @@ def storage_floor(count: int) -> tuple[float, float]:
         read = time.perf_counter()
         after = 0
         while rows := conn.execute(
-            "SELECT * FROM contacts WHERE store_id = 's' AND seq > ? ORDER BY seq LIMIT 150", (after,)
+            "SELECT * FROM contacts WHERE store_id = 's' AND seq > ? ORDER BY seq LIMIT ?", (after, PAGE)
         ).fetchall():
             after = rows[-1][0]
         read = time.perf_counter() - read
         start = time.perf_counter()
-        for first in range(0, count, 150):  # a broadcast page: runs, steps and messages
-            page = range(first, min(count, first + 150))
+        for first in range(0, count, PAGE):  # a broadcast page: runs, steps and messages
+            page = range(first, min(count, first + PAGE))
             conn.execute("BEGIN IMMEDIATE")
             conn.executemany(runs, [("s", "w", f"r{i}", f"c{i}", 3, "send", now, "{}", "", 1, now, now) for i in page])
             conn.executemany(steps, [("s", "w", f"r{i}", "send", now, "queued", f"m{i}") for i in page])
@@ -242,8 +245,8 @@ def storage_floor(count: int) -> tuple[float, float]:
                 ],
             )
             conn.execute("COMMIT")
-        for first in range(0, count, 200):  # a bulk answer: 100 SENT updates and their activities
-            sent = range(first, min(count, first + 200), 2)
+        for first in range(0, count, 2 * MAX_BULK):  # a bulk answer: its SENT updates and their activities
+            sent = range(first, min(count, first + 2 * MAX_BULK), 2)
             conn.execute("BEGIN IMMEDIATE")
             conn.executemany(
                 "UPDATE messages SET status = 2, provider_id = ?, send_time = ?, attempts = attempts + 1,"

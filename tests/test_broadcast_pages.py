@@ -20,6 +20,7 @@ from google.type import timeofday_pb2
 from smschannel.domain.enums import MessageStatus, RecipientMode, SmsType
 from smschannel.domain.messages import Message
 from smschannel.names import new_id
+from smschannel.operations import workflow_engine
 from smschannel.server import App
 from smschannel.storage import MessageQuery
 from smschannel.storage.sqlite import unit_of_work
@@ -222,6 +223,7 @@ async def test_a_set_wise_page_stores_what_contact_by_contact_stores(
         return await real_add_page(messages_tx, sends)
 
     monkeypatch.setattr(unit_of_work._Messages, "add_page", counted)
+    monkeypatch.setattr(workflow_engine, "BROADCAST_BATCH", 100)  # a broadcast of several pages
     offered: list[Message] = []
     real_offer = app.sender.on_queued
     assert real_offer is not None

@@ -53,7 +53,10 @@ __all__ = ["WORKFLOW_REQUEST_PREFIX", "WorkflowEngine"]
 log = logging.getLogger("smschannel.workflows")
 
 ROUND = 300  # runs per round
-BROADCAST_BATCH = 150  # contacts turned into runs per transaction (its work blocks the loop in slices)
+# Contacts turned into runs per transaction: a page's work blocks the loop in slices. bench/newsletter
+# and bench/broadcast, the same machine: 150 gave 0.23-0.26 x the storage floor and GetContact's p99
+# 4.3 x idle during a broadcast; 300, 0.31-0.35 x and 3.8 x; 500, 0.31-0.35 x and 6.2-8.1 x.
+BROADCAST_BATCH = 300
 MAX_STEPS = 1000  # a run that takes more steps than this is failed (a runaway loop)
 WORKFLOW_REQUEST_PREFIX = "wf:"  # of a Send SMS step's request id (SendSms refuses ids that start so)
 BROADCAST_RUN = "b-"  # a broadcast's run for a contact: this + the contact's id
