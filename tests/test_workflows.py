@@ -15,11 +15,19 @@ from google.protobuf import duration_pb2, struct_pb2
 from google.rpc import error_details_pb2
 
 from smschannel.domain.enums import MessageStatus, SmsType
-from smschannel.domain.workflows import Comparison, ReceivedSmsStep, Run, RunState, compare_count, received_window
+from smschannel.domain.workflows import (
+    Comparison,
+    ReceivedSmsStep,
+    Run,
+    RunState,
+    SendSmsStep,
+    compare_count,
+    received_window,
+)
 from smschannel.instasent.fake import FakeInstasent
 from smschannel.operations.sending import SendRequest
 from smschannel.server import App
-from smschannel.storage import BroadcastPage, RunUpdate
+from smschannel.storage import BroadcastPage, ContactQuery, RunUpdate
 from smschannel.storage.sqlite import unit_of_work
 from smschannel.v1 import common_pb2 as common
 from smschannel.v1 import contacts_service_pb2 as cpb
@@ -523,6 +531,14 @@ async def test_a_broadcast_page_landing_after_a_pause_or_a_delete_stores_nothing
     offered = list(app.dispatcher._ready)
     await app.engine._write(moves, page)
     await app.engine._write_one_by_one(moves, page)  # the way a refused page is written: no less careful
+    paused = await app.storage.workflows.get(sending_store.id, workflow_id)
+    assert paused is not None
+    node = paused.node("s")
+    assert node is not None
+    assert isinstance(node.step, SendSmsStep)
+    key = (sending_store.id, workflow_id, page.version)  # the set-wise way, as judged while ACTIVE
+    assert await app.engine._send_page(replace(paused, version=page.version), node.step, ContactQuery(), 0, now, key)
+    await app.engine._writing.pop(key).task
     await stubs.workflows.DeleteWorkflow(wpb.DeleteWorkflowRequest(name=wf.name), metadata=sending_store.md)
     await app.engine._write(moves, page)
     assert await app.storage.workflows.get_run(sending_store.id, workflow_id, late.id) is None

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
@@ -194,7 +194,13 @@ class WorkflowEngine:
         did = False
         now = self.clock()
         due = await self.storage.workflows.broadcasts_due()
-        self._broadcast_retries.forget_others({(b.store_id, b.workflow_id, b.version) for b in due})
+        keys: set[Hashable] = {(b.store_id, b.workflow_id, b.version) for b in due}
+        self._broadcast_retries.forget_others(keys)
+        for key, pending in list(self._writing.items()):  # a paused, edited or deleted broadcast's
+            if key not in keys and pending.task.done():
+                del self._writing[key]
+                if not pending.task.cancelled() and pending.task.exception() is not None:
+                    log.warning("a broadcast page's write failed", exc_info=pending.task.exception())
         for b in due:
             key = (b.store_id, b.workflow_id, b.version)  # a new activation (a new version) starts afresh
             if not self._broadcast_retries.ready(key, now):
