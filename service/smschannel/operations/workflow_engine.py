@@ -411,7 +411,7 @@ class WorkflowEngine:
         """Inside a unit of work (which may run more than once: `moves` is not changed): the moves of
         live runs and their messages; returns (the messages written, as stored), for `Sender.stored`.
         `cursor`: move the page's cursor too (else only check its workflow is still ACTIVE)."""
-        runs = [u.run for u in moves.updates]
+        runs = moves.runs  # as they were read
         if page is not None:
             if not await (tx.runs.page(page) if cursor else tx.runs.active(page)):
                 return [], []

@@ -70,8 +70,8 @@ class RunChanges(Protocol):
         ...
 
     async def live(self, runs: Sequence[Run]) -> list[bool]:
-        """Whether each run still exists and is RUNNING or WAITING (not paused, failed or deleted since
-        it was read)."""
+        """Whether each run is still as it was read: RUNNING or WAITING at the same step (not paused,
+        failed, deleted, or moved on since: by this same write landing twice)."""
         ...
 
     async def new(self, runs: Sequence[Run]) -> list[bool]:

@@ -233,15 +233,17 @@ def insert_page_runs(conn: sqlite3.Connection, sends: PageSends) -> None:
 
 
 def live_runs(conn: sqlite3.Connection, runs: Sequence[Run]) -> list[bool]:
-    """Inside a write transaction: whether each run still exists and is RUNNING or WAITING (not paused
-    with its workflow, failed or deleted since it was read)."""
-    live: set[tuple[str, str, str]] = set()
-    keys = [(r.store_id, r.workflow_id, r.id) for r in runs]
+    """Inside a write transaction: whether each run is still as it was read: RUNNING or WAITING, at
+    the same step (not paused with its workflow, failed, deleted, or moved on by this same write
+    landing twice)."""
+    live: set[tuple[str, str, str, int]] = set()
+    keys = [(r.store_id, r.workflow_id, r.id, r.step_count) for r in runs]
     for i in range(0, len(keys), 300):
         chunk = keys[i : i + 300]
-        terms = " OR ".join("(store_id = ? AND workflow_id = ? AND id = ?)" for _ in chunk)
-        sql = f"SELECT store_id, workflow_id, id FROM workflow_runs WHERE state IN (?, ?) AND ({terms})"
-        live.update((r[0], r[1], r[2]) for r in conn.execute(sql, [_RUNNING, _WAITING, *(v for k in chunk for v in k)]))
+        terms = " OR ".join("(store_id = ? AND workflow_id = ? AND id = ? AND step_count = ?)" for _ in chunk)
+        sql = f"SELECT store_id, workflow_id, id, step_count FROM workflow_runs WHERE state IN (?, ?) AND ({terms})"
+        rows = conn.execute(sql, [_RUNNING, _WAITING, *(v for k in chunk for v in k)])
+        live.update((r[0], r[1], r[2], r[3]) for r in rows)
     return [key in live for key in keys]
 
 
