@@ -108,6 +108,20 @@ async def test_a_poisoned_store_fails_its_own_runs_and_others_complete(
     assert got.HasField("last_error_time")
 
 
+async def doomed_and_fine(
+    stubs: Stubs, store: StoreCtx, text: str, cleanup: list[tuple[str, StoreCtx]]
+) -> dict[str, str]:
+    """Two ACTIVE workflows sending `text` on the events "doomed" and "fine"; their ids by event."""
+    ids = {}
+    for event in ("doomed", "fine"):
+        wf = await create_workflow(
+            stubs, store, wpb.Trigger(event=wpb.EventTrigger(event_name=event)), [send_node("s", text)]
+        )
+        cleanup.append((wf.name, store))
+        ids[event] = (await activate(stubs, store, wf)).name.rsplit("/", 1)[1]
+    return ids
+
+
 async def test_a_send_that_raises_fails_only_its_run(
     stubs: Stubs,
     app: App,
@@ -116,14 +130,8 @@ async def test_a_send_that_raises_fails_only_its_run(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     txt = await content(stubs, sending_store, "Hola")
-    flows = {}
-    for event in ("doomed", "fine"):
-        wf = await create_workflow(
-            stubs, sending_store, wpb.Trigger(event=wpb.EventTrigger(event_name=event)), [send_node("s", txt.name)]
-        )
-        cleanup.append((wf.name, sending_store))
-        flows[event] = await activate(stubs, sending_store, wf)
-    doomed_id = flows["doomed"].name.rsplit("/", 1)[1]
+    flows = await doomed_and_fine(stubs, sending_store, txt.name, cleanup)
+    doomed_id = flows["doomed"]
     real_judge_many = app.sender.judge_many
 
     async def judge_many_raising(requests: list[Any]) -> Any:
@@ -153,18 +161,12 @@ async def test_a_message_the_database_refuses_fails_only_its_run(
     txt = await content(stubs, sending_store, "Hola {{unsubscribe}}")
     people = [await contact(stubs, sending_store, f"612 500 9{i:02d}") for i in range(10, 14)]
     doomed_contact = people[0].name.rsplit("/", 1)[1]
-    flows = {}
-    for event in ("doomed", "fine"):
-        wf = await create_workflow(
-            stubs, sending_store, wpb.Trigger(event=wpb.EventTrigger(event_name=event)), [send_node("s", txt.name)]
-        )
-        cleanup.append((wf.name, sending_store))
-        flows[event] = await activate(stubs, sending_store, wf)
+    flows = await doomed_and_fine(stubs, sending_store, txt.name, cleanup)
     broadcast = await create_workflow(
         stubs, sending_store, wpb.Trigger(broadcast=wpb.BroadcastTrigger()), [send_node("s", txt.name)]
     )
     cleanup.append((broadcast.name, sending_store))
-    doomed_id = flows["doomed"].name.rsplit("/", 1)[1]
+    doomed_id = flows["doomed"]
     broadcast_id = broadcast.name.rsplit("/", 1)[1]
     real_add, real_add_page = unit_of_work._Messages.add, unit_of_work._Messages.add_page
     refused = InvalidArgument("text", "PostgreSQL text cannot hold U+0000 (injected)")
@@ -226,13 +228,7 @@ async def test_one_round_writes_the_runs_the_database_does_not_refuse(
     txt = await content(stubs, sending_store, "Hola")
     c = await contact(stubs, sending_store, "612 500 920")
     contact_id = c.name.rsplit("/", 1)[1]
-    flows = {}
-    for event in ("doomed", "fine"):
-        wf = await create_workflow(
-            stubs, sending_store, wpb.Trigger(event=wpb.EventTrigger(event_name=event)), [send_node("s", txt.name)]
-        )
-        cleanup.append((wf.name, sending_store))
-        flows[event] = (await activate(stubs, sending_store, wf)).name.rsplit("/", 1)[1]
+    flows = await doomed_and_fine(stubs, sending_store, txt.name, cleanup)
     later = datetime.now(UTC) + timedelta(hours=1)  # not due: the engine's own rounds leave them alone
     runs = [
         Run(sending_store.id, flows[event], f"r-{event}", contact_id, RunState.RUNNING, "s", later, later, later)

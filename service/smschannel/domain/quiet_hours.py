@@ -238,11 +238,16 @@ def phone_key(phone_e164: str, sms_type: SmsType, quiet: QuietHours) -> tuple[st
     the key of its zones; None when it reads nothing of it (the window does not apply to the type and
     no country rule can: the number's calling code is no ruled country's). Numbers with one key are
     held alike at any instant: a broadcast judges quiet hours once per key."""
-    marketing = sms_type is not SmsType.TRANSACTIONAL
-    store_window = not quiet.off and (marketing or not quiet.transactional_exempt)
+    marketing, store_window = _applies(sms_type, quiet)
     if not store_window and not (marketing and phone_e164.startswith(_RULED_CODES)):
-        return None  # held_until's own early answers
+        return None  # nothing can hold it: no need to read the number (a newsletter's every SMS)
     return _number(phone_e164)
+
+
+def _applies(sms_type: SmsType, quiet: QuietHours) -> tuple[bool, bool]:
+    """(whether country rules apply: marketing SMS, whether the store's window applies) to a type."""
+    marketing = sms_type is not SmsType.TRANSACTIONAL
+    return marketing, not quiet.off and (marketing or not quiet.transactional_exempt)
 
 
 def _kind(region: _Region, national: str) -> str | None:
@@ -459,13 +464,11 @@ def held_until(
     store's zone alone judges; when nothing is allowed there either, the SMS is held SEARCH_LIMIT."""
     if at.tzinfo is None:
         raise ValueError("held_until needs an aware datetime")
-    marketing = sms_type is not SmsType.TRANSACTIONAL
-    store_window = not quiet.off and (marketing or not quiet.transactional_exempt)
-    if not marketing and not store_window:
+    number = phone_key(phone_e164, sms_type, quiet)  # all it reads of the number (a broadcast groups by it)
+    if number is None:
         return None
-    if not store_window and not phone_e164.startswith(_RULED_CODES):
-        return None  # no country rule can apply: no need to read the number (a newsletter's every SMS)
-    region, key = _number(phone_e164)
+    region, key = number
+    marketing, store_window = _applies(sms_type, quiet)
     rule = COUNTRY_RULES.get(region) if marketing else None
     if rule is None and not store_window:
         return None
