@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
+import time
 from collections.abc import Awaitable, Callable, Iterable
 from datetime import UTC, datetime
 from importlib import resources
@@ -109,13 +110,15 @@ class Database:
         await writer.execute(f"PRAGMA page_size = {PAGE_SIZE}")
         await writer.execute("PRAGMA journal_mode = WAL")
         db = cls(writer, writer)
-        await db._migrate()
+        await db._migrate()  # waiting out another process's migration (busy_timeout)
+        await writer.execute("PRAGMA busy_timeout = 0")  # then writes wait yielding (_yielding)
         if path != ":memory:":
             db._reader = await _connect(path)
             db._inline = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
             db._inline.row_factory = sqlite3.Row
             for pragma in PRAGMAS:
                 db._inline.execute(f"PRAGMA {pragma}")
+            db._inline.execute("PRAGMA busy_timeout = 0")  # as the writer's
         return db
 
     async def close(self) -> None:
@@ -135,7 +138,12 @@ class Database:
         `fn` must be plain synchronous sqlite3 code; big batches go through `write_batch`."""
         async with self._write_lock:
             if self._inline is not None:
-                return _in_transaction(self._inline, fn)
+                inline = self._inline
+
+                async def attempt() -> T | _Busy:
+                    return _try_transaction(inline, fn)
+
+                return await _yielding(attempt)
             return await self._on_writer_thread(fn)
 
     async def write_batch(self, fn: Callable[[sqlite3.Connection], T]) -> T:
@@ -153,36 +161,50 @@ class Database:
 
     async def _on_writer_thread(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         # aiosqlite's own queue to its thread (private API, aiosqlite pinned to 0.22.1).
-        execute: Callable[..., Awaitable[T]] = self._writer._execute
-        return await execute(_in_transaction, self._writer._conn, fn)
+        execute: Callable[..., Awaitable[T | _Busy]] = self._writer._execute
+        return await _yielding(lambda: execute(_try_transaction, self._writer._conn, fn))
 
     async def fetch_one(self, sql: str, params: Iterable[Any] = ()) -> Row | None:
         """One row by key, read inline on the event loop.
 
         A point read through an index takes microseconds, less than the hop to aiosqlite's thread,
         and in WAL mode a reader never waits for a writer. Use `fetch_all` for anything bigger."""
-        if self._inline is None:
-            rows = await self._reader.execute_fetchall(sql, tuple(params))
-            return next(iter(rows), None)
-        row: Row | None = self._inline.execute(sql, tuple(params)).fetchone()
-        return row
+        if self._inline is not None:
+            try:
+                row: Row | None = self._inline.execute(sql, tuple(params)).fetchone()
+                return row
+            except sqlite3.OperationalError as e:  # a WAL reader is almost never busy: then, waiting
+                if not _busy(e):
+                    raise
+        rows = await self._reader.execute_fetchall(sql, tuple(params))
+        return next(iter(rows), None)
 
     async def fetch_by_keys(self, sql: str, params: Iterable[Any] = ()) -> list[Row]:
         """A few rows by key (a bounded `IN (...)` through an index), read inline like `fetch_one`."""
-        if self._inline is None:
-            return list(await self._reader.execute_fetchall(sql, tuple(params)))
-        return self._inline.execute(sql, tuple(params)).fetchall()
+        if self._inline is not None:
+            try:
+                return self._inline.execute(sql, tuple(params)).fetchall()
+            except sqlite3.OperationalError as e:  # as in fetch_one
+                if not _busy(e):
+                    raise
+        return list(await self._reader.execute_fetchall(sql, tuple(params)))
 
     async def fetch_all(self, sql: str, params: Iterable[Any] = ()) -> list[Row]:
         """All rows, read on the database thread (one hop)."""
         return list(await self._reader.execute_fetchall(sql, tuple(params)))
 
+    async def _applied(self) -> set[int]:
+        async with self._writer.execute("SELECT version FROM schema_migrations") as cur:
+            return {row[0] for row in await cur.fetchall()}
+
     async def _migrate(self) -> None:
+        """Apply the migrations the file lacks. Processes opening one new file together (the server and
+        its outbox process) each try; the first applies a migration, the others wait for its lock, fail
+        on what it created, roll back and go on."""
         await self._writer.execute(
             "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_time INTEGER)"
         )
-        async with self._writer.execute("SELECT version FROM schema_migrations") as cur:
-            applied = {row[0] for row in await cur.fetchall()}
+        applied = await self._applied()
         folder = resources.files(__package__) / "migrations"
         for entry in sorted(folder.iterdir(), key=lambda e: e.name):
             if not entry.name.endswith(".sql"):
@@ -191,10 +213,17 @@ class Database:
             if version in applied:
                 continue
             # executescript commits first; the whole migration then runs as one transaction.
-            await self._writer.executescript(
-                f"BEGIN IMMEDIATE;\n{entry.read_text()}\n"
-                f"INSERT INTO schema_migrations VALUES ({version}, {to_micros(datetime.now(UTC))});\nCOMMIT;"
-            )
+            try:
+                await self._writer.executescript(
+                    f"BEGIN IMMEDIATE;\n{entry.read_text()}\n"
+                    f"INSERT INTO schema_migrations VALUES ({version}, {to_micros(datetime.now(UTC))});\nCOMMIT;"
+                )
+            except sqlite3.Error:
+                if self._writer.in_transaction:
+                    await self._writer.rollback()
+                if version not in await self._applied():
+                    raise
+                continue  # another process applied it meanwhile
             log.info("migration applied", extra={"version": version, "file": entry.name})
 
 
@@ -237,8 +266,9 @@ PAGE_SIZE = 8192
 # commits. The larger page cache keeps index inserts of big imports in memory. Checkpoints every
 # 10,000 pages (a WAL of up to ~40 MB) instead of 1,000: a page rewritten by many transactions (an
 # index leaf during an import) is copied back once, not every batch (-6% SQLite CPU an imported row).
+BUSY_TIMEOUT = 10.0  # seconds a writer waits for another process's write lock (PRAGMAS' busy_timeout)
 PRAGMAS = (
-    "busy_timeout = 10000",
+    f"busy_timeout = {int(BUSY_TIMEOUT * 1000)}",
     "foreign_keys = ON",
     "synchronous = NORMAL",
     "cache_size = -65536",
@@ -246,8 +276,51 @@ PRAGMAS = (
 )
 
 
-def _in_transaction(conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T]) -> T:
-    conn.execute("BEGIN IMMEDIATE")
+_BUSY_POLL = (0.0005, 0.005)  # the first and the longest pause between two tries, in seconds
+
+
+class _Busy:
+    """What a try at a write transaction returns when another process holds SQLite's write lock."""
+
+
+BUSY = _Busy()
+
+
+def _try_transaction(conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T]) -> T | _Busy:
+    """`fn` as one transaction, or BUSY at once (busy_timeout 0) if another process is writing."""
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+    except sqlite3.OperationalError as e:
+        if _busy(e):
+            return BUSY
+        raise
+    return _in_begun_transaction(conn, fn)
+
+
+async def _yielding(attempt: Callable[[], Awaitable[T | _Busy]]) -> T:
+    """Try a write transaction until the write lock is free, pausing a few milliseconds, yielding, in
+    between, for up to BUSY_TIMEOUT.
+
+    Its connections have busy_timeout 0 once migrated: SQLite's own wait sleeps in the caller's thread
+    in ever longer naps (up to 100 ms). An outbox process, whose writes are short, then lost the lock
+    to the engine's back-to-back page transactions in the server for a second and more, its event
+    loop stopped all the while."""
+    deadline, pause = time.monotonic() + BUSY_TIMEOUT, _BUSY_POLL[0]
+    while True:
+        result = await attempt()
+        if not isinstance(result, _Busy):
+            return result
+        if time.monotonic() > deadline:
+            raise sqlite3.OperationalError(f"database is locked: another process wrote for {BUSY_TIMEOUT} s")
+        await asyncio.sleep(pause)
+        pause = min(2 * pause, _BUSY_POLL[1])
+
+
+def _busy(e: sqlite3.OperationalError) -> bool:
+    return getattr(e, "sqlite_errorcode", None) in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+
+
+def _in_begun_transaction(conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T]) -> T:
     try:
         result = fn(conn)
     except BaseException:
