@@ -43,6 +43,13 @@ def process_cpu(pid: int, thread: int | None = None) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def _peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return round(int(line.split()[1]) / 1024, 1)
+    return -1.0
+
+
 @dataclass
 class Server:
     """A running `python -m smschannel server`."""
@@ -53,10 +60,7 @@ class Server:
 
     def peak_rss_mb(self) -> float:
         """The process's peak resident set (VmHWM), in MB."""
-        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return round(int(line.split()[1]) / 1024, 1)
-        return -1.0
+        return _peak_rss_mb(self.proc.pid)
 
     def cpu_seconds(self) -> tuple[float, float]:
         """CPU time (user + system) used so far by the server process and by its live child processes
@@ -65,23 +69,25 @@ class Server:
         pids = children.read_text().split() if children.exists() else []
         return process_cpu(self.proc.pid), sum(process_cpu(int(p)) for p in pids)
 
-    def loop_cpu_seconds(self) -> float:
-        """CPU seconds of the server's main thread alone: its event loop, where every handler, the
-        workflow engine and the outbox run (the database threads and grpc's own are the rest)."""
-        return process_cpu(self.proc.pid, self.proc.pid)
-
-    def cpu_by_role(self) -> dict[str, float]:
-        """CPU seconds of each live child process by its role (`server`, `sidecar`, or the command line's
-        last word), for `smschannel run`, whose children are the server and the sidecar."""
+    def roles(self) -> dict[str, int]:
+        """The live child processes by role (`server`, `outbox`, `sidecar`: the command line's last
+        word), for `smschannel run`."""
         children = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children")
-        out: dict[str, float] = {}
+        out: dict[str, int] = {}
         for pid in children.read_text().split() if children.exists() else []:
             try:
-                role = Path(f"/proc/{pid}/cmdline").read_bytes().rstrip(b"\0").split(b"\0")[-1].decode()
+                out[Path(f"/proc/{pid}/cmdline").read_bytes().rstrip(b"\0").split(b"\0")[-1].decode()] = int(pid)
             except OSError:
                 continue
-            out[role] = out.get(role, 0.0) + process_cpu(int(pid))
         return out
+
+    def cpu_by_role(self) -> dict[str, float]:
+        """CPU seconds of each live child process by its role, for `smschannel run`."""
+        return {role: process_cpu(pid) for role, pid in self.roles().items()}
+
+    def peak_rss_mb_by_role(self) -> dict[str, float]:
+        """Each child process's peak resident set (VmHWM), in MB, for `smschannel run`."""
+        return {role: _peak_rss_mb(pid) for role, pid in self.roles().items()}
 
     def create_store(self, store_id: str = "bench") -> str:
         """A store; returns its key."""

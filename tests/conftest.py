@@ -123,6 +123,16 @@ async def slow_fake() -> AsyncIterator[FakeInstasent]:
         yield fake
 
 
+@pytest.fixture
+async def kill_fake() -> AsyncIterator[FakeInstasent]:
+    """A fake Instasent answering in 30 ms (a kill lands while requests are in flight), with callbacks."""
+    fake = FakeInstasent()
+    fake.add_token(KILL_TOKEN)
+    fake.faults.latency = 0.03
+    async with fake.serve():
+        yield fake
+
+
 @pytest.fixture(scope="session")
 async def app(tmp_path_factory: pytest.TempPathFactory, fake: FakeInstasent) -> AsyncIterator[App]:
     """The server under test, talking to the fake Instasent."""

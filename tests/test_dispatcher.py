@@ -41,7 +41,7 @@ def dispatcher_over(outbox: Any) -> Dispatcher:
 async def test_an_outbox_read_leaves_out_what_finished_while_it_ran() -> None:
     stale = queued("m1")
 
-    async def outbox(now: datetime, limit: int) -> list[Message]:
+    async def outbox(now: datetime, limit: int, own: bool = True) -> list[Message]:
         # The chunk holding m1 is recorded SENT while this snapshot is taken: the snapshot still says
         # QUEUED, and m1 is no longer in flight.
         d._finished.add("m1")
@@ -52,7 +52,7 @@ async def test_an_outbox_read_leaves_out_what_finished_while_it_ran() -> None:
 
 
 async def test_handed_over_messages_are_taken_in_order_and_not_read_back() -> None:
-    async def outbox(now: datetime, limit: int) -> list[Message]:
+    async def outbox(now: datetime, limit: int, own: bool = True) -> list[Message]:
         return [queued("m1"), queued("m2"), queued("m3")]  # committed, so the outbox has them too
 
     d = dispatcher_over(outbox)
@@ -68,7 +68,7 @@ async def test_handed_over_messages_are_taken_in_order_and_not_read_back() -> No
 async def test_the_hand_over_is_bounded_and_the_rest_waits_in_the_outbox(monkeypatch: Any) -> None:
     monkeypatch.setattr(dispatcher_module, "READY_MAX", 3)
 
-    async def outbox(now: datetime, limit: int) -> list[Message]:
+    async def outbox(now: datetime, limit: int, own: bool = True) -> list[Message]:
         return [queued(f"m{i}") for i in range(5)]
 
     d = dispatcher_over(outbox)
@@ -107,10 +107,10 @@ async def test_the_cap_counts_a_contacts_newsletter_still_on_its_way() -> None:
     # m1's chunk ends (its outcome stored): the in-flight count lets go of it.
     limiter = asyncio.Semaphore(0)
 
-    async def delivered(store_id: str, chunk: list[Message]) -> None:
+    async def delivered(store_id: str, chunk: list[Message], claimed: bool) -> None:
         return None
 
     d._deliver = delivered  # type: ignore[method-assign]
-    await d._send("s1", [to_ana("m1")], limiter)
+    await d._send("s1", [to_ana("m1")], limiter, False)
     assert not d._capped_out
     assert not d._capped_ids

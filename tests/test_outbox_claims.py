@@ -11,6 +11,7 @@ from pathlib import Path
 from smschannel.domain.enums import MessageStatus, RecipientMode, SmsSubscriptionStatus, SmsType
 from smschannel.domain.messages import Message
 from smschannel.domain.stores import ApiKey, Store
+from smschannel.storage import MessageUpdate
 from smschannel.storage.sqlite import SqliteStorage
 from smschannel.storage.sqlite.messages import CLAIM
 
@@ -47,6 +48,52 @@ async def test_a_replica_takes_another_s_messages_only_when_its_claim_runs_out(t
         assert [m.id for m in await b.messages.due(later, 2)] == ["m0", "m1"]
         assert [m.id for m in await a.messages.due(later, 10)] == ["m2"]  # b holds the first two now
         assert {m.id for m in await b.messages.due(later, 10)} == {"m0", "m1"}
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_an_outbox_process_reads_what_its_server_stored_and_never_its_own_in_flight(tmp_path: Path) -> None:
+    """SMSCHANNEL_OUTBOX=process: the server stores messages unclaimed; the outbox process (the replica's
+    claims are its) takes them at once, and its later reads leave out what it holds (in flight),
+    though its first read after a restart takes those back at once."""
+    path = database_at(tmp_path, "outbox.db")
+    server = await SqliteStorage.open(path, "replica-a", hold_stored=False)
+    outbox = await SqliteStorage.open(path, "replica-a")
+    other = await SqliteStorage.open(path, "replica-b")
+    try:
+        await server.stores.create(
+            Store("s", "S", SmsSubscriptionStatus.UNSPECIFIED, NOW), ApiKey("s", "k", "K", "h", NOW)
+        )
+        await server.messages.add([queued(n) for n in range(3)])
+        assert [m.id for m in await outbox.messages.due(NOW, 2, own=False)] == ["m0", "m1"]  # unclaimed: at once
+        assert [m.id for m in await outbox.messages.due(NOW, 10, own=False)] == ["m2"]  # not m0, m1 (in flight)
+        assert await outbox.messages.due(NOW, 10, own=False) == []
+        assert await other.messages.due(NOW, 10) == []  # held by replica-a's outbox process
+        # Restarted, its first read takes its claims back without waiting them out.
+        assert [m.id for m in await outbox.messages.due(NOW, 10, own=True)] == ["m0", "m1", "m2"]
+    finally:
+        for storage in (server, outbox, other):
+            await storage.close()
+
+
+async def test_a_message_put_off_is_let_go_and_due_again_when_its_wait_ends(tmp_path: Path) -> None:
+    """A retry or a quiet-hours hold lets go of the claim (`release`): at its next attempt the message
+    is read again, by this outbox process or another replica's, without waiting out the claim."""
+    path = database_at(tmp_path, "release.db")
+    a, b = await SqliteStorage.open(path, "replica-a"), await SqliteStorage.open(path, "replica-b")
+    try:
+        await a.stores.create(Store("s", "S", SmsSubscriptionStatus.UNSPECIFIED, NOW), ApiKey("s", "k", "K", "h", NOW))
+        await a.messages.add([queued(n) for n in range(2)])
+        assert len(await a.messages.due(NOW, 10)) == 2
+        soon = NOW + timedelta(seconds=2)  # well within the claim (CLAIM)
+        queued_only = frozenset({MessageStatus.QUEUED})
+        retry = MessageUpdate("s", "m0", MessageStatus.QUEUED, queued_only, NOW, next_attempt_time=soon, release=True)
+        kept = MessageUpdate("s", "m1", MessageStatus.QUEUED, queued_only, NOW, next_attempt_time=soon)
+        assert await a.messages.update([retry, kept]) == [True, True]
+        assert await a.messages.due(NOW + timedelta(seconds=1), 10, own=False) == []  # not due yet
+        assert [m.id for m in await a.messages.due(soon, 10, own=False)] == ["m0"]  # m1: still held
+        assert await b.messages.due(soon, 10) == []  # a took m0 again; m1 is a's until its claim runs out
     finally:
         await a.close()
         await b.close()

@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import grpc
@@ -23,15 +22,6 @@ from .procs import free_port
 
 TOKEN = KILL_TOKEN
 COUNT = 400
-
-
-@pytest.fixture
-async def kill_fake() -> AsyncIterator[FakeInstasent]:
-    fake = FakeInstasent()
-    fake.add_token(TOKEN)
-    fake.faults.latency = 0.03  # slow enough that a kill lands while requests are in flight
-    async with fake.serve():
-        yield fake
 
 
 def start_server(tmp: Path, addr: str, fake: FakeInstasent) -> subprocess.Popen[bytes]:

@@ -1,10 +1,11 @@
-"""Command line: `python -m smschannel {server,sidecar,run}`."""
+"""Command line: `python -m smschannel {server,outbox,sidecar,run,healthcheck}`."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
 
@@ -23,11 +24,32 @@ def _split_addr(addr: str) -> tuple[str, int]:
 
 def run_server(config: Config) -> None:
     """The gRPC server in the foreground."""
+    early = _remember_stop_signals()
     import uvloop
 
     from .server import serve
 
-    uvloop.run(serve(config))
+    uvloop.run(serve(config, early))
+
+
+def run_outbox(config: Config) -> None:
+    """The outbox process in the foreground (beside a server run with SMSCHANNEL_OUTBOX=process)."""
+    early = _remember_stop_signals()
+    import uvloop
+
+    from .server import serve_outbox
+
+    uvloop.run(serve_outbox(config, early))
+
+
+def _remember_stop_signals() -> list[int]:
+    """From the first moment: a SIGTERM or SIGINT while the process starts (imports, migrations) is
+    remembered, and it drains as soon as it has started, instead of dying of it (`smschannel run` may
+    pass one on before a child is up: it then exited 241)."""
+    early: list[int] = []
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda signum, _frame: early.append(signum))
+    return early
 
 
 def run_sidecar(config: Config) -> None:
@@ -79,19 +101,24 @@ def _die_with_parent() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
-async def _run_both() -> int:
-    """Server and sidecar as two child processes; a signal to us is passed to both, once.
+async def _run_all() -> int:
+    """Server, outbox and sidecar as three child processes; a signal to us is passed to each, once.
+
+    The outbox runs in a process of its own (SMSCHANNEL_OUTBOX=process, unless set otherwise), so
+    sending SMS and serving the API do not share one core.
 
     The children run in their own session, so a Ctrl-C on the terminal reaches them only through us:
     each gets one SIGTERM-like signal and drains, instead of a second one arriving while it exits (it
     then died of SIGTERM and `make run` reported Error 241). A hang-up (the terminal closed) stops
     them too, they stop if this process dies of anything, and a second Ctrl-C stops them at once.
-    Exit 0 when both stopped cleanly."""
+    Exit 0 when all stopped cleanly."""
+    env = {**os.environ, "SMSCHANNEL_OUTBOX": os.environ.get("SMSCHANNEL_OUTBOX") or "process"}
+    roles = ("server", "outbox", "sidecar") if env["SMSCHANNEL_OUTBOX"] == "process" else ("server", "sidecar")
     children = [
         await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "smschannel", role, start_new_session=True, preexec_fn=_die_with_parent
+            sys.executable, "-m", "smschannel", role, env=env, start_new_session=True, preexec_fn=_die_with_parent
         )
-        for role in ("server", "sidecar")
+        for role in roles
     ]
     loop = asyncio.get_running_loop()
     stopping = False
@@ -111,7 +138,7 @@ async def _run_both() -> int:
     waits = [asyncio.ensure_future(c.wait()) for c in children]
     await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
     if not stopping:
-        stop(signal.SIGTERM)  # one ended by itself: stop the other too
+        stop(signal.SIGTERM)  # one ended by itself: stop the others too
     codes = await asyncio.gather(*waits)
     return next((code for code in codes if code != 0), 0)
 
@@ -119,7 +146,7 @@ async def _run_both() -> int:
 def main(argv: list[str] | None = None) -> None:
     """Entry point."""
     parser = argparse.ArgumentParser(prog="smschannel", description=__doc__)
-    parser.add_argument("command", choices=["server", "sidecar", "run", "healthcheck"], help="what to run")
+    parser.add_argument("command", choices=["server", "outbox", "sidecar", "run", "healthcheck"], help="what to run")
     parser.add_argument("role", nargs="?", choices=["server", "sidecar"], default="server", help="for healthcheck")
     args = parser.parse_args(argv)
     config = Config.from_env()
@@ -128,12 +155,14 @@ def main(argv: list[str] | None = None) -> None:
     configure(config.log_level)
     if args.command == "server":
         run_server(config)
+    elif args.command == "outbox":
+        run_outbox(config)
     elif args.command == "sidecar":
         run_sidecar(config)
     elif args.command == "healthcheck":
         sys.exit(healthcheck(config, args.role))
     else:
-        sys.exit(asyncio.run(_run_both()))
+        sys.exit(asyncio.run(_run_all()))
 
 
 if __name__ == "__main__":

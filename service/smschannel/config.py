@@ -11,6 +11,7 @@ from pathlib import Path
 __all__ = ["Config"]
 
 DEFAULT_INSTASENT_BASE_URL = "https://api.instasent.com/transactional/v1"
+OUTBOX_MODES = ("inline", "process")
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,11 @@ class Config:
     # How long a replica's hold lasts without renewal: its outbox claims and the workflow engine's
     # lease. Beyond a provider request's time (10 s); a dead replica's work is taken over after it.
     lease_seconds: float = 30.0
+    # Where the outbox dispatcher runs: "inline", in the server process; "process", in a process of its
+    # own (`smschannel outbox`, beside a server started with the same setting), which gives the sending
+    # of SMS a core of its own. `smschannel run` starts the three processes so.
+    outbox: str = "inline"
+    outbox_metrics_addr: str | None = None  # the outbox process's /metrics (its provider counters)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Config:
@@ -60,10 +66,14 @@ class Config:
             import_workers=int(env["SMSCHANNEL_IMPORT_WORKERS"]) if env.get("SMSCHANNEL_IMPORT_WORKERS") else None,
             replica=env.get("SMSCHANNEL_REPLICA") or socket.gethostname(),
             lease_seconds=float(env.get("SMSCHANNEL_LEASE_SECONDS") or cls.lease_seconds),
+            outbox=(env.get("SMSCHANNEL_OUTBOX") or cls.outbox).lower(),
+            outbox_metrics_addr=env.get("SMSCHANNEL_OUTBOX_METRICS_ADDR") or None,
         )
 
     def problem(self) -> str | None:
         """Why this configuration cannot run, or None."""
+        if self.outbox not in OUTBOX_MODES:
+            return f"SMSCHANNEL_OUTBOX must be one of {', '.join(OUTBOX_MODES)}, not {self.outbox!r}"
         if "://" in self.db and not self.secret_key:
             # Replicas and the sidecar must share one key (tokens at rest, page tokens, the sidecar's
             # credential), and a database URL has no directory to keep a generated one in.

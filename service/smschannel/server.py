@@ -7,8 +7,10 @@ import logging
 import secrets
 import signal
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
+from functools import partial
 
 import grpc
 import httpx
@@ -76,9 +78,48 @@ async def resolve_admin_key_hash(config: Config, storage: Storage) -> str:
     return stored
 
 
+async def open_storage(config: Config) -> Storage:
+    """The database of `config`, for this replica. With an outbox process (SMSCHANNEL_OUTBOX=process),
+    the messages the server stores are left unclaimed for it (the outbox process holds the claims)."""
+    lease = timedelta(seconds=config.lease_seconds)
+    return await SqliteStorage.open(config.db, config.replica, lease, hold_stored=config.outbox == "inline")
+
+
+@dataclass(frozen=True)
+class Provider:
+    """What talks to Instasent: the HTTP client, the Instasent client, and the channel configs' ops."""
+
+    http: httpx.AsyncClient
+    instasent: InstasentClient
+    channel: ChannelOps
+
+    @classmethod
+    def open(cls, config: Config, storage: Storage, secret_key: str) -> Provider:
+        """A client pool of its own (closed by `aclose`)."""
+        http = httpx.AsyncClient(timeout=httpx.Timeout(10.0, connect=5.0), limits=httpx.Limits(max_connections=50))
+        instasent = InstasentClient(http, config.instasent_base_url)
+        channel = ChannelOps(storage.channel_configs, TokenCipher(secret_key), instasent, config.public_url)
+        return cls(http, instasent, channel)
+
+    def dispatcher(self, config: Config, storage: Storage, metrics: Metrics, wakeup: asyncio.Event) -> Dispatcher:
+        """The outbox dispatcher, with the retry settings of `config`; in the server (handed messages
+        over in memory) or alone in an outbox process."""
+        return Dispatcher(
+            storage,
+            self.channel,
+            self.instasent,
+            wakeup,
+            retry_base=config.retry_base,
+            retry_max=config.retry_max,
+            max_attempts=config.retry_attempts,
+            observe=metrics.observe_provider,
+            handed_over=config.outbox == "inline",
+        )
+
+
 @dataclass
 class App:
-    """A running server with everything it owns."""
+    """A running server with everything it owns (its outbox dispatcher unless it runs apart)."""
 
     config: Config
     storage: Storage
@@ -89,15 +130,13 @@ class App:
     channel: ChannelOps
     workers: WorkerPool
     sender: Sender
-    dispatcher: Dispatcher
+    dispatcher: Dispatcher | None  # None: an outbox process sends (SMSCHANNEL_OUTBOX=process)
     engine: WorkflowEngine
 
     @classmethod
     async def start(cls, config: Config, storage: Storage | None = None) -> App:
         """Open storage, build and start the server on `config.grpc_addr` (port 0 picks a free one)."""
-        storage = storage or await SqliteStorage.open(
-            config.db, config.replica, timedelta(seconds=config.lease_seconds)
-        )
+        storage = storage or await open_storage(config)
         secret_key = load_or_create_secret_key(config.secret_key, config.secret_key_file)
         authenticator = Authenticator(
             storage,
@@ -105,26 +144,20 @@ class App:
             provider_events_key_hash=hash_key(derive_provider_events_key(secret_key)),
         )
         tokens = PageTokens(secret_key)
-        http = httpx.AsyncClient(timeout=httpx.Timeout(10.0, connect=5.0), limits=httpx.Limits(max_connections=50))
-        instasent = InstasentClient(http, config.instasent_base_url)
-        channel = ChannelOps(storage.channel_configs, TokenCipher(secret_key), instasent, config.public_url)
+        provider = Provider.open(config, storage, secret_key)
+        channel = provider.channel
         server = grpc.aio.server()
         metrics = Metrics()
         metrics.watch_messages(storage.messages.count_by_status, asyncio.get_running_loop())
         api = ApiInterceptor(authenticator, observe=metrics.observe_rpc)
         sender = Sender(storage, channel)
-        dispatcher = Dispatcher(
-            storage,
-            channel,
-            instasent,
-            sender.wakeup,
-            retry_base=config.retry_base,
-            retry_max=config.retry_max,
-            max_attempts=config.retry_attempts,
-            observe=metrics.observe_provider,
-        )
-        sender.on_queued = dispatcher.offer
-        channel.on_rules_changed = dispatcher.rules_changed
+        dispatcher: Dispatcher | None = None
+        if config.outbox == "inline":
+            dispatcher = provider.dispatcher(config, storage, metrics, sender.wakeup)
+            sender.on_queued = dispatcher.offer
+            channel.on_rules_changed = dispatcher.rules_changed
+        else:  # the outbox process finds what is due by itself, within OUTBOX_POLL
+            channel.on_rules_changed = partial(release_held, storage)
         contact_ops = ContactOps(storage)
         events = ProviderEvents(storage, channel, contact_ops, observe=metrics.observe_callback)
         stores = StoreOps(storage)
@@ -153,14 +186,15 @@ class App:
         if port == 0:
             raise OSError(f"cannot listen on {config.grpc_addr}")
         await server.start()
-        dispatcher.start()
+        if dispatcher is not None:
+            dispatcher.start()
         engine.start()
         if config.metrics_addr:
             metrics.serve(config.metrics_addr)
         for name in ("", *SERVICE_NAMES):
             await health.set(name, health_pb2.HealthCheckResponse.SERVING)
         log.info("serving", extra={"grpc_addr": config.grpc_addr, "port": port})
-        return cls(config, storage, server, health, port, http, channel, workers, sender, dispatcher, engine)
+        return cls(config, storage, server, health, port, provider.http, channel, workers, sender, dispatcher, engine)
 
     async def stop(self, grace: float | None = None) -> None:
         """Drain: report NOT_SERVING, let in-flight calls finish within the grace, close storage."""
@@ -168,21 +202,75 @@ class App:
         grace = self.config.shutdown_grace if grace is None else grace
         await self.server.stop(grace)
         await self.engine.stop(grace)
-        await self.dispatcher.stop(grace)
+        if self.dispatcher is not None:
+            await self.dispatcher.stop(grace)
         self.workers.close()
         await self.http.aclose()
         await self.storage.close()
         log.info("stopped")
 
 
-async def serve(config: Config) -> None:
+async def serve(config: Config, early: Sequence[int] = ()) -> None:
     """Run until SIGTERM or SIGINT, then drain and return."""
     app = await App.start(config)
     tune_gc()
+    await _until_signalled(early)
+    await app.stop()
+
+
+async def release_held(storage: Storage, store_id: str) -> None:
+    """A store's rules changed: what quiet hours held is due now, for the outbox to judge again."""
+    await storage.messages.release_held(store_id, datetime.now(UTC))
+
+
+@dataclass
+class Outbox:
+    """`smschannel outbox`: the outbox dispatcher alone, beside a server run with SMSCHANNEL_OUTBOX=process
+    (on the same database, with the same SMSCHANNEL_REPLICA and secret key). It reads what is due from the
+    outbox instead of being handed it, so the server's event loop and its own each keep a core busy."""
+
+    config: Config
+    storage: Storage
+    provider: Provider
+    dispatcher: Dispatcher
+
+    @classmethod
+    async def start(cls, config: Config, storage: Storage | None = None) -> Outbox:
+        """Open storage and start sending what is due."""
+        storage = storage or await open_storage(config)
+        provider = Provider.open(config, storage, load_or_create_secret_key(config.secret_key, config.secret_key_file))
+        metrics = Metrics()
+        metrics.watch_messages(storage.messages.count_by_status, asyncio.get_running_loop())
+        dispatcher = provider.dispatcher(config, storage, metrics, asyncio.Event())
+        dispatcher.start()
+        if config.outbox_metrics_addr:
+            metrics.serve(config.outbox_metrics_addr)
+        log.info("outbox sending", extra={"replica": config.replica})
+        return cls(config, storage, provider, dispatcher)
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Let the requests in flight finish within the grace; what is unsent stays QUEUED."""
+        await self.dispatcher.stop(self.config.shutdown_grace if grace is None else grace)
+        await self.provider.http.aclose()
+        await self.storage.close()
+        log.info("stopped")
+
+
+async def _until_signalled(early: Sequence[int]) -> None:
+    """Until SIGTERM or SIGINT; `early`: the signals that came while the process was starting."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    if early:
+        stop.set()
     await stop.wait()
     log.info("draining")
-    await app.stop()
+
+
+async def serve_outbox(config: Config, early: Sequence[int] = ()) -> None:
+    """The outbox process: run until SIGTERM or SIGINT, then drain and return."""
+    outbox = await Outbox.start(config)
+    tune_gc()
+    await _until_signalled(early)
+    await outbox.stop()

@@ -85,10 +85,11 @@ class ChannelOps:
             store_id=store_id, callback_secret=new_callback_secret(), update_time=self.clock(), version=1
         )
 
-    async def get(self, store_id: str) -> ChannelConfig:
-        """The config; a store that never saved one gets its callback secret now."""
+    async def get(self, store_id: str, fresh: bool = False) -> ChannelConfig:
+        """The config; a store that never saved one gets its callback secret now. `fresh`: as stored
+        now, for a process whose changes are made by another (an outbox process of its own)."""
         cached = self._cache.get(store_id)
-        if cached is not None and time.monotonic() - cached[0] < CACHE_SECONDS:
+        if cached is not None and not fresh and time.monotonic() - cached[0] < CACHE_SECONDS:
             return cached[1]
         config = await self.configs.get(store_id)
         if config is None:

@@ -43,6 +43,9 @@ log = logging.getLogger("smschannel.dispatcher")
 _QUEUED = frozenset({MessageStatus.QUEUED})
 READY_MAX = 10_000  # messages handed over in memory; beyond that they wait in the outbox only
 OUTBOX_READ_EVERY = timedelta(seconds=1)  # outbox reads while requests are in flight, at most
+# An outbox process of its own (handed_over False) is told of nothing: it looks at the outbox this often
+# when idle, and while its requests are in flight.
+OUTBOX_POLL = 0.05
 # When what is due is held by another replica's claims: look again this soon (not in a tight loop).
 CLAIMED_ELSEWHERE_PAUSE = timedelta(seconds=0.25)
 _NEVER = datetime.min.replace(tzinfo=UTC)
@@ -66,6 +69,10 @@ class Dispatcher:
     max_attempts: int = 15
     concurrency: int = 8  # provider requests in flight
     observe: Callable[[str, int], None] | None = None  # (outcome, count) for metrics
+    # True: the engine and SendSms of this process hand their messages over (`offer`) and wake it. False:
+    # it runs in a process of its own (`smschannel outbox`) and finds every message by reading the outbox,
+    # every OUTBOX_POLL when idle; each read claims what it returns, so it never reads its own in flight.
+    handed_over: bool = True
     _task: asyncio.Task[None] | None = None
     _in_flight: set[str] = field(default_factory=set)
     _ready: deque[Message] = field(default_factory=deque)  # handed over, not yet taken
@@ -76,6 +83,7 @@ class Dispatcher:
     _capped_out: Counter[tuple[str, str]] = field(default_factory=Counter)
     _capped_ids: dict[str, tuple[str, str]] = field(default_factory=dict)
     _last_read: datetime = _NEVER
+    _reclaimed: bool = False  # its first read took back its claims from before a restart
     _stopping: bool = False
 
     def offer(self, messages: list[Message]) -> None:
@@ -106,13 +114,18 @@ class Dispatcher:
         while not self._stopping:
             room = (self.concurrency - len(pending)) * MAX_BULK
             due = self._take_ready(room)
-            if not due and (not pending or self.clock() - self._last_read > OUTBOX_READ_EVERY):
+            claimed = not due  # read from the outbox just now, and claimed by that read
+            if not due and (not pending or not self.handed_over or self.clock() - self._last_read > OUTBOX_READ_EVERY):
                 due = await self._read_due(room)  # while hand-overs are in flight, not on every turn
             if not due:
                 if pending:  # what is due is already in flight: wait for a request to finish, or new work
                     self.wakeup.clear()
                     woken = asyncio.ensure_future(self.wakeup.wait())
-                    await asyncio.wait({*pending, woken}, return_when=asyncio.FIRST_COMPLETED)
+                    await asyncio.wait(
+                        {*pending, woken},
+                        timeout=None if self.handed_over else OUTBOX_POLL,
+                        return_when=asyncio.FIRST_COMPLETED,
+                    )
                     woken.cancel()
                 else:
                     await self._sleep_until_due()
@@ -125,7 +138,7 @@ class Dispatcher:
                     chunk = messages[i : i + MAX_BULK]
                     self._in_flight.update(m.id for m in chunk)
                     await limiter.acquire()
-                    task = asyncio.create_task(self._send(store_id, chunk, limiter))
+                    task = asyncio.create_task(self._send(store_id, chunk, limiter, claimed))
                     pending.add(task)
                     task.add_done_callback(pending.discard)
             # Read again only when the outbox has room to fill: avoids re-reading rows in flight.
@@ -147,11 +160,15 @@ class Dispatcher:
         message whose request finished while it ran may still look QUEUED in it, hence `_finished`."""
         self._finished.clear()
         self._last_read = self.clock()
+        # Its own claims are read too while messages are handed over (those were claimed when stored),
+        # and once at the start of an outbox process (a restart takes its claims back at once).
+        own = self.handed_over or not self._reclaimed
         try:
-            due = await self.storage.messages.due(self.clock(), room + len(self._in_flight))
+            due = await self.storage.messages.due(self.clock(), room + len(self._in_flight) if own else room, own)
         except Exception:
             log.exception("outbox: cannot read due messages")
             return []
+        self._reclaimed = True
         held = self._in_flight | self._ready_ids | self._finished
         return [m for m in due if m.id not in held]
 
@@ -159,11 +176,11 @@ class Dispatcher:
         due, now = await self.storage.messages.next_due(), self.clock()
         if due is not None and due <= now:  # due, yet the read found nothing: held by another replica
             due = now + CLAIMED_ELSEWHERE_PAUSE
-        await nap(self.wakeup, due, now, 5.0)
+        await nap(self.wakeup, due, now, 5.0 if self.handed_over else OUTBOX_POLL)
 
-    async def _send(self, store_id: str, chunk: list[Message], limiter: asyncio.Semaphore) -> None:
+    async def _send(self, store_id: str, chunk: list[Message], limiter: asyncio.Semaphore, claimed: bool) -> None:
         try:
-            await self._deliver(store_id, chunk)
+            await self._deliver(store_id, chunk, claimed)
         except Exception:
             log.exception("outbox: unexpected error; the messages stay queued", extra={"store": store_id})
             await asyncio.sleep(self.retry_base)
@@ -178,14 +195,17 @@ class Dispatcher:
             self._finished.update(ids)
             limiter.release()
 
-    async def _deliver(self, store_id: str, chunk: list[Message]) -> None:
-        config = await self.channel.get(store_id)
+    async def _deliver(self, store_id: str, chunk: list[Message], claimed: bool) -> None:
+        """Hand a chunk over. `claimed`: the outbox read that returned it claimed it a moment ago, still
+        QUEUED; else (handed over in memory when stored) the claim is renewed and checked first."""
+        config = await self.channel.get(store_id, fresh=True)  # another process may have changed it
         token = self.channel.token(config)
         if token is None:
             await self._fail(chunk, NO_TOKEN)
             return
-        held = await self.storage.messages.hold(store_id, [m.id for m in chunk], self.clock())
-        chunk = [m for m in chunk if m.id in held]  # another replica's now, or no longer queued: not from here
+        if not claimed:
+            held = await self.storage.messages.hold(store_id, [m.id for m in chunk], self.clock())
+            chunk = [m for m in chunk if m.id in held]  # another replica's now, or no longer queued: not here
         chunk = await self._still_eligible(store_id, chunk)
         chunk = await self._paced(config, chunk)
         if not chunk:
@@ -280,6 +300,7 @@ class Dispatcher:
                         reason,
                         next_attempt_time=hold,
                         hold_until=hold,
+                        release=True,
                     )
                 )
                 continue
@@ -391,6 +412,7 @@ class Dispatcher:
                 reason=reason,
                 next_attempt_time=when,
                 attempted=True,
+                release=True,
             )
             for m in chunk
         ]

@@ -49,6 +49,9 @@ class MessageUpdate:
     recipient: str | None = None
     segments: int | None = None
     hold_until: datetime | None = None  # quiet hours hold it until then (kept once set)
+    # Let go of this replica's claim: the message waits (a retry, quiet hours), and whichever outbox
+    # reads it due then takes it, this one included, without waiting out the claim.
+    release: bool = False
 
 
 class MessageRepository(Protocol):
@@ -80,9 +83,10 @@ class MessageRepository(Protocol):
         """Matching messages older than position `before`, newest first."""
         ...
 
-    async def due(self, now: datetime, limit: int) -> list[Message]:
+    async def due(self, now: datetime, limit: int, own: bool = True) -> list[Message]:
         """QUEUED messages due by `now` that no other replica holds, oldest first, now held by this one
-        for a while (a replica that dies lets go of them when that runs out)."""
+        for a while (a replica that dies lets go of them when that runs out). With `own` False, not
+        those this replica already holds (its requests in flight) either."""
         ...
 
     async def hold(self, store_id: str, message_ids: Collection[str], now: datetime) -> set[str]:

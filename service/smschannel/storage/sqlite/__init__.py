@@ -24,9 +24,10 @@ T = TypeVar("T")
 class SqliteStorage:
     """The Storage protocol on one SQLite file or one PostgreSQL database."""
 
-    def __init__(self, db: Engine, replica: str = "", claim: timedelta = CLAIM) -> None:
+    def __init__(self, db: Engine, replica: str = "", claim: timedelta = CLAIM, hold_stored: bool = True) -> None:
         """`replica`: this process's name among replicas sharing the database (a new one by default);
-        `claim`: how long its outbox claims last."""
+        `claim`: how long its outbox claims last; `hold_stored`: whether the messages it stores are
+        claimed by it (False when an outbox process sends them: SqliteMessages)."""
         replica = replica or new_id()
         self.db = db
         self._meta = SqliteMeta(db, replica)
@@ -34,18 +35,20 @@ class SqliteStorage:
         self._contacts = SqliteContacts(db)
         self._channel_configs = SqliteChannelConfigs(db)
         self._sms_contents = SqliteSmsContents(db)
-        self._messages = SqliteMessages(db, replica, claim)
+        self._messages = SqliteMessages(db, replica, claim, hold_stored)
         self._workflows = SqliteWorkflows(db)
 
     @classmethod
-    async def open(cls, target: str, replica: str = "", claim: timedelta = CLAIM) -> SqliteStorage:
+    async def open(
+        cls, target: str, replica: str = "", claim: timedelta = CLAIM, hold_stored: bool = True
+    ) -> SqliteStorage:
         """A SQLite file (created and migrated if needed), or a PostgreSQL database when `target` is a
         postgresql:// URL: the same SQL, through storage/postgres/engine.py."""
         if target.startswith(("postgresql://", "postgres://")):
             from ..postgres.engine import PgDatabase  # psycopg is loaded only for PostgreSQL
 
-            return cls(await PgDatabase.open(target), replica, claim)
-        return cls(await Database.open(target), replica, claim)
+            return cls(await PgDatabase.open(target), replica, claim, hold_stored)
+        return cls(await Database.open(target), replica, claim, hold_stored)
 
     @property
     def meta(self) -> SqliteMeta:

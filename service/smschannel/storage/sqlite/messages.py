@@ -232,10 +232,13 @@ def insert_page_messages(conn: sqlite3.Connection, sends: PageSends, owner: str,
 class SqliteMessages:
     """MessageRepository on SQLite."""
 
-    def __init__(self, db: Engine, replica: str, claim: timedelta = CLAIM) -> None:
+    def __init__(self, db: Engine, replica: str, claim: timedelta = CLAIM, hold_stored: bool = True) -> None:
+        """`hold_stored`: messages this process stores are claimed by it (its own outbox sends them, handed
+        over in memory); False when an outbox process of its own sends them (they are anyone's at once)."""
         self._db = db
         self._replica = replica  # this process, as the owner of its outbox claims
         self._claim = int(claim.total_seconds() * 1_000_000)
+        self._stored_by = (replica, self._claim) if hold_stored else ("", 0)
 
     async def add(self, messages: Sequence[Message]) -> list[Message]:
         """Store new messages; a message whose request id is known is not stored and the first one
@@ -244,11 +247,11 @@ class SqliteMessages:
 
     def add_in(self, conn: sqlite3.Connection, messages: Sequence[Message]) -> list[Message]:
         """`add` inside a write transaction (a unit of work's)."""
-        return _add(conn, messages, self._replica, self._claim)
+        return _add(conn, messages, *self._stored_by)
 
     def add_page_in(self, conn: sqlite3.Connection, sends: PageSends) -> list[Message]:
-        """A page's messages (PageSends) inside a write transaction, claimed by this replica."""
-        return insert_page_messages(conn, sends, self._replica, self._claim)
+        """A page's messages (PageSends) inside a write transaction, claimed as `add_in` claims."""
+        return insert_page_messages(conn, sends, *self._stored_by)
 
     async def get(self, store_id: str, message_id: str) -> Message | None:
         """The message, or None."""
@@ -310,12 +313,13 @@ class SqliteMessages:
         )
         return [Positioned(row[0], message_from_row(row)) for row in rows]
 
-    async def due(self, now: datetime, limit: int) -> list[Message]:
+    async def due(self, now: datetime, limit: int, own: bool = True) -> list[Message]:
         """QUEUED messages whose next attempt is due and that no other replica holds, oldest first,
         claimed by this one for CLAIM: one UPDATE ... RETURNING (two replicas claiming at once are
-        serialized by the engine: the second claims what the first left)."""
+        serialized by the engine: the second claims what the first left). With `own` False, not those
+        this replica holds either (they are in flight here)."""
         at = to_micros(now)
-        params = (self._replica, at + self._claim, _QUEUED, at, self._replica, at, limit)
+        params = (self._replica, at + self._claim, _QUEUED, at, self._replica if own else None, at, limit)
         rows = await self._db.write(lambda conn: conn.execute(OUTBOX_CLAIM, params).fetchall())
         return sorted((message_from_row(r) for r in rows), key=lambda m: m.next_attempt_time or now)
 
@@ -402,7 +406,8 @@ _UPDATE_MESSAGE = (
     "UPDATE messages SET status = ?, status_reason = ?, provider_id = COALESCE(?, provider_id),"
     " send_time = COALESCE(?, send_time), delivery_time = COALESCE(?, delivery_time),"
     " attempts = attempts + ?, next_attempt_time = ?, update_time = ?, recipient = COALESCE(?, recipient),"
-    " segments = COALESCE(?, segments), hold_until = COALESCE(?, hold_until) WHERE store_id = ? AND id = ?"
+    " segments = COALESCE(?, segments), hold_until = COALESCE(?, hold_until), claim_until = COALESCE(?, claim_until)"
+    " WHERE store_id = ? AND id = ?"
 )
 
 
@@ -423,6 +428,7 @@ def _update_params(u: MessageUpdate) -> tuple[Any, ...]:
         u.recipient,
         u.segments,
         None if u.hold_until is None else to_micros(u.hold_until),
+        0 if u.release else None,
         u.store_id,
         u.message_id,
     )
