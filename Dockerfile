@@ -33,6 +33,7 @@ COPY --from=build /opt/venv /opt/venv
 USER 10001:10001
 VOLUME ["/data"]
 EXPOSE 50051 8080
-# The sidecar's container overrides this with: smschannel healthcheck sidecar
+# The sidecar's container overrides this with: smschannel healthcheck sidecar. An outbox container
+# (`smschannel outbox`, beside a server with SMSCHANNEL_OUTBOX=process) listens on nothing: no healthcheck.
 HEALTHCHECK --interval=15s --timeout=5s --start-period=10s CMD ["smschannel", "healthcheck"]
 CMD ["smschannel", "server"]

@@ -41,7 +41,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 from smschannel.asgi import serve_in_loop
 from smschannel.config import Config
 from smschannel.instasent.fake import FakeInstasent
-from smschannel.server import App
+from smschannel.server import App, Outbox
 from smschannel.sidecar.app import create_app
 from smschannel.v1 import common_pb2 as common
 from smschannel.v1 import contacts_service_pb2 as cpb
@@ -205,6 +205,7 @@ class Replica:
 
     config: Config
     app: App | None = None
+    outbox: Outbox | None = None  # its outbox process's part, when it runs apart (as `make run` runs it)
     sidecar_url: str = ""
     sidecar: AsyncExitStack | None = None
     channel: grpc.Channel | None = None  # the machine's, from its thread
@@ -247,10 +248,15 @@ class Stack:
         """Start a server (on the port it had, after the first time), on the test's clock."""
         replica.app = await App.start(replica.config)
         replica.config = replace(replica.config, grpc_addr=f"127.0.0.1:{replica.app.port}")
-        self._apply_clock(replica.app)
+        if replica.config.outbox == "process":
+            replica.outbox = await Outbox.start(replica.config)
+        self._apply_clock(replica)
 
     async def _stop_server(self, replica: Replica) -> None:
         """Stop a server: it drains as on SIGTERM."""
+        if replica.outbox is not None:
+            await replica.outbox.stop(grace=self.grace)
+            replica.outbox = None
         if replica.app is not None:
             await replica.app.stop(grace=self.grace)
             replica.app = None
@@ -266,14 +272,17 @@ class Stack:
             await replica.sidecar.aclose()
             replica.sidecar = None
 
-    def _apply_clock(self, app: App) -> None:
+    def _apply_clock(self, replica: Replica) -> None:
         offset = self.offset
 
         def clock() -> datetime:
             return datetime.now(UTC) + offset
 
-        app.sender.clock = app.dispatcher.clock = clock
-        app.sender.wakeup.set()  # what was held until now is due
+        assert replica.app is not None
+        dispatcher = replica.app.dispatcher or (replica.outbox and replica.outbox.dispatcher)
+        assert dispatcher is not None
+        replica.app.sender.clock = dispatcher.clock = clock
+        dispatcher.wakeup.set()  # what was held until now is due
 
     def set_time(self, when: datetime) -> None:
         """From now on every server's sending and outbox clocks read `when` (and run on from there)."""
@@ -282,7 +291,7 @@ class Stack:
             self.offset = when - datetime.now(UTC)
             for replica in self.replicas:
                 if replica.app is not None:
-                    self._apply_clock(replica.app)
+                    self._apply_clock(replica)
 
         self.run(lambda: apply())
 

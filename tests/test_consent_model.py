@@ -42,11 +42,15 @@ async def consent_stack(
         instasent_base_url=fake.base_url,
         retry_max=0.1,
         retry_attempts=1_000_000,
+        outbox="process",  # as `make run` runs it: the outbox apart from the server
     )
     configs = [config]
-    if consent_model.REPLICAS > 1:
+    if consent_model.REPLICAS > 1:  # one replica as `make run` runs it, the others with the outbox inside
         lease = consent_model.REPLICA_LEASE
-        configs = [replace(config, replica=f"r{i}", lease_seconds=lease) for i in range(consent_model.REPLICAS)]
+        configs = [
+            replace(config, replica=f"r{i}", lease_seconds=lease, outbox="process" if i == 0 else "inline")
+            for i in range(consent_model.REPLICAS)
+        ]
     stack = consent_model.Stack(asyncio.get_running_loop(), fake, configs)
     await stack.start()
     try:

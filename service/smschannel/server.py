@@ -9,8 +9,7 @@ import signal
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from functools import partial
+from datetime import timedelta
 
 import grpc
 import httpx
@@ -157,7 +156,7 @@ class App:
             sender.on_queued = dispatcher.offer
             channel.on_rules_changed = dispatcher.rules_changed
         else:  # the outbox process finds what is due by itself, within OUTBOX_POLL
-            channel.on_rules_changed = partial(release_held, storage)
+            channel.on_rules_changed = sender.rules_changed
         contact_ops = ContactOps(storage)
         events = ProviderEvents(storage, channel, contact_ops, observe=metrics.observe_callback)
         stores = StoreOps(storage)
@@ -216,11 +215,6 @@ async def serve(config: Config, early: Sequence[int] = ()) -> None:
     tune_gc()
     await _until_signalled(early)
     await app.stop()
-
-
-async def release_held(storage: Storage, store_id: str) -> None:
-    """A store's rules changed: what quiet hours held is due now, for the outbox to judge again."""
-    await storage.messages.release_held(store_id, datetime.now(UTC))
 
 
 @dataclass

@@ -226,6 +226,11 @@ class Sender:
         self.stored(messages, stored)
         return stored
 
+    async def rules_changed(self, store_id: str) -> None:
+        """A store's time zone or quiet hours changed, with the outbox in a process of its own: what
+        quiet hours held is due now, for it to judge again."""
+        await self.storage.messages.release_held(store_id, self.clock())
+
     def stored(self, messages: list[Message], stored: list[Message]) -> None:
         """Once `messages` are committed, wherever they were written (here, or in a workflow's unit of
         work), as `stored`: the new QUEUED ones go to the outbox, and what quiet hours hold is logged."""
