@@ -77,11 +77,18 @@ async def resolve_admin_key_hash(config: Config, storage: Storage) -> str:
     return stored
 
 
-async def open_storage(config: Config) -> Storage:
-    """The database of `config`, for this replica. With an outbox process (SMSCHANNEL_OUTBOX=process),
-    the messages the server stores are left unclaimed for it (the outbox process holds the claims)."""
+async def open_storage(config: Config, outbox_process: bool = False) -> Storage:
+    """The database of `config`, for this replica's server, or its outbox process. With an outbox
+    process (SMSCHANNEL_OUTBOX=process), the messages the server stores are left unclaimed for it (it
+    holds the claims), and it writes its status changes on its event loop's thread."""
     lease = timedelta(seconds=config.lease_seconds)
-    return await SqliteStorage.open(config.db, config.replica, lease, hold_stored=config.outbox == "inline")
+    return await SqliteStorage.open(
+        config.db,
+        config.replica,
+        lease,
+        hold_stored=config.outbox == "inline",
+        updates_inline=outbox_process,
+    )
 
 
 @dataclass(frozen=True)
@@ -231,7 +238,7 @@ class Outbox:
     @classmethod
     async def start(cls, config: Config, storage: Storage | None = None) -> Outbox:
         """Open storage and start sending what is due."""
-        storage = storage or await open_storage(config)
+        storage = storage or await open_storage(config, outbox_process=True)
         provider = Provider.open(config, storage, load_or_create_secret_key(config.secret_key, config.secret_key_file))
         metrics = Metrics()
         metrics.watch_messages(storage.messages.count_by_status, asyncio.get_running_loop())

@@ -24,7 +24,14 @@ T = TypeVar("T")
 class SqliteStorage:
     """The Storage protocol on one SQLite file or one PostgreSQL database."""
 
-    def __init__(self, db: Engine, replica: str = "", claim: timedelta = CLAIM, hold_stored: bool = True) -> None:
+    def __init__(
+        self,
+        db: Engine,
+        replica: str = "",
+        claim: timedelta = CLAIM,
+        hold_stored: bool = True,
+        updates_inline: bool = False,
+    ) -> None:
         """`replica`: this process's name among replicas sharing the database (a new one by default);
         `claim`: how long its outbox claims last; `hold_stored`: whether the messages it stores are
         claimed by it (False when an outbox process sends them: SqliteMessages)."""
@@ -35,20 +42,25 @@ class SqliteStorage:
         self._contacts = SqliteContacts(db)
         self._channel_configs = SqliteChannelConfigs(db)
         self._sms_contents = SqliteSmsContents(db)
-        self._messages = SqliteMessages(db, replica, claim, hold_stored)
+        self._messages = SqliteMessages(db, replica, claim, hold_stored, updates_inline)
         self._workflows = SqliteWorkflows(db)
 
     @classmethod
     async def open(
-        cls, target: str, replica: str = "", claim: timedelta = CLAIM, hold_stored: bool = True
+        cls,
+        target: str,
+        replica: str = "",
+        claim: timedelta = CLAIM,
+        hold_stored: bool = True,
+        updates_inline: bool = False,
     ) -> SqliteStorage:
         """A SQLite file (created and migrated if needed), or a PostgreSQL database when `target` is a
         postgresql:// URL: the same SQL, through storage/postgres/engine.py."""
         if target.startswith(("postgresql://", "postgres://")):
             from ..postgres.engine import PgDatabase  # psycopg is loaded only for PostgreSQL
 
-            return cls(await PgDatabase.open(target), replica, claim, hold_stored)
-        return cls(await Database.open(target), replica, claim, hold_stored)
+            return cls(await PgDatabase.open(target), replica, claim, hold_stored, updates_inline)
+        return cls(await Database.open(target), replica, claim, hold_stored, updates_inline)
 
     @property
     def meta(self) -> SqliteMeta:

@@ -276,7 +276,7 @@ PRAGMAS = (
 )
 
 
-_BUSY_POLL = (0.0005, 0.005)  # the first and the longest pause between two tries, in seconds
+_BUSY_POLL = (0.0002, 0.001)  # the first and the longest pause between two tries, in seconds
 
 
 class _Busy:

@@ -17,7 +17,7 @@ from ...errors import Aborted
 from ...names import SmsContentName
 from .. import MessageQuery, MessageUpdate, PageSends, Positioned
 from .contacts import INSERT_ACTIVITY, activity_params
-from .db import Engine, Row, delete_checked, from_micros, insert_new, to_micros
+from .db import INLINE_ROWS, Engine, Row, delete_checked, from_micros, insert_new, to_micros
 
 __all__ = ["SqliteMessages", "SqliteSmsContents", "apply_updates", "insert_page_messages"]
 
@@ -232,10 +232,16 @@ def insert_page_messages(conn: sqlite3.Connection, sends: PageSends, owner: str,
 class SqliteMessages:
     """MessageRepository on SQLite."""
 
-    def __init__(self, db: Engine, replica: str, claim: timedelta = CLAIM, hold_stored: bool = True) -> None:
+    def __init__(
+        self, db: Engine, replica: str, claim: timedelta = CLAIM, hold_stored: bool = True, updates_inline: bool = False
+    ) -> None:
         """`hold_stored`: messages this process stores are claimed by it (its own outbox sends them, handed
-        over in memory); False when an outbox process of its own sends them (they are anyone's at once)."""
+        over in memory); False when an outbox process of its own sends them (they are anyone's at once).
+        `updates_inline`: status changes, however many, are written on the event loop's thread (an outbox
+        process, which serves nothing else: on the database thread, each row's step gave the GIL away to
+        the loop and waited for it back, the write lock held all the while)."""
         self._db = db
+        self._updates_inline = updates_inline
         self._replica = replica  # this process, as the owner of its outbox claims
         self._claim = int(claim.total_seconds() * 1_000_000)
         self._stored_by = (replica, self._claim) if hold_stored else ("", 0)
@@ -346,7 +352,11 @@ class SqliteMessages:
         changed, atomically. Returns which changed: an update whose message moved on is dropped."""
         if not updates:
             return []
-        return await self._db.write_rows(len(updates), lambda conn: apply_updates(conn, updates))
+        # Their parameters are built before the transaction: the write lock is held for the SQL only
+        # (another process, an outbox or a replica, may be waiting for it).
+        prepared = _Prepared(updates)
+        inline = len(updates) if self._updates_inline else INLINE_ROWS
+        return await self._db.write_rows(len(updates), lambda conn: apply_updates(conn, updates, prepared), inline)
 
     async def count_by_status(self) -> dict[MessageStatus, int]:
         """Messages by status, in one scan of the log (a scrape's worth, not a hot path)."""
@@ -434,7 +444,19 @@ def _update_params(u: MessageUpdate) -> tuple[Any, ...]:
     )
 
 
-def apply_updates(conn: sqlite3.Connection, updates: Sequence[MessageUpdate]) -> list[bool]:
+class _Prepared:
+    """The parameters of `apply_updates`' optimistic statements, built once."""
+
+    __slots__ = ("activities", "checked")
+
+    def __init__(self, updates: Sequence[MessageUpdate]) -> None:
+        self.checked = [(*_update_params(u), sum(1 << int(s) for s in u.expect)) for u in updates]
+        self.activities = [activity_params(u.activity) for u in updates if u.activity is not None]
+
+
+def apply_updates(
+    conn: sqlite3.Connection, updates: Sequence[MessageUpdate], prepared: _Prepared | None = None
+) -> list[bool]:
     """Inside a write transaction: each update applied only from a status it expects, in order (a
     later update of a message sees an earlier one's status), with the activities of those applied.
 
@@ -442,13 +464,13 @@ def apply_updates(conn: sqlite3.Connection, updates: Sequence[MessageUpdate]) ->
     QUEUED), so they are written with the expected statuses in the WHERE clause, and if SQLite changed
     as many rows as there are updates, that is all. Else they are rolled back and judged one by one
     on the statuses read first."""
+    prepared = prepared or _Prepared(updates)
     conn.execute("SAVEPOINT updates")
-    done = conn.executemany(
-        _UPDATE_MESSAGE_IF, [(*_update_params(u), sum(1 << int(s) for s in u.expect)) for u in updates]
-    ).rowcount
+    done = conn.executemany(_UPDATE_MESSAGE_IF, prepared.checked).rowcount
     if done == len(updates):
         conn.execute("RELEASE updates")
-        _insert_activities(conn, [u.activity for u in updates if u.activity is not None])
+        if prepared.activities:
+            conn.executemany(INSERT_ACTIVITY, prepared.activities)
         return [True] * len(updates)
     conn.execute("ROLLBACK TO updates")
     conn.execute("RELEASE updates")
