@@ -176,6 +176,18 @@ def fake_instasent(*tokens: str) -> Iterator[str]:
         proc.wait(timeout=30)
 
 
+def scrape(addr: str) -> dict[str, float]:
+    """A /metrics endpoint's unlabelled samples, by name."""
+    with urllib.request.urlopen(f"http://{addr}/metrics", timeout=10) as resp:
+        text = resp.read().decode()
+    samples: dict[str, float] = {}
+    for line in text.splitlines():
+        name, _, value = line.partition(" ")
+        if line and not line.startswith("#") and "{" not in name:
+            samples[name] = float(value)
+    return samples
+
+
 def received(stats: dict[str, object]) -> int:
     """How many SMS the fake received, from `fake_stats`."""
     count = stats["received"]

@@ -1,12 +1,12 @@
 """A newsletter to N contacts (half SUBSCRIBED) through the real API — an import, then a broadcast
 Send SMS workflow — to the fake Instasent; against a bare httpx blast of the same number of bulk
 requests to the same fake, in the same run. The service runs as `make run` runs it (`smschannel run`:
-the server, its outbox process, the sidecar); SMSCHANNEL_OUTBOX=inline runs the outbox inside the
-server instead, for comparison.
+the server, with the outbox inside it, and the sidecar), then again with the outbox in a process of
+its own (SMSCHANNEL_OUTBOX=process).
 
 Goal (issue 16): ≥ 0.5 × the storage floor, exactly N/2 SMS received, zero duplicates, zero to
-ineligible. Also printed: the CPU per contact of the server and of the outbox process, how many cores
-they kept busy, the blast's rate, and two floors measured in the same run:
+ineligible. Also printed for each layout: the CPU per contact of the server and of the outbox process,
+how many cores they kept busy; and the blast's rate, and two floors measured in the same run:
 - the storage floor: the SQL writes such a newsletter makes (a run, a step and a message per contact in
   pages, then a SENT update and an SMS_SENT activity per SMS in chunks of 100), alone, on the same
   schema: no design that keeps them in SQLite from one Python process can go faster than that;
@@ -25,11 +25,12 @@ import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 
 import grpc
 import httpx
 
-from bench._common import fake_instasent, fake_stats, free_port, received, report, server
+from bench._common import fake_instasent, fake_stats, free_port, received, report, scrape, server
 from smschannel.instasent.client import MAX_BULK
 from smschannel.operations.workflow_engine import BROADCAST_BATCH
 from smschannel.storage.sqlite import SqliteStorage
@@ -263,77 +264,152 @@ def storage_floor(count: int) -> tuple[float, float]:
     return half / elapsed, read / half
 
 
-def main() -> None:
-    count = int(sys.argv[1]) if len(sys.argv) > 1 else 200_000
+@dataclass
+class Run:
+    """One newsletter through `smschannel run` with one outbox layout, and what it cost."""
+
+    outbox: str
+    rate: float
+    received: int
+    duplicates: int
+    ineligible: int
+    server_cpu: float  # seconds
+    outbox_cpu: float
+    rss: dict[str, float]
+    lock_held: dict[str, float]  # seconds each process held SQLite's write lock during the newsletter
+    lock_waited: dict[str, float]  # and waited for the other's
+    baseline: float = 0.0  # the blast's SMS/s, taken beside it
+    http_cpu: float = 0.0
+
+    def cpu_us(self, count: int) -> float:
+        return (self.server_cpu + self.outbox_cpu) / count * 1e6
+
+    def span(self) -> float:  # the newsletter's, from activation to the last SMS (not its trailing wait)
+        return self.received / self.rate
+
+    def cores(self) -> float:
+        return (self.server_cpu + self.outbox_cpu) / self.span()
+
+    def lock_busy(self) -> float:
+        """The share of the newsletter's span SQLite's one write lock was held, by either process."""
+        return sum(self.lock_held.values()) / self.span()
+
+
+def run_newsletter(count: int, outbox: str, with_blast: bool) -> Run:
+    """The service as `make run` starts it, with SMSCHANNEL_OUTBOX=`outbox`: an import, the newsletter."""
     expected = (count + 1) // 2
-    # The floor before and after the newsletter, against their mean: a machine whose speed drifts
-    # during the run (shared cores) moves the two alike.
-    before, read_before = storage_floor(count)
-    http_addr = f"127.0.0.1:{free_port()}"
+    metrics = {"server": f"127.0.0.1:{free_port()}", "outbox": f"127.0.0.1:{free_port()}"}
     with (
         fake_instasent(TOKEN, BLAST_TOKEN) as fake,
-        server("run", INSTASENT_BASE_URL=fake, SMSCHANNEL_HTTP_ADDR=http_addr) as srv,
+        server(
+            "run",
+            INSTASENT_BASE_URL=fake,
+            SMSCHANNEL_HTTP_ADDR=f"127.0.0.1:{free_port()}",
+            SMSCHANNEL_OUTBOX=outbox,
+            SMSCHANNEL_METRICS_ADDR=metrics["server"],
+            SMSCHANNEL_OUTBOX_METRICS_ADDR=metrics["outbox"],
+        ) as srv,
     ):
         key = srv.create_store()
         content, key = asyncio.run(setup(srv.addr, key, count))
-        cpu_before = srv.cpu_by_role()
+        roles = [role for role in metrics if role in srv.roles()]
+        cpu_before, lock_before = srv.cpu_by_role(), {role: scrape(metrics[role]) for role in roles}
         rate = asyncio.run(newsletter(srv.addr, key, content, fake, expected))
-        cpu_after = srv.cpu_by_role()
-        server_cpu = cpu_after.get("server", 0.0) - cpu_before.get("server", 0.0)
-        outbox_cpu = cpu_after.get("outbox", 0.0) - cpu_before.get("outbox", 0.0)
-        cpu_us = (server_cpu + outbox_cpu) / count * 1e6
-        cores = (server_cpu + outbox_cpu) / (expected / rate)  # over the newsletter's span (not its trailing wait)
-        baseline, http_cpu = asyncio.run(blast(fake, expected))
+        cpu_after, lock_after = srv.cpu_by_role(), {role: scrape(metrics[role]) for role in roles}
+
+        def lock(name: str) -> dict[str, float]:
+            metric = f"smschannel_sqlite_write_lock_{name}_seconds_total"
+            return {role: lock_after[role][metric] - lock_before[role][metric] for role in roles}
+
         stats = fake_stats(fake, TOKEN, recipients=True)
-        rss = srv.peak_rss_mb_by_role()
+        recipients = stats["recipients"]
+        assert isinstance(recipients, list)
+        eligible = {phone(i) for i in range(0, count, 2)}
+        run = Run(
+            outbox,
+            rate,
+            received(stats),
+            len(recipients) - len(set(recipients)),
+            sum(1 for r in recipients if r not in eligible),
+            cpu_after.get("server", 0.0) - cpu_before.get("server", 0.0),
+            cpu_after.get("outbox", 0.0) - cpu_before.get("outbox", 0.0),
+            srv.peak_rss_mb_by_role(),
+            lock("held"),
+            lock("waited"),
+        )
+        if with_blast:
+            run.baseline, run.http_cpu = asyncio.run(blast(fake, expected))
+    return run
+
+
+def main() -> None:
+    count = int(sys.argv[1]) if len(sys.argv) > 1 else 200_000
+    expected = (count + 1) // 2
+    # The floor before and after the newsletters, against their mean: a machine whose speed drifts
+    # during the run (shared cores) moves the two alike.
+    before, read_before = storage_floor(count)
+    default = run_newsletter(count, "inline", with_blast=True)  # what `make run` runs
+    apart = run_newsletter(count, "process", with_blast=False)  # SMSCHANNEL_OUTBOX=process
     after, read_after = storage_floor(count)
     floor, read = (before + after) / 2, (read_before + read_after) / 2
-    print(f"storage floor {before:,.0f} SMS/s before the newsletter, {after:,.0f} after")
-    one_process = 1 / (1 / floor + read + http_cpu)
-    recipients = stats["recipients"]
-    assert isinstance(recipients, list)
-    eligible = {phone(i) for i in range(0, count, 2)}
-    ineligible = sum(1 for r in recipients if r not in eligible)
-    duplicates = len(recipients) - len(set(recipients))
+    print(f"storage floor {before:,.0f} SMS/s before the newsletters, {after:,.0f} after")
+    one_process = 1 / (1 / floor + read + default.http_cpu)
+    for run in (default, apart):
+        held = ", ".join(f"{role} {s / run.received * 1e6:.0f} µs an SMS" for role, s in run.lock_held.items())
+        print(
+            f"newsletter to {count} contacts, outbox {run.outbox}: {run.received} SMS at Instasent,"
+            f" {run.duplicates} duplicates, {run.ineligible} to ineligible contacts; {run.rate:,.0f} SMS/s;"
+            f" CPU {run.cpu_us(count):.0f} µs a contact (server {run.server_cpu / count * 1e6:.0f},"
+            f" outbox process {run.outbox_cpu / count * 1e6:.0f}), {run.cores():.2f} cores busy;"
+            f" SQLite's write lock held {run.lock_busy():.0%} of the time"
+            f" ({held},"
+            f" waiting {sum(run.lock_waited.values()) / run.received * 1e6:.0f} µs an SMS for the other):"
+            f" {run.rate / floor:.2f} × the storage floor ({1e6 / floor:.0f} µs an SMS)"
+        )
     print(
-        f"newsletter to {count} contacts: {stats['received']} SMS at Instasent, {duplicates} duplicates,"
-        f" {ineligible} to ineligible contacts; {rate:,.0f} SMS/s vs bare bulk blast {baseline:,.0f} SMS/s;"
-        f" CPU {cpu_us:.0f} µs a contact (server {server_cpu / count * 1e6:.0f}, outbox process"
-        f" {outbox_cpu / count * 1e6:.0f}), {cores:.2f} cores busy;"
-        f" storage floor {floor:,.0f} SMS/s ({floor / baseline:.2f} × the blast);"
-        f" the newsletter is {rate / floor:.2f} × the storage floor"
-    )
-    print(
-        f"one-process floor: storage {1e6 / floor:.0f} µs + contact reads {read * 1e6:.0f} µs + HTTP client"
-        f" {http_cpu * 1e6:.0f} µs an SMS = {one_process:,.0f} SMS/s = {one_process / floor:.2f} × the storage floor:"
-        f" a single-process server with no other work at all; the newsletter does"
-        f" {1e6 / rate - 1e6 / one_process:.0f} µs an SMS more"
+        f"storage floor {floor:,.0f} SMS/s ({floor / default.baseline:.2f} × a bare bulk blast to the same fake,"
+        f" {default.baseline:,.0f} SMS/s); one-process floor: storage {1e6 / floor:.0f} µs + contact reads"
+        f" {read * 1e6:.0f} µs + HTTP client {default.http_cpu * 1e6:.0f} µs an SMS = {one_process:,.0f} SMS/s ="
+        f" {one_process / floor:.2f} × the storage floor: a single-process server with no other work at all"
     )
     report(
         {
             "bench": "newsletter",
             "contacts": count,
-            "received": stats["received"],
             "expected": expected,
-            "duplicates": duplicates,
-            "ineligible": ineligible,
-            "rate": round(rate),
-            "baseline": round(baseline),
-            "ratio": round(rate / baseline, 3),
-            "floor_ratio": round(rate / floor, 3),
+            "received": default.received,
+            "duplicates": default.duplicates,
+            "ineligible": default.ineligible,
+            "rate": round(default.rate),
+            "baseline": round(default.baseline),
+            "ratio": round(default.rate / default.baseline, 3),
+            "floor_ratio": round(default.rate / floor, 3),
             "goal": GOAL,
-            "outbox": "process" if "outbox" in cpu_after else "inline",
-            "rss_mb": rss,
-            "cpu_us_per_contact": round(cpu_us),
-            "server_cpu_us_per_contact": round(server_cpu / count * 1e6),
-            "outbox_cpu_us_per_contact": round(outbox_cpu / count * 1e6),
-            "cores_busy": round(cores, 2),
+            "rss_mb": default.rss,
+            "cpu_us_per_contact": round(default.cpu_us(count)),
+            "cores_busy": round(default.cores(), 2),
+            "write_lock_busy": round(default.lock_busy(), 3),
+            "outbox_process": {
+                "received": apart.received,
+                "duplicates": apart.duplicates,
+                "ineligible": apart.ineligible,
+                "rate": round(apart.rate),
+                "floor_ratio": round(apart.rate / floor, 3),
+                "rss_mb": apart.rss,
+                "server_cpu_us_per_contact": round(apart.server_cpu / count * 1e6),
+                "outbox_cpu_us_per_contact": round(apart.outbox_cpu / count * 1e6),
+                "cores_busy": round(apart.cores(), 2),
+                "write_lock_busy": round(apart.lock_busy(), 3),
+                "write_lock_us_per_sms": {
+                    role: round(held / apart.received * 1e6) for role, held in apart.lock_held.items()
+                },
+            },
             "one_process_floor_rate": round(one_process),
             "one_process_floor_ratio": round(one_process / floor, 3),
-            "http_client_cpu_us_per_sms": round(http_cpu * 1e6, 1),
+            "http_client_cpu_us_per_sms": round(default.http_cpu * 1e6, 1),
             "contact_read_us_per_sms": round(read * 1e6, 1),
             "storage_floor_rate": round(floor),
-            "storage_floor_ratio": round(floor / baseline, 3),
+            "storage_floor_ratio": round(floor / default.baseline, 3),
         }
     )
 

@@ -205,7 +205,7 @@ class Replica:
 
     config: Config
     app: App | None = None
-    outbox: Outbox | None = None  # its outbox process's part, when it runs apart (as `make run` runs it)
+    outbox: Outbox | None = None  # its outbox process's part, with SMSCHANNEL_OUTBOX=process
     sidecar_url: str = ""
     sidecar: AsyncExitStack | None = None
     channel: grpc.Channel | None = None  # the machine's, from its thread

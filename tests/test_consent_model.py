@@ -42,10 +42,9 @@ async def consent_stack(
         instasent_base_url=fake.base_url,
         retry_max=0.1,
         retry_attempts=1_000_000,
-        outbox="process",  # as `make run` runs it: the outbox apart from the server
     )
     configs = [config]
-    if consent_model.REPLICAS > 1:  # one replica as `make run` runs it, the others with the outbox inside
+    if consent_model.REPLICAS > 1:  # the first with its outbox process (SMSCHANNEL_OUTBOX=process), the other inline
         lease = consent_model.REPLICA_LEASE
         configs = [
             replace(config, replica=f"r{i}", lease_seconds=lease, outbox="process" if i == 0 else "inline")

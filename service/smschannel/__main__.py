@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import os
 import signal
 import sys
 
@@ -101,22 +100,19 @@ def _die_with_parent() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
-async def _run_all() -> int:
-    """Server, outbox and sidecar as three child processes; a signal to us is passed to each, once.
-
-    The outbox runs in a process of its own (SMSCHANNEL_OUTBOX=process, unless set otherwise), so
-    sending SMS and serving the API do not share one core.
+async def _run_all(config: Config) -> int:
+    """Server and sidecar as child processes, and the outbox process with SMSCHANNEL_OUTBOX=process; a
+    signal to us is passed to each, once.
 
     The children run in their own session, so a Ctrl-C on the terminal reaches them only through us:
     each gets one SIGTERM-like signal and drains, instead of a second one arriving while it exits (it
     then died of SIGTERM and `make run` reported Error 241). A hang-up (the terminal closed) stops
     them too, they stop if this process dies of anything, and a second Ctrl-C stops them at once.
     Exit 0 when all stopped cleanly."""
-    env = {**os.environ, "SMSCHANNEL_OUTBOX": os.environ.get("SMSCHANNEL_OUTBOX") or "process"}
-    roles = ("server", "outbox", "sidecar") if env["SMSCHANNEL_OUTBOX"] == "process" else ("server", "sidecar")
+    roles = ("server", "outbox", "sidecar") if config.outbox == "process" else ("server", "sidecar")
     children = [
         await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "smschannel", role, env=env, start_new_session=True, preexec_fn=_die_with_parent
+            sys.executable, "-m", "smschannel", role, start_new_session=True, preexec_fn=_die_with_parent
         )
         for role in roles
     ]
@@ -162,7 +158,7 @@ def main(argv: list[str] | None = None) -> None:
     elif args.command == "healthcheck":
         sys.exit(healthcheck(config, args.role))
     else:
-        sys.exit(asyncio.run(_run_all()))
+        sys.exit(asyncio.run(_run_all(config)))
 
 
 if __name__ == "__main__":

@@ -9,10 +9,11 @@ from typing import Any
 
 import grpc
 from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from .domain.enums import MessageStatus
+from .storage.sqlite.db import WriteStats
 
 __all__ = ["Metrics"]
 
@@ -49,6 +50,28 @@ class _MessageGauges(Collector):
         yield depth
 
 
+class _WriteLockCounters(Collector):
+    """SQLite's write lock as this process used it (storage/sqlite/db.py WriteStats): read at scrape."""
+
+    def __init__(self, stats: WriteStats) -> None:
+        self._stats = stats
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        yield CounterMetricFamily(
+            "smschannel_sqlite_write_transactions", "SQLite write transactions", value=self._stats.transactions
+        )
+        yield CounterMetricFamily(
+            "smschannel_sqlite_write_lock_held_seconds",
+            "Seconds this process held SQLite's write lock (one writer at a time for every process)",
+            value=self._stats.held,
+        )
+        yield CounterMetricFamily(
+            "smschannel_sqlite_write_lock_waited_seconds",
+            "Seconds this process waited for another process to release SQLite's write lock",
+            value=self._stats.waited,
+        )
+
+
 class Metrics:
     """The counters, and the HTTP endpoint that exposes them."""
 
@@ -79,6 +102,11 @@ class Metrics:
     def watch_messages(self, count: CountByStatus, loop: asyncio.AbstractEventLoop) -> None:
         """Gauges of the message log, counted by `count` on `loop` at each scrape."""
         self.registry.register(_MessageGauges(count, loop))
+
+    def watch_write_lock(self, stats: WriteStats | None) -> None:
+        """Counters of SQLite's write lock as this process uses it (none on PostgreSQL)."""
+        if stats is not None:
+            self.registry.register(_WriteLockCounters(stats))
 
     def observe_rpc(self, method: str, code: grpc.StatusCode, seconds: float) -> None:
         """Count one RPC."""

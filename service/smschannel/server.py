@@ -42,6 +42,7 @@ from .operations.workflow_engine import WorkflowEngine
 from .operations.workflows import WorkflowOps
 from .storage import Storage
 from .storage.sqlite import SqliteStorage
+from .storage.sqlite.db import WriteStats
 from .v1 import (
     contacts_service_pb2,
     contacts_service_pb2_grpc,
@@ -89,6 +90,12 @@ async def open_storage(config: Config, outbox_process: bool = False) -> Storage:
         hold_stored=config.outbox == "inline",
         updates_inline=outbox_process,
     )
+
+
+def write_stats(storage: Storage) -> WriteStats | None:
+    """How this process uses SQLite's write lock; None on PostgreSQL (or a storage without one)."""
+    stats = getattr(getattr(storage, "db", None), "write_stats", None)
+    return stats if isinstance(stats, WriteStats) else None
 
 
 @dataclass(frozen=True)
@@ -155,6 +162,7 @@ class App:
         server = grpc.aio.server()
         metrics = Metrics()
         metrics.watch_messages(storage.messages.count_by_status, asyncio.get_running_loop())
+        metrics.watch_write_lock(write_stats(storage))
         api = ApiInterceptor(authenticator, observe=metrics.observe_rpc)
         sender = Sender(storage, channel)
         dispatcher: Dispatcher | None = None
@@ -242,6 +250,7 @@ class Outbox:
         provider = Provider.open(config, storage, load_or_create_secret_key(config.secret_key, config.secret_key_file))
         metrics = Metrics()
         metrics.watch_messages(storage.messages.count_by_status, asyncio.get_running_loop())
+        metrics.watch_write_lock(write_stats(storage))
         dispatcher = provider.dispatcher(config, storage, metrics, asyncio.Event())
         dispatcher.start()
         if config.outbox_metrics_addr:

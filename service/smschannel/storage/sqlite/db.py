@@ -16,6 +16,7 @@ import logging
 import sqlite3
 import time
 from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
@@ -99,6 +100,7 @@ class Database:
         self._reader = reader
         self._inline: sqlite3.Connection | None = None
         self._write_lock = asyncio.Lock()
+        self.write_stats = WriteStats()
 
     @classmethod
     async def open(cls, path: str) -> Database:
@@ -141,9 +143,9 @@ class Database:
                 inline = self._inline
 
                 async def attempt() -> T | _Busy:
-                    return _try_transaction(inline, fn)
+                    return _try_transaction(inline, fn, self.write_stats)
 
-                return await _yielding(attempt)
+                return await _yielding(attempt, self.write_stats)
             return await self._on_writer_thread(fn)
 
     async def write_batch(self, fn: Callable[[sqlite3.Connection], T]) -> T:
@@ -162,7 +164,9 @@ class Database:
     async def _on_writer_thread(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         # aiosqlite's own queue to its thread (private API, aiosqlite pinned to 0.22.1).
         execute: Callable[..., Awaitable[T | _Busy]] = self._writer._execute
-        return await _yielding(lambda: execute(_try_transaction, self._writer._conn, fn))
+        return await _yielding(
+            lambda: execute(_try_transaction, self._writer._conn, fn, self.write_stats), self.write_stats
+        )
 
     async def fetch_one(self, sql: str, params: Iterable[Any] = ()) -> Row | None:
         """One row by key, read inline on the event loop.
@@ -279,6 +283,16 @@ PRAGMAS = (
 _BUSY_POLL = (0.0002, 0.001)  # the first and the longest pause between two tries, in seconds
 
 
+@dataclass
+class WriteStats:
+    """How this process used SQLite's one write lock, since it opened the file (for the metrics): its
+    write transactions, the seconds it held the lock, and the seconds it waited for another process."""
+
+    transactions: int = 0
+    held: float = 0.0
+    waited: float = 0.0
+
+
 class _Busy:
     """What a try at a write transaction returns when another process holds SQLite's write lock."""
 
@@ -286,7 +300,7 @@ class _Busy:
 BUSY = _Busy()
 
 
-def _try_transaction(conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T]) -> T | _Busy:
+def _try_transaction(conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T], stats: WriteStats) -> T | _Busy:
     """`fn` as one transaction, or BUSY at once (busy_timeout 0) if another process is writing."""
     try:
         conn.execute("BEGIN IMMEDIATE")
@@ -294,10 +308,15 @@ def _try_transaction(conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection]
         if _busy(e):
             return BUSY
         raise
-    return _in_begun_transaction(conn, fn)
+    began = time.perf_counter()
+    try:
+        return _in_begun_transaction(conn, fn)
+    finally:  # one writer at a time in this process (the write lock): no race on the sums
+        stats.transactions += 1
+        stats.held += time.perf_counter() - began
 
 
-async def _yielding(attempt: Callable[[], Awaitable[T | _Busy]]) -> T:
+async def _yielding(attempt: Callable[[], Awaitable[T | _Busy]], stats: WriteStats) -> T:
     """Try a write transaction until the write lock is free, pausing a few milliseconds, yielding, in
     between, for up to BUSY_TIMEOUT.
 
@@ -306,9 +325,12 @@ async def _yielding(attempt: Callable[[], Awaitable[T | _Busy]]) -> T:
     to the engine's back-to-back page transactions in the server for a second and more, its event
     loop stopped all the while."""
     deadline, pause = time.monotonic() + BUSY_TIMEOUT, _BUSY_POLL[0]
+    first = time.perf_counter()
     while True:
+        began = time.perf_counter()
         result = await attempt()
         if not isinstance(result, _Busy):
+            stats.waited += began - first
             return result
         if time.monotonic() > deadline:
             raise sqlite3.OperationalError(f"database is locked: another process wrote for {BUSY_TIMEOUT} s")
