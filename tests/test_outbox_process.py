@@ -11,21 +11,25 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import grpc
 import pytest
 
+from smschannel import server as server_module
+from smschannel.domain.enums import MessageStatus, RecipientMode, SmsSubscriptionStatus, SmsType
+from smschannel.domain.messages import Message
+from smschannel.domain.stores import ApiKey, Store
 from smschannel.instasent.fake import FakeInstasent
+from smschannel.server import App, Outbox
 from smschannel.v1 import common_pb2 as common
 from smschannel.v1 import sms_channel_service_pb2 as pb
 from smschannel.v1 import sms_channel_service_pb2_grpc as pb_grpc
 
-from .conftest import database_at
+from .conftest import database_at, eventually, make_config
 from .procs import free_port
 from .test_outbox_kill import COUNT, sending_store, serving
-
-pytestmark = pytest.mark.slow
 
 
 def start(role: str, tmp: Path, addr: str, fake: FakeInstasent) -> subprocess.Popen[bytes]:
@@ -58,6 +62,7 @@ async def send_all(sms: pb_grpc.SmsChannelServiceStub, md: tuple[tuple[str, str]
         )
 
 
+@pytest.mark.slow
 async def test_a_killed_outbox_process_restarts_and_sends_each_message_once(
     tmp_path: Path, kill_fake: FakeInstasent
 ) -> None:
@@ -104,6 +109,7 @@ async def test_a_killed_outbox_process_restarts_and_sends_each_message_once(
             assert proc.wait(timeout=30) == 0
 
 
+@pytest.mark.slow
 async def test_the_outbox_process_retries_within_its_backoff(tmp_path: Path, kill_fake: FakeInstasent) -> None:
     """Instasent answers 429 first: the message is put off by the backoff and its claim let go, so the
     outbox process's next reads (which leave out what it holds) find it again in time."""
@@ -126,3 +132,44 @@ async def test_the_outbox_process_retries_within_its_backoff(tmp_path: Path, kil
         for proc in (server, outbox):
             proc.send_signal(signal.SIGTERM)
             assert proc.wait(timeout=30) == 0
+
+
+async def test_a_server_whose_outbox_process_is_missing_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """SMSCHANNEL_OUTBOX=process on the server and no `smschannel outbox`: nothing sends, so the server
+    warns while messages wait, and says so when an outbox process has taken them."""
+    monkeypatch.setattr(server_module, "OUTBOX_STALLED", timedelta(0))
+    monkeypatch.setattr(server_module, "OUTBOX_WATCH_EVERY", 0.05)
+    config = make_config(tmp_path, outbox="process")
+    app = await App.start(config)
+    try:
+        now = datetime.now(UTC) - timedelta(seconds=1)
+        await app.storage.stores.create(
+            Store("w", "W", SmsSubscriptionStatus.UNSPECIFIED, now), ApiKey("w", "k", "K", "h", now)
+        )
+        waiting = Message(
+            store_id="w",
+            id="m1",
+            type=SmsType.TRANSACTIONAL,
+            recipient_mode=RecipientMode.ALERT,
+            status=MessageStatus.QUEUED,
+            create_time=now,
+            update_time=now,
+            recipient="+34612000001",
+            text="Hola",
+            next_attempt_time=now,
+        )
+        await app.storage.messages.add([waiting])
+        await eventually(lambda: _logged(caplog, "no outbox process sends them"), "the warning")
+        outbox = await Outbox.start(config)  # the store has no token: it fails the message, so none waits
+        try:
+            await eventually(lambda: _logged(caplog, "messages are sent again"), "the all-clear")
+        finally:
+            await outbox.stop(grace=1)
+    finally:
+        await app.stop(grace=1)
+
+
+async def _logged(caplog: pytest.LogCaptureFixture, text: str) -> bool:
+    return any(text in record.getMessage() for record in caplog.records)

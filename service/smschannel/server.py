@@ -9,7 +9,7 @@ import signal
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import grpc
 import httpx
@@ -52,9 +52,15 @@ from .v1 import (
     workflow_service_pb2_grpc,
 )
 
-__all__ = ["App", "serve"]
+__all__ = ["App", "Outbox", "serve", "serve_outbox"]
 
 log = logging.getLogger("smschannel.server")
+
+# With SMSCHANNEL_OUTBOX=process, nothing in the server sends: a message due this long, and still
+# QUEUED, means no outbox process is at work (a request in flight is due for at most its 10 s, a dead
+# replica's claim for its lease). Looked at this often.
+OUTBOX_STALLED = timedelta(seconds=90)
+OUTBOX_WATCH_EVERY = 30.0
 
 SERVICE_NAMES = (
     sms_channel_service_pb2.DESCRIPTOR.services_by_name["SmsChannelService"].full_name,
@@ -90,6 +96,30 @@ async def open_storage(config: Config, outbox_process: bool = False) -> Storage:
         hold_stored=config.outbox == "inline",
         updates_inline=outbox_process,
     )
+
+
+async def _watch_outbox(storage: Storage) -> None:
+    """In a server whose outbox runs apart: a warning while messages wait past OUTBOX_STALLED, which
+    means no `smschannel outbox` is at work beside it (not started, or stopped)."""
+    stalled = False
+    while True:
+        await asyncio.sleep(OUTBOX_WATCH_EVERY)
+        try:
+            due = await storage.messages.next_due()
+        except Exception:
+            log.warning("outbox watch: cannot read the outbox", exc_info=True)
+            continue
+        late = None if due is None else datetime.now(UTC) - due
+        if late is not None and late > OUTBOX_STALLED:
+            log.warning(
+                "messages wait, yet no outbox process sends them: start `smschannel outbox` beside this server"
+                " (SMSCHANNEL_OUTBOX=process), or set SMSCHANNEL_OUTBOX=inline",
+                extra={"waiting_s": round(late.total_seconds())},
+            )
+            stalled = True
+        elif stalled:
+            log.info("outbox: messages are sent again")
+            stalled = False
 
 
 def write_stats(storage: Storage) -> WriteStats | None:
@@ -145,6 +175,7 @@ class App:
     sender: Sender
     dispatcher: Dispatcher | None  # None: an outbox process sends (SMSCHANNEL_OUTBOX=process)
     engine: WorkflowEngine
+    watch: asyncio.Task[None] | None = None  # with an outbox process: warns when nothing sends
 
     @classmethod
     async def start(cls, config: Config, storage: Storage | None = None) -> App:
@@ -200,15 +231,20 @@ class App:
         if port == 0:
             raise OSError(f"cannot listen on {config.grpc_addr}")
         await server.start()
+        watch = None
         if dispatcher is not None:
             dispatcher.start()
+        else:
+            watch = asyncio.create_task(_watch_outbox(storage), name="outbox-watch")
         engine.start()
         if config.metrics_addr:
             metrics.serve(config.metrics_addr)
         for name in ("", *SERVICE_NAMES):
             await health.set(name, health_pb2.HealthCheckResponse.SERVING)
         log.info("serving", extra={"grpc_addr": config.grpc_addr, "port": port})
-        return cls(config, storage, server, health, port, provider.http, channel, workers, sender, dispatcher, engine)
+        return cls(
+            config, storage, server, health, port, provider.http, channel, workers, sender, dispatcher, engine, watch
+        )
 
     async def stop(self, grace: float | None = None) -> None:
         """Drain: report NOT_SERVING, let in-flight calls finish within the grace, close storage."""
@@ -216,6 +252,8 @@ class App:
         grace = self.config.shutdown_grace if grace is None else grace
         await self.server.stop(grace)
         await self.engine.stop(grace)
+        if self.watch is not None:
+            self.watch.cancel()
         if self.dispatcher is not None:
             await self.dispatcher.stop(grace)
         self.workers.close()
