@@ -1,12 +1,13 @@
 """The SQLite database: connections, transactions, migrations (aiosqlite, WAL).
 
-Write strategy: one writer connection and one asyncio lock, so read-modify-write sequences never
-interleave and SQLITE_BUSY cannot happen between our own writers. Every write transaction is
-`BEGIN IMMEDIATE` under that lock, in one of three shapes: `write()` runs a short synchronous
-transaction inline on the loop (a callback, one contact); `write_batch()` runs a big one on the
-database thread in a single hop (an import batch, a workflow round); `transaction()` hands out the
-aiosqlite connection for the rest. Reads use a separate connection and, thanks to WAL, see the last
-committed state without waiting for writers.
+Write strategy: one asyncio lock, so read-modify-write sequences never interleave and SQLITE_BUSY
+cannot happen between this process's own writers. Every write transaction is `BEGIN IMMEDIATE`
+under that lock, in one of two shapes: `write()` runs a short synchronous transaction inline on the
+loop (a callback, one contact); `write_batch()` runs a big one on the database thread in a single hop
+(an import batch, a workflow round). Another process on the file (an outbox process, a replica) is
+waited for yielding, a try every 0.2-1 ms (`_yielding`), and `write_stats` counts how this process
+holds and waits for the lock (the metrics). Reads use separate connections and, thanks to WAL, see
+the last committed state without waiting for writers.
 """
 
 from __future__ import annotations
