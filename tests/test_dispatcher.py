@@ -107,10 +107,10 @@ async def test_the_cap_counts_a_contacts_newsletter_still_on_its_way() -> None:
     # m1's chunk ends (its outcome stored): the in-flight count lets go of it.
     limiter = asyncio.Semaphore(0)
 
-    async def delivered(store_id: str, chunk: list[Message], claimed: bool) -> None:
+    async def delivered(store_id: str, chunk: list[Message], claimed_at: datetime | None) -> None:
         return None
 
     d._deliver = delivered  # type: ignore[method-assign]
-    await d._send("s1", [to_ana("m1")], limiter, False)
+    await d._send("s1", [to_ana("m1")], limiter, None)
     assert not d._capped_out
     assert not d._capped_ids

@@ -65,11 +65,11 @@ async def test_a_lost_answer_then_a_new_number_records_where_the_sms_went(tmp_pa
             SendRequest("s1", "t1", SmsType.TRANSACTIONAL, {}, contact_id="c1", request_id="r1")
         )
         dispatcher = Dispatcher(storage, channel, instasent, asyncio.Event())  # type: ignore[arg-type]
-        await dispatcher._deliver("s1", [message], False)  # created at Instasent for OLD; the answer is lost
+        await dispatcher._deliver("s1", [message], None)  # created at Instasent for OLD; the answer is lost
         await contacts.update(store, "c1", ContactPatch(mobile_phone=NEW), "", ActivitySource.API)
         waiting = await storage.messages.get("s1", message.id)
         assert waiting is not None
-        await dispatcher._deliver("s1", [waiting], False)  # the retry: "clientId already used"
+        await dispatcher._deliver("s1", [waiting], None)  # the retry: "clientId already used"
         sent = await storage.messages.get("s1", message.id)
         assert sent is not None
         assert (sent.status, sent.recipient) == (MessageStatus.SENT, OLD)  # where Instasent's SMS went

@@ -5,12 +5,18 @@ engine) goes to the holder of a lease. On both backends."""
 
 from __future__ import annotations
 
+import asyncio
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from smschannel.crypto import TokenCipher
 from smschannel.domain.enums import MessageStatus, RecipientMode, SmsSubscriptionStatus, SmsType
 from smschannel.domain.messages import Message
 from smschannel.domain.stores import ApiKey, Store
+from smschannel.instasent.client import Accepted, Account, SmsItem
+from smschannel.operations.channel import ChannelChanges, ChannelOps
+from smschannel.operations.dispatcher import FRESH_CLAIM, Dispatcher
 from smschannel.storage import MessageUpdate
 from smschannel.storage.sqlite import SqliteStorage
 from smschannel.storage.sqlite.messages import CLAIM
@@ -59,7 +65,7 @@ async def test_an_outbox_process_reads_what_its_server_stored_and_never_its_own_
     though its first read after a restart takes those back at once."""
     path = database_at(tmp_path, "outbox.db")
     server = await SqliteStorage.open(path, "replica-a", hold_stored=False)
-    outbox = await SqliteStorage.open(path, "replica-a")
+    outbox = await SqliteStorage.open(path, "replica-a/outbox")  # server.outbox_replica: a name of its own
     other = await SqliteStorage.open(path, "replica-b")
     try:
         await server.stores.create(
@@ -72,6 +78,15 @@ async def test_an_outbox_process_reads_what_its_server_stored_and_never_its_own_
         assert await other.messages.due(NOW, 10) == []  # held by replica-a's outbox process
         # Restarted, its first read takes its claims back without waiting them out.
         assert [m.id for m in await outbox.messages.due(NOW, 10, own=True)] == ["m0", "m1", "m2"]
+        # A server left inline on that replica (a misconfiguration) holds what it stores under its own
+        # name: the outbox process never takes those while they are claimed, so the two never both send.
+        inline = await SqliteStorage.open(path, "replica-a")
+        try:
+            await inline.messages.add([queued(9)])
+            assert {m.id for m in await outbox.messages.due(NOW, 10, own=True)} == {"m0", "m1", "m2"}
+            assert [m.id for m in await inline.messages.due(NOW, 10)] == ["m9"]
+        finally:
+            await inline.close()
     finally:
         for storage in (server, outbox, other):
             await storage.close()
@@ -111,6 +126,47 @@ async def test_one_replica_at_a_time_holds_a_lease_until_it_runs_out(tmp_path: P
         assert await b.meta.hold("workflow-engine", NOW + timedelta(seconds=51), lease)  # a stopped renewing
         assert not await a.meta.hold("workflow-engine", NOW + timedelta(seconds=52), lease)
         assert await a.meta.hold("another", NOW, lease)  # leases are independent
+    finally:
+        await a.close()
+        await b.close()
+
+
+class _Counts:
+    """An Instasent that records what it is asked to send."""
+
+    def __init__(self) -> None:
+        self.sent: list[str] = []
+
+    async def account(self, token: str) -> Account:
+        return Account(10.0)
+
+    async def send(self, token: str, item: SmsItem) -> Accepted:
+        self.sent.append(item.client_id)
+        return Accepted(item.client_id, f"p-{item.client_id}")
+
+    async def send_bulk(self, token: str, items: list[SmsItem]) -> tuple[list[Accepted], list[object]]:
+        return [await self.send(token, item) for item in items], []
+
+
+async def test_a_chunk_that_waited_long_after_its_read_is_held_again_before_it_goes(tmp_path: Path) -> None:
+    """A read's chunks go without renewing their claims only while those are fresh (FRESH_CLAIM): one
+    that waited longer for a request slot may have lost its claim to another replica, which sends it."""
+    path = database_at(tmp_path, "fresh.db")
+    claim = timedelta(seconds=2)
+    a, b = await SqliteStorage.open(path, "replica-a", claim), await SqliteStorage.open(path, "replica-b", claim)
+    try:
+        await a.stores.create(Store("s", "S", SmsSubscriptionStatus.UNSPECIFIED, NOW), ApiKey("s", "k", "K", "h", NOW))
+        instasent = _Counts()
+        channel = ChannelOps(a.channel_configs, TokenCipher("k" * 32), instasent, "http://x")  # type: ignore[arg-type]
+        await channel.update("s", ChannelChanges(api_token="tok-123456789", default_sender="Acme"))
+        alert = replace(queued(0), recipient_mode=RecipientMode.ALERT, type=SmsType.TRANSACTIONAL)
+        await a.messages.add([alert])
+        read = await a.messages.due(NOW, 10)  # a claims it, for 2 s
+        later = NOW + FRESH_CLAIM + timedelta(seconds=1)  # a's chunk still waits for a request slot...
+        assert [m.id for m in await b.messages.due(later, 10)] == ["m0"]  # ...its claim ran out: b took it
+        dispatcher = Dispatcher(a, channel, instasent, asyncio.Event(), clock=lambda: later)  # type: ignore[arg-type]
+        await dispatcher._deliver("s", read, claimed_at=NOW)
+        assert instasent.sent == []  # held again first: b's now, so not from a
     finally:
         await a.close()
         await b.close()

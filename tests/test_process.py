@@ -131,3 +131,15 @@ def test_a_database_url_without_a_shared_secret_key_is_refused_at_start() -> Non
     assert done.returncode == 1
     assert "SMSCHANNEL_SECRET_KEY is required with a database URL" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_an_outbox_process_beside_an_inline_server_is_refused_at_start() -> None:
+    """`smschannel outbox` without SMSCHANNEL_OUTBOX=process: the server beside it sends too, so it
+    would only double the work (and, on one replica's claims, the SMS): it refuses, saying why."""
+    env = {k: v for k, v in os.environ.items() if k != "SMSCHANNEL_OUTBOX"}
+    done = subprocess.run(
+        [sys.executable, "-m", "smschannel", "outbox"], env=env, capture_output=True, text=True, timeout=30
+    )
+    assert done.returncode == 1
+    assert "SMSCHANNEL_OUTBOX=process" in done.stderr
+    assert "Traceback" not in done.stderr

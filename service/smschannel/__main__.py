@@ -38,16 +38,23 @@ def run_outbox(config: Config) -> None:
 
     from .server import serve_outbox
 
-    uvloop.run(serve_outbox(config, early))
+    sys.exit(uvloop.run(serve_outbox(config, early)))
 
 
 def _remember_stop_signals() -> list[int]:
     """From the first moment: a SIGTERM or SIGINT while the process starts (imports, migrations) is
     remembered, and it drains as soon as it has started, instead of dying of it (`smschannel run` may
-    pass one on before a child is up: it then exited 241)."""
+    pass one on before a child is up: it then exited 241). A second one while it still starts (a start
+    that hangs, on a database that does not answer) stops it at once."""
     early: list[int] = []
+
+    def remember(signum: int, _frame: object) -> None:
+        if early:
+            raise SystemExit(128 + signum)
+        early.append(signum)
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda signum, _frame: early.append(signum))
+        signal.signal(sig, remember)
     return early
 
 
@@ -152,6 +159,10 @@ def main(argv: list[str] | None = None) -> None:
     if args.command == "server":
         run_server(config)
     elif args.command == "outbox":
+        if config.outbox != "process":  # beside an inline server, both would send: refuse
+            sys.exit(
+                "smschannel: the outbox process runs beside a server with SMSCHANNEL_OUTBOX=process: set it on both"
+            )
         run_outbox(config)
     elif args.command == "sidecar":
         run_sidecar(config)

@@ -75,6 +75,8 @@ class Config:
         """Why this configuration cannot run, or None."""
         if self.outbox not in OUTBOX_MODES:
             return f"SMSCHANNEL_OUTBOX must be one of {', '.join(OUTBOX_MODES)}, not {self.outbox!r}"
+        if self.metrics_addr and self.metrics_addr == self.outbox_metrics_addr:
+            return "SMSCHANNEL_OUTBOX_METRICS_ADDR must differ from SMSCHANNEL_METRICS_ADDR (two processes listen)"
         if "://" in self.db and not self.secret_key:
             # Replicas and the sidecar must share one key (tokens at rest, page tokens, the sidecar's
             # credential), and a database URL has no directory to keep a generated one in.

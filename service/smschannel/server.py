@@ -56,9 +56,9 @@ __all__ = ["App", "Outbox", "serve", "serve_outbox"]
 
 log = logging.getLogger("smschannel.server")
 
-# With SMSCHANNEL_OUTBOX=process, nothing in the server sends: a message due this long, and still
-# QUEUED, means no outbox process is at work (a request in flight is due for at most its 10 s, a dead
-# replica's claim for its lease). Looked at this often.
+# With SMSCHANNEL_OUTBOX=process, nothing in the server sends: when the oldest due message stays the
+# same this long, no outbox process is at work. (A backlog moves it on as its oldest are sent; a
+# request in flight lasts 10 s at most, a dead replica's claim its lease.) Looked at this often.
 OUTBOX_STALLED = timedelta(seconds=90)
 OUTBOX_WATCH_EVERY = 30.0
 
@@ -84,14 +84,22 @@ async def resolve_admin_key_hash(config: Config, storage: Storage) -> str:
     return stored
 
 
+def outbox_replica(config: Config) -> str:
+    """Whose name an outbox process's claims bear: its own, never its server's. Were they one, a server
+    left inline beside it would take the outbox process's claims as its own (and it the server's), and
+    both would send the same messages."""
+    return f"{config.replica}/outbox"
+
+
 async def open_storage(config: Config, outbox_process: bool = False) -> Storage:
     """The database of `config`, for this replica's server, or its outbox process. With an outbox
     process (SMSCHANNEL_OUTBOX=process), the messages the server stores are left unclaimed for it (it
-    holds the claims), and it writes its status changes on its event loop's thread."""
+    holds the claims, under `outbox_replica`), and it writes its status changes on its event loop's
+    thread."""
     lease = timedelta(seconds=config.lease_seconds)
     return await SqliteStorage.open(
         config.db,
-        config.replica,
+        outbox_replica(config) if outbox_process else config.replica,
         lease,
         hold_stored=config.outbox == "inline",
         updates_inline=outbox_process,
@@ -99,8 +107,11 @@ async def open_storage(config: Config, outbox_process: bool = False) -> Storage:
 
 
 async def _watch_outbox(storage: Storage) -> None:
-    """In a server whose outbox runs apart: a warning while messages wait past OUTBOX_STALLED, which
-    means no `smschannel outbox` is at work beside it (not started, or stopped)."""
+    """In a server whose outbox runs apart: a warning while the oldest due message has stayed the same
+    past OUTBOX_STALLED, which means no `smschannel outbox` is at work beside it (not started, or
+    stopped); an info line once it moves."""
+    oldest: datetime | None = None  # the oldest due message's time, as last seen
+    seen = datetime.now(UTC)  # since when it has been that
     stalled = False
     while True:
         await asyncio.sleep(OUTBOX_WATCH_EVERY)
@@ -109,12 +120,14 @@ async def _watch_outbox(storage: Storage) -> None:
         except Exception:
             log.warning("outbox watch: cannot read the outbox", exc_info=True)
             continue
-        late = None if due is None else datetime.now(UTC) - due
-        if late is not None and late > OUTBOX_STALLED:
+        now = datetime.now(UTC)
+        if due != oldest:  # moved on (or first seen)
+            oldest, seen = due, now
+        if due is not None and due < now and now - seen >= OUTBOX_STALLED:
             log.warning(
-                "messages wait, yet no outbox process sends them: start `smschannel outbox` beside this server"
-                " (SMSCHANNEL_OUTBOX=process), or set SMSCHANNEL_OUTBOX=inline",
-                extra={"waiting_s": round(late.total_seconds())},
+                "messages wait, yet no outbox process sends them: start `smschannel outbox` beside this server,"
+                " with the same SMSCHANNEL_OUTBOX=process, database and SMSCHANNEL_REPLICA",
+                extra={"waiting_s": round((now - due).total_seconds())},
             )
             stalled = True
         elif stalled:
@@ -280,6 +293,7 @@ class Outbox:
     storage: Storage
     provider: Provider
     dispatcher: Dispatcher
+    task: asyncio.Task[None]  # the dispatcher's loop
 
     @classmethod
     async def start(cls, config: Config, storage: Storage | None = None) -> Outbox:
@@ -290,11 +304,11 @@ class Outbox:
         metrics.watch_messages(storage.messages.count_by_status, asyncio.get_running_loop())
         metrics.watch_write_lock(write_stats(storage))
         dispatcher = provider.dispatcher(config, storage, metrics, asyncio.Event())
-        dispatcher.start()
+        task = dispatcher.start()
         if config.outbox_metrics_addr:
             metrics.serve(config.outbox_metrics_addr)
-        log.info("outbox sending", extra={"replica": config.replica})
-        return cls(config, storage, provider, dispatcher)
+        log.info("outbox sending", extra={"replica": outbox_replica(config)})
+        return cls(config, storage, provider, dispatcher, task)
 
     async def stop(self, grace: float | None = None) -> None:
         """Let the requests in flight finish within the grace; what is unsent stays QUEUED."""
@@ -316,9 +330,20 @@ async def _until_signalled(early: Sequence[int]) -> None:
     log.info("draining")
 
 
-async def serve_outbox(config: Config, early: Sequence[int] = ()) -> None:
-    """The outbox process: run until SIGTERM or SIGINT, then drain and return."""
+async def serve_outbox(config: Config, early: Sequence[int] = ()) -> int:
+    """The outbox process: run until SIGTERM or SIGINT, then drain; its exit status. Should its loop ever
+    end by itself, it stops with status 1, for its supervisor to start it again (it sends nothing else)."""
     outbox = await Outbox.start(config)
     tune_gc()
-    await _until_signalled(early)
+    signalled = asyncio.ensure_future(_until_signalled(early))
+    await asyncio.wait({signalled, outbox.task}, return_when=asyncio.FIRST_COMPLETED)
+    crashed = not signalled.done()
+    if crashed:
+        log.error("outbox: the dispatcher stopped by itself; exiting for a restart", exc_info=_failure(outbox.task))
+        signalled.cancel()
     await outbox.stop()
+    return 1 if crashed else 0
+
+
+def _failure(task: asyncio.Task[None]) -> BaseException | None:
+    return None if task.cancelled() else task.exception()

@@ -46,6 +46,10 @@ OUTBOX_READ_EVERY = timedelta(seconds=1)  # outbox reads while requests are in f
 # An outbox process of its own (handed_over False) is told of nothing: it looks at the outbox this often
 # when idle, and while its requests are in flight.
 OUTBOX_POLL = 0.05
+# A chunk that an outbox read claimed this recently goes without renewing its claim first; one that
+# waited longer for a request slot (many stores' chunks from one read) is held again, as a chunk handed
+# over in memory is: its claim may have run out and another replica taken it.
+FRESH_CLAIM = timedelta(seconds=5)
 # When what is due is held by another replica's claims: look again this soon (not in a tight loop).
 CLAIMED_ELSEWHERE_PAUSE = timedelta(seconds=0.25)
 _NEVER = datetime.min.replace(tzinfo=UTC)
@@ -57,7 +61,7 @@ def _utcnow() -> datetime:
 
 @dataclass
 class Dispatcher:
-    """One background task per server process, started and stopped by the App."""
+    """One background task per server process (or per outbox process), started and stopped by it."""
 
     storage: Storage
     channel: ChannelOps
@@ -98,9 +102,10 @@ class Dispatcher:
         if await self.storage.messages.release_held(store_id, self.clock()):
             self.wakeup.set()
 
-    def start(self) -> None:
-        """Start the loop."""
+    def start(self) -> asyncio.Task[None]:
+        """Start the loop; its task (it ends only when stopped)."""
         self._task = asyncio.create_task(self._run(), name="outbox-dispatcher")
+        return self._task
 
     async def stop(self, grace: float) -> None:
         """Let the requests in flight finish (within `grace`), then stop. Unsent messages stay QUEUED."""
@@ -114,7 +119,7 @@ class Dispatcher:
         while not self._stopping:
             room = (self.concurrency - len(pending)) * MAX_BULK
             due = self._take_ready(room)
-            claimed = not due  # read from the outbox just now, and claimed by that read
+            claimed_at = None if due else self.clock()  # a read's messages are claimed by it, now
             if not due and (not pending or not self.handed_over or self.clock() - self._last_read > OUTBOX_READ_EVERY):
                 due = await self._read_due(room)  # while hand-overs are in flight, not on every turn
             if not due:
@@ -138,7 +143,7 @@ class Dispatcher:
                     chunk = messages[i : i + MAX_BULK]
                     self._in_flight.update(m.id for m in chunk)
                     await limiter.acquire()
-                    task = asyncio.create_task(self._send(store_id, chunk, limiter, claimed))
+                    task = asyncio.create_task(self._send(store_id, chunk, limiter, claimed_at))
                     pending.add(task)
                     task.add_done_callback(pending.discard)
             # Read again only when the outbox has room to fill: avoids re-reading rows in flight.
@@ -159,12 +164,14 @@ class Dispatcher:
         """Due messages from the outbox that this process does not hold. The read is a snapshot: a
         message whose request finished while it ran may still look QUEUED in it, hence `_finished`."""
         self._finished.clear()
-        self._last_read = self.clock()
+        self._last_read = now = self.clock()
         # Its own claims are read too while messages are handed over (those were claimed when stored),
         # and once at the start of an outbox process (a restart takes its claims back at once).
         own = self.handed_over or not self._reclaimed
         try:
-            due = await self.storage.messages.due(self.clock(), room + len(self._in_flight) if own else room, own)
+            if not self.handed_over and ((due_at := await self.storage.messages.next_due()) is None or due_at > now):
+                return []  # an idle outbox process looks (a read), rather than claiming nothing (a write)
+            due = await self.storage.messages.due(now, room + len(self._in_flight) if own else room, own)
         except Exception:
             log.exception("outbox: cannot read due messages")
             return []
@@ -173,14 +180,21 @@ class Dispatcher:
         return [m for m in due if m.id not in held]
 
     async def _sleep_until_due(self) -> None:
-        due, now = await self.storage.messages.next_due(), self.clock()
+        try:
+            due, now = await self.storage.messages.next_due(), self.clock()
+        except Exception:  # the database away a moment (a failover): look again soon, never stop
+            log.warning("outbox: cannot read when the next message is due", exc_info=True)
+            await asyncio.sleep(self.retry_base)
+            return
         if due is not None and due <= now:  # due, yet the read found nothing: held by another replica
             due = now + CLAIMED_ELSEWHERE_PAUSE
         await nap(self.wakeup, due, now, 5.0 if self.handed_over else OUTBOX_POLL)
 
-    async def _send(self, store_id: str, chunk: list[Message], limiter: asyncio.Semaphore, claimed: bool) -> None:
+    async def _send(
+        self, store_id: str, chunk: list[Message], limiter: asyncio.Semaphore, claimed_at: datetime | None
+    ) -> None:
         try:
-            await self._deliver(store_id, chunk, claimed)
+            await self._deliver(store_id, chunk, claimed_at)
         except Exception:
             log.exception("outbox: unexpected error; the messages stay queued", extra={"store": store_id})
             await asyncio.sleep(self.retry_base)
@@ -195,15 +209,16 @@ class Dispatcher:
             self._finished.update(ids)
             limiter.release()
 
-    async def _deliver(self, store_id: str, chunk: list[Message], claimed: bool) -> None:
-        """Hand a chunk over. `claimed`: the outbox read that returned it claimed it a moment ago, still
-        QUEUED; else (handed over in memory when stored) the claim is renewed and checked first."""
+    async def _deliver(self, store_id: str, chunk: list[Message], claimed_at: datetime | None) -> None:
+        """Hand a chunk over. `claimed_at`: when the outbox read that returned it claimed it, still
+        QUEUED; unless that was within FRESH_CLAIM (or it was handed over in memory when stored), the
+        claim is renewed and checked first."""
         config = await self.channel.get(store_id, fresh=True)  # another process may have changed it
         token = self.channel.token(config)
         if token is None:
             await self._fail(chunk, NO_TOKEN)
             return
-        if not claimed:
+        if claimed_at is None or self.clock() - claimed_at > FRESH_CLAIM:
             held = await self.storage.messages.hold(store_id, [m.id for m in chunk], self.clock())
             chunk = [m for m in chunk if m.id in held]  # another replica's now, or no longer queued: not here
         chunk = await self._still_eligible(store_id, chunk)

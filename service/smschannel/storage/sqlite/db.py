@@ -204,8 +204,9 @@ class Database:
 
     async def _migrate(self) -> None:
         """Apply the migrations the file lacks. Processes opening one new file together (the server and
-        its outbox process) each try; the first applies a migration, the others wait for its lock, fail
-        on what it created, roll back and go on."""
+        its outbox process) each try; the first applies a migration, the others wait for its lock (up to
+        BUSY_TIMEOUT: a longer migration makes them fail to start), fail on what it created, roll back
+        and go on."""
         await self._writer.execute(
             "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_time INTEGER)"
         )
@@ -271,7 +272,9 @@ PAGE_SIZE = 8192
 # commits. The larger page cache keeps index inserts of big imports in memory. Checkpoints every
 # 10,000 pages (a WAL of up to ~40 MB) instead of 1,000: a page rewritten by many transactions (an
 # index leaf during an import) is copied back once, not every batch (-6% SQLite CPU an imported row).
-BUSY_TIMEOUT = 10.0  # seconds a writer waits for another process's write lock (PRAGMAS' busy_timeout)
+# Seconds a writer waits for another process's write lock: SQLite's own wait (busy_timeout) while it
+# migrates and for the reader connections; `_yielding`'s for writes (busy_timeout 0 then).
+BUSY_TIMEOUT = 10.0
 PRAGMAS = (
     f"busy_timeout = {int(BUSY_TIMEOUT * 1000)}",
     "foreign_keys = ON",
@@ -340,7 +343,8 @@ async def _yielding(attempt: Callable[[], Awaitable[T | _Busy]], stats: WriteSta
 
 
 def _busy(e: sqlite3.OperationalError) -> bool:
-    return getattr(e, "sqlite_errorcode", None) in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+    code = getattr(e, "sqlite_errorcode", None)  # maybe an extended code: its low byte is the primary
+    return code is not None and code & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
 
 
 def _in_begun_transaction(conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T]) -> T:

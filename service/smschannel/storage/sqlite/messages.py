@@ -34,8 +34,9 @@ _INSERT_MESSAGE = (
     f" VALUES ({', '.join('?' * len(_MESSAGE_COLUMNS))}, ?, ?)"
 )
 # The outbox is claimed, for replicas sharing a database (0007_outbox_claims.sql): a QUEUED message is
-# held by the replica that stored it, then by the one that reads it due, for CLAIM; another replica
-# takes it only once that claim has expired (its holder died, or is far behind).
+# held by the replica that stored it (unless an outbox process of its own sends: then by nobody), then
+# by the one that reads it due, for CLAIM; another replica takes it only once that claim has expired
+# (its holder died, or is far behind).
 CLAIM = timedelta(seconds=30)  # by default; SMSCHANNEL_LEASE_SECONDS
 # Messages are read by position, after their seq (unpacking a row costs less than looking columns up by name).
 _SELECT_MESSAGE = f"SELECT seq, {', '.join(_MESSAGE_COLUMNS)} FROM messages"
