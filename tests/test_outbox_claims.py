@@ -10,6 +10,8 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
+
 from smschannel.crypto import TokenCipher
 from smschannel.domain.enums import MessageStatus, RecipientMode, SmsSubscriptionStatus, SmsType
 from smschannel.domain.messages import Message
@@ -19,9 +21,10 @@ from smschannel.operations.channel import ChannelChanges, ChannelOps
 from smschannel.operations.dispatcher import FRESH_CLAIM, Dispatcher
 from smschannel.storage import MessageUpdate
 from smschannel.storage.sqlite import SqliteStorage
+from smschannel.storage.sqlite.db import Database
 from smschannel.storage.sqlite.messages import CLAIM
 
-from .conftest import database_at
+from .conftest import database_at, on_postgres
 
 NOW = datetime(2026, 12, 3, 9, 0, tzinfo=UTC)
 
@@ -170,3 +173,15 @@ async def test_a_chunk_that_waited_long_after_its_read_is_held_again_before_it_g
     finally:
         await a.close()
         await b.close()
+
+
+async def test_processes_opening_one_new_file_at_once_all_start(tmp_path: Path) -> None:
+    """The server and its outbox process start together on a new SQLite file: while one turns WAL on
+    and migrates, SQLite answers the other "locked" at once (it does not wait there); each must open."""
+    if on_postgres():
+        pytest.skip("SQLite's file locking")
+    for attempt in range(15):
+        path = str(tmp_path / f"new-{attempt}.db")
+        opened = await asyncio.gather(*(Database.open(path) for _ in range(4)))
+        for db in opened:
+            await db.close()

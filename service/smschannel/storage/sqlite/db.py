@@ -109,11 +109,12 @@ class Database:
         if path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         writer = await _connect(path)
-        # Only a new file takes it (before its first table and WAL); an existing one keeps its own.
-        await writer.execute(f"PRAGMA page_size = {PAGE_SIZE}")
-        await writer.execute("PRAGMA journal_mode = WAL")
         db = cls(writer, writer)
-        await db._migrate()  # waiting out another process's migration (busy_timeout)
+        try:
+            await db._prepare()
+        except BaseException:
+            await writer.close()  # its thread would keep the process from exiting
+            raise
         await writer.execute("PRAGMA busy_timeout = 0")  # then writes wait yielding (_yielding)
         if path != ":memory:":
             db._reader = await _connect(path)
@@ -197,6 +198,26 @@ class Database:
     async def fetch_all(self, sql: str, params: Iterable[Any] = ()) -> list[Row]:
         """All rows, read on the database thread (one hop)."""
         return list(await self._reader.execute_fetchall(sql, tuple(params)))
+
+    async def _prepare(self) -> None:
+        """WAL and the migrations. Two processes opening one new file at once (the server and its outbox
+        process): until WAL is on, SQLite answers "locked" at once rather than wait (busy_timeout does not
+        apply where waiting could deadlock), so the whole step is tried again, for up to BUSY_TIMEOUT."""
+        deadline, pause = time.monotonic() + BUSY_TIMEOUT, 0.01
+        while True:
+            try:
+                # Only a new file takes it (before its first table and WAL); an existing one keeps its own.
+                await self._writer.execute(f"PRAGMA page_size = {PAGE_SIZE}")
+                await self._writer.execute("PRAGMA journal_mode = WAL")
+                await self._migrate()
+                return
+            except sqlite3.OperationalError as e:
+                if not _busy(e) or time.monotonic() > deadline:
+                    raise
+                if self._writer.in_transaction:
+                    await self._writer.rollback()
+            await asyncio.sleep(pause)
+            pause = min(2 * pause, 0.2)
 
     async def _applied(self) -> set[int]:
         async with self._writer.execute("SELECT version FROM schema_migrations") as cur:
