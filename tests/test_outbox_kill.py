@@ -49,6 +49,17 @@ async def serving(addr: str) -> None:
     raise AssertionError("server never came up")
 
 
+async def until_none_queued(sms: pb_grpc.SmsChannelServiceStub, md: tuple[tuple[str, str]], store_id: str) -> None:
+    """Wait (up to 30 s) until the store has no QUEUED message left."""
+    for _ in range(600):
+        queued = await sms.ListMessages(
+            pb.ListMessagesRequest(parent=f"stores/{store_id}", filter="status = QUEUED", page_size=1), metadata=md
+        )
+        if not queued.messages:
+            return
+        await asyncio.sleep(0.05)
+
+
 async def sending_store(
     sms: pb_grpc.SmsChannelServiceStub, store_id: str, text: str = "Hi"
 ) -> tuple[tuple[tuple[str, str]], pb.SmsChannelConfig, pb.SmsContent]:
@@ -101,7 +112,9 @@ async def test_kill_during_dispatch_then_restart_sends_each_message_exactly_once
                 )
                 ids.add(m.name.rsplit("/", 1)[1])
                 if i == COUNT // 4:
-                    while not kill_fake.received():  # noqa: ASYNC110 - some sent already...
+                    for _ in range(3000):  # some sent already (30 s at most)...
+                        if kill_fake.received():
+                            break
                         await asyncio.sleep(0.01)
                     kill_fake.faults.latency = 2.0  # ...and from now on requests hang at Instasent
         # Kill while the outbox is part-way through: some accepted, some in flight, some still queued.
@@ -116,13 +129,7 @@ async def test_kill_during_dispatch_then_restart_sends_each_message_exactly_once
         await serving(addr)
         async with grpc.aio.insecure_channel(addr) as ch:
             sms = pb_grpc.SmsChannelServiceStub(ch)
-            for _ in range(600):
-                queued = await sms.ListMessages(
-                    pb.ListMessagesRequest(parent="stores/k", filter="status = QUEUED", page_size=1), metadata=md
-                )
-                if not queued.messages:
-                    break
-                await asyncio.sleep(0.05)
+            await until_none_queued(sms, md, "k")
             sent = await sms.ListMessages(
                 pb.ListMessagesRequest(parent="stores/k", filter="status = SENT", page_size=1000), metadata=md
             )

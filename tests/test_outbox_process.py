@@ -29,7 +29,7 @@ from smschannel.v1 import sms_channel_service_pb2_grpc as pb_grpc
 
 from .conftest import database_at, eventually, make_config
 from .procs import free_port
-from .test_outbox_kill import COUNT, sending_store, serving
+from .test_outbox_kill import COUNT, sending_store, serving, until_none_queued
 
 
 def start(role: str, tmp: Path, addr: str, fake: FakeInstasent) -> subprocess.Popen[bytes]:
@@ -75,7 +75,10 @@ async def test_a_killed_outbox_process_restarts_and_sends_each_message_once(
             sms = pb_grpc.SmsChannelServiceStub(ch)
             md, _, text = await sending_store(sms, "k")
             await send_all(sms, md, text.name, COUNT // 4)
-            while not kill_fake.received():  # noqa: ASYNC110 - the outbox process found and sent some...
+            began = time.monotonic()
+            while not kill_fake.received():
+                assert time.monotonic() - began < 30, "the outbox process sent nothing"
+                assert outbox.poll() is None, f"the outbox process exited {outbox.returncode}"
                 await asyncio.sleep(0.01)
             kill_fake.faults.latency = 2.0  # ...and from now on its requests hang at Instasent
             await send_all(sms, md, text.name, COUNT)  # the first quarter again: the same request ids
@@ -88,13 +91,7 @@ async def test_a_killed_outbox_process_restarts_and_sends_each_message_once(
 
             restarted = time.monotonic()
             outbox = start("outbox", tmp_path, addr, kill_fake)
-            for _ in range(600):
-                queued = await sms.ListMessages(
-                    pb.ListMessagesRequest(parent="stores/k", filter="status = QUEUED", page_size=1), metadata=md
-                )
-                if not queued.messages:
-                    break
-                await asyncio.sleep(0.05)
+            await until_none_queued(sms, md, "k")
             took = time.monotonic() - restarted
             sent = await sms.ListMessages(
                 pb.ListMessagesRequest(parent="stores/k", filter="status = SENT", page_size=1000), metadata=md
