@@ -32,6 +32,7 @@ from ..domain.messages import Message, message_activity
 from ..domain.sending import capped, held_reason, hold_for, measure_as_delivered, skip_reason
 from ..instasent.client import MAX_BULK, Accepted, InstasentClient, ProviderError, Refused, SmsItem
 from ..storage import MessageUpdate, Storage
+from ..storage.priority import mark_background
 from .background import nap, stop_task
 from .channel import ChannelOps
 from .sending import NO_TOKEN
@@ -114,6 +115,7 @@ class Dispatcher:
         await stop_task(self._task, grace)
 
     async def _run(self) -> None:
+        mark_background()
         limiter = asyncio.Semaphore(self.concurrency)
         pending: set[asyncio.Task[None]] = set()
         while not self._stopping:

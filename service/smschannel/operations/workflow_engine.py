@@ -44,6 +44,7 @@ from ..domain.workflows import (
 from ..errors import Aborted, DomainError
 from ..names import WorkflowName, new_id
 from ..storage import BroadcastDue, BroadcastPage, ContactQuery, PageSends, RunUpdate, Storage, UnitOfWork
+from ..storage.priority import mark_background
 from .background import Backoff, nap, stop_task
 from .contacts import ContactOps, contact_query
 from .sending import Sender, SendRequest
@@ -107,6 +108,7 @@ class WorkflowEngine:
         await self._finish_page_writes()
 
     async def _loop(self) -> None:
+        mark_background()
         while not self._stopping:
             if not await self._leading():
                 if self._stopping:

@@ -26,6 +26,7 @@ from typing import Any, Protocol, TypeVar
 import aiosqlite
 
 from ...errors import Aborted, AlreadyExists, NotFound, echo
+from ..priority import WriteLock
 
 __all__ = ["PAGE_SIZE", "PRAGMAS", "Database", "Engine", "delete_checked", "from_micros", "insert_new", "to_micros"]
 
@@ -100,7 +101,7 @@ class Database:
         self._writer = writer
         self._reader = reader
         self._inline: sqlite3.Connection | None = None
-        self._write_lock = asyncio.Lock()
+        self._write_lock = WriteLock()
         self.write_stats = WriteStats()
 
     @classmethod
