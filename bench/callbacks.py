@@ -6,6 +6,11 @@ Goal (issue 16): callbacks/s ≥ 1.0 × the newsletter's SMS/s, with every callb
 none lost; a replay must be all duplicates. Also printed: the CPU per callback of the server and the
 sidecar, and of the load generator (it shares the two cores). Usage: python -m bench.callbacks [seconds]
 (default 30).
+
+Then "while sending" (under `while_sending` in the JSON): in production the callbacks come back while
+the newsletter still sends, and the two share the server. So on a fresh server a second newsletter
+sends while the first one's callbacks are posted, and callbacks/s is set against the SMS/s that reached
+Instasent in the same seconds, with 64 and then 256 callbacks in flight. The same goal applies.
 """
 
 from __future__ import annotations
@@ -24,10 +29,12 @@ from pathlib import Path
 
 import grpc
 
-from bench._common import fake_instasent, fake_stats, free_port, report, server
-from bench.newsletter import TOKEN, newsletter, setup
+from bench._common import fake_instasent, fake_stats, free_port, received, report, server
+from bench.newsletter import TOKEN, create_broadcast, newsletter, setup
 from smschannel.v1 import sms_channel_service_pb2 as pb
 from smschannel.v1 import sms_channel_service_pb2_grpc as pb_grpc
+from smschannel.v1 import workflow_service_pb2 as wpb
+from smschannel.v1 import workflow_service_pb2_grpc as wpb_grpc
 
 GOAL = 1.0  # × the newsletter's send rate
 # The callbacks are posted by wrk (a C load generator, so that the client does not take the CPU it
@@ -40,6 +47,12 @@ CONTACTS_PER_SECOND = 24000
 # burst. (With 32, the server's batches held ~16 callbacks and its CPU a callback was 134 µs; with 64,
 # ~30 and 94 µs.)
 CONCURRENCY = 64
+# While a newsletter sends, each answer takes longer (the server shares its core with the sending), and
+# Instasent's workers do not wait for one another: callbacks in flight then grow with the answer time.
+# 64 connections, each waiting for its answer before the next post, would measure the answer time, not
+# what the service absorbs; so "while sending" is measured with both.
+IN_FLIGHT_WHILE_SENDING = (64, 256)
+SECONDS_WHILE_SENDING = 10.0
 
 
 async def callback_path(addr: str, key: str) -> str:
@@ -111,9 +124,11 @@ async def blast(url: str, ids: list[list[str]], seconds: float) -> tuple[int, fl
     return sent, time.perf_counter() - start, codes, outcomes
 
 
-def wrk_blast(url: str, ids: list[list[str]], seconds: float) -> tuple[dict[str, float], float]:
+def wrk_blast(
+    url: str, ids: list[list[str]], seconds: float, connections: int = CONCURRENCY
+) -> tuple[dict[str, float], float]:
     """POST the SMS's `delivered` callbacks (each once) for `seconds` with wrk, a C load generator
-    (one thread, CONCURRENCY connections): its JSON summary, and the CPU seconds wrk used."""
+    (one thread, `connections` at once): its JSON summary, and the CPU seconds wrk used."""
     wrk = shutil.which("wrk")
     if wrk is None:
         sys.exit("wrk not found: `make bench` installs it (apt-get install wrk)")
@@ -126,7 +141,7 @@ def wrk_blast(url: str, ids: list[list[str]], seconds: float) -> tuple[dict[str,
         )
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         script = str(Path(__file__).with_name("callbacks.lua"))
-        shape = ["-t", "1", "-c", str(CONCURRENCY), "-d", f"{round(seconds)}s", "--timeout", "10s"]
+        shape = ["-t", "1", "-c", str(connections), "-d", f"{round(seconds)}s", "--timeout", "10s"]
         out = subprocess.run(
             [wrk, *shape, "-s", script, url, "--", str(bodies)],
             capture_output=True,
@@ -158,6 +173,68 @@ async def delivered(addr: str, key: str) -> int:
                 return total
 
 
+async def activate(addr: str, key: str, content: str) -> None:
+    """Start a broadcast newsletter of `content` to every contact, and return at once."""
+    md = (("authorization", f"Bearer {key}"),)
+    async with grpc.aio.insecure_channel(addr) as ch:
+        workflows = wpb_grpc.WorkflowServiceStub(ch)
+        wf = await create_broadcast(workflows, md, content)
+        await workflows.ActivateWorkflow(wpb.ActivateWorkflowRequest(name=wf.name), metadata=md)
+
+
+def while_sending(seconds: float) -> list[dict[str, float]]:
+    """The callbacks of a first newsletter posted while a second one sends (as in production: each SMS
+    sent comes back as a callback while the next ones go out), with each of IN_FLIGHT_WHILE_SENDING
+    callbacks in flight in turn: callbacks/s against the SMS/s that reached Instasent in the same
+    seconds, and the CPU of each process a callback."""
+    sms = int(CONTACTS_PER_SECOND / 2 * seconds * len(IN_FLIGHT_WHILE_SENDING))  # each newsletter's
+    http_port = free_port()
+    figures: list[dict[str, float]] = []
+    with (
+        fake_instasent(TOKEN) as fake,
+        server("run", INSTASENT_BASE_URL=fake, SMSCHANNEL_HTTP_ADDR=f"127.0.0.1:{http_port}") as srv,
+    ):
+        key = srv.create_store()
+        content, key = asyncio.run(setup(srv.addr, key, 2 * sms))
+        asyncio.run(newsletter(srv.addr, key, content, fake, sms))
+        ids = fake_stats(fake, TOKEN, ids=True)["ids"]
+        assert isinstance(ids, list)
+        url = f"http://127.0.0.1:{http_port}" + asyncio.run(callback_path(srv.addr, key))
+        asyncio.run(activate(srv.addr, key, content))
+        while received(fake_stats(fake, TOKEN)) < sms + 1000:  # under way
+            time.sleep(0.05)
+        for in_flight in IN_FLIGHT_WHILE_SENDING:
+            before, sent_before, start = srv.cpu_by_role(), received(fake_stats(fake, TOKEN)), time.perf_counter()
+            summary, load_cpu = wrk_blast(url, ids, seconds, in_flight)
+            after, sent_after = srv.cpu_by_role(), received(fake_stats(fake, TOKEN))
+            elapsed = time.perf_counter() - start
+            ids = ids[int(summary["requests"]) :]
+            assert not summary["wrapped"], f"more callbacks than SMS to report: raise CONTACTS_PER_SECOND ({summary})"
+            assert sent_after < 2 * sms, "the newsletter ended before the callbacks: raise CONTACTS_PER_SECOND"
+            callbacks = int(summary["requests"])
+            cpu = {role: (after[role] - before.get(role, 0.0)) / callbacks * 1e6 for role in after}
+            figures.append(
+                {
+                    "in_flight": in_flight,
+                    "rate": round(callbacks / float(summary["seconds"])),
+                    "send_rate": round((sent_after - sent_before) / elapsed),
+                    "ratio": round(callbacks / float(summary["seconds"]) / ((sent_after - sent_before) / elapsed), 3),
+                    "errors": int(summary["not_ok"] + summary["errors"]),
+                    "server_cpu_us_per_callback": round(cpu.get("server", 0.0)),
+                    "sidecar_cpu_us_per_callback": round(cpu.get("sidecar", 0.0)),
+                    "load_cpu_us_per_callback": round(load_cpu / callbacks * 1e6),
+                }
+            )
+    for f in figures:
+        print(
+            f"while a newsletter sends, {f['in_flight']:.0f} callbacks in flight: {f['rate']:,.0f} callbacks/s against"
+            f" {f['send_rate']:,.0f} SMS/s sent in the same seconds ({f['ratio']:.2f} ×), {f['errors']:.0f} errors;"
+            f" CPU a callback (the server's includes its sending): server {f['server_cpu_us_per_callback']:.0f} µs,"
+            f" sidecar {f['sidecar_cpu_us_per_callback']:.0f} µs"
+        )
+    return figures
+
+
 def main() -> None:
     seconds = float(sys.argv[1]) if len(sys.argv) > 1 else 30.0
     contacts = int(CONTACTS_PER_SECOND * seconds)
@@ -185,6 +262,7 @@ def main() -> None:
         in_log = asyncio.run(delivered(srv.addr, key))
     rate = sent / elapsed
     ratio = rate / send_rate
+    concurrent = while_sending(SECONDS_WHILE_SENDING)
     print(
         f"{sent} callbacks in {elapsed:.1f}s: {rate:,.0f}/s against the newsletter's {send_rate:,.0f} SMS/s"
         f" ({ratio:.2f} ×); HTTP {codes}; outcomes {outcomes}; {in_log} messages DELIVERED;"
@@ -208,6 +286,7 @@ def main() -> None:
             "server_cpu_us_per_callback": round(server_cpu / sent * 1e6),
             "sidecar_cpu_us_per_callback": round(sidecar_cpu / sent * 1e6),
             "load_cpu_us_per_callback": round(load_cpu / sent * 1e6),
+            "while_sending": concurrent,
         }
     )
 
