@@ -262,13 +262,13 @@ def main() -> None:
         in_log = asyncio.run(delivered(srv.addr, key))
     rate = sent / elapsed
     ratio = rate / send_rate
-    concurrent = while_sending(SECONDS_WHILE_SENDING)
     print(
         f"{sent} callbacks in {elapsed:.1f}s: {rate:,.0f}/s against the newsletter's {send_rate:,.0f} SMS/s"
         f" ({ratio:.2f} ×); HTTP {codes}; outcomes {outcomes}; {in_log} messages DELIVERED;"
         f" replay of {again}: {dup_outcomes}; CPU a callback: server {server_cpu / sent * 1e6:.0f} µs,"
         f" sidecar {sidecar_cpu / sent * 1e6:.0f} µs, load generator {load_cpu / sent * 1e6:.0f} µs"
     )
+    concurrent = while_sending(SECONDS_WHILE_SENDING)
     report(
         {
             "bench": "callbacks",
