@@ -263,3 +263,32 @@ async def test_a_set_wise_page_stores_what_contact_by_contact_stores(
     else:  # transactional SMS are neither held (exempt) nor capped
         assert {"to the outbox", MessageStatus.SKIPPED} == outcomes
     assert {m["message"][9] for m in set_wise.values()} == {1, 2}  # parts, as delivered per country
+
+
+@pytest.mark.parametrize("callers_waited", [False, True], ids=["alone", "callers-wait"])
+async def test_a_broadcast_pages_by_fewer_contacts_while_callers_wait_to_write(
+    app: App, stubs: Stubs, monkeypatch: pytest.MonkeyPatch, callers_waited: bool
+) -> None:
+    """While RPCs and callbacks wait for SQLite's write lock, each page's transaction holds it for less."""
+    pages: list[int] = []
+    real_add_page = unit_of_work._Messages.add_page
+
+    async def counted(messages_tx: Any, sends: Any) -> Any:
+        pages.append(len(sends.members))
+        return await real_add_page(messages_tx, sends)
+
+    monkeypatch.setattr(unit_of_work._Messages, "add_page", counted)
+    monkeypatch.setattr(workflow_engine, "BROADCAST_BATCH", 9)
+    monkeypatch.setattr(workflow_engine, "BROADCAST_BATCH_SHARED", 4)
+    asked: list[float] = []
+
+    def waited(within: float) -> bool:
+        asked.append(within)
+        return callers_waited
+
+    monkeypatch.setattr(app.storage, "callers_waited", waited)
+    store, _, text = await _store(app, stubs, token=True, window=True)
+    await _broadcast(stubs, store, text, common.SMS_TYPE_NEWSLETTER, len(CELLS))
+    assert sum(pages) == len(CELLS) > 9
+    assert max(pages) == (4 if callers_waited else 9)
+    assert set(asked) == {workflow_engine.SHARED_WITHIN}

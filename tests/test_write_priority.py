@@ -16,6 +16,7 @@ import pytest
 
 from smschannel.operations.dispatcher import Dispatcher
 from smschannel.operations.workflow_engine import WorkflowEngine
+from smschannel.storage import priority
 from smschannel.storage.priority import WriteLock, in_background, mark_background
 from smschannel.storage.sqlite.db import Database
 
@@ -187,3 +188,21 @@ async def test_with_only_background_work_waiting_it_goes_in_order(bound: int) ->
     await lock.__aexit__(None, None, None)
     await asyncio.gather(*tasks)
     assert order == ["bg1", "bg2", "bg3"]
+
+
+async def test_a_caller_that_had_to_wait_is_remembered_for_a_while(monkeypatch: pytest.MonkeyPatch) -> None:
+    lock, order = WriteLock(), []
+    async with lock:  # taken at once: nobody waited
+        pass
+    assert not lock.callers_waited(1.0)
+    await lock.__aenter__()
+    tasks = await _queue_writers(lock, ["bg1"], order)
+    assert not lock.callers_waited(1.0)  # background work waiting does not count
+    tasks += await _queue_writers(lock, ["c1"], order)
+    assert lock.callers_waited(1.0)
+    await lock.__aexit__(None, None, None)
+    await asyncio.gather(*tasks)
+    later = time.monotonic() + 2
+    monkeypatch.setattr(priority, "time", SimpleNamespace(monotonic=lambda: later))
+    assert lock.callers_waited(3.0)
+    assert not lock.callers_waited(1.0)

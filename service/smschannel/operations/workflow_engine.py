@@ -58,6 +58,13 @@ ROUND = 300  # runs per round
 # and bench/broadcast, the same machine: 150 gave 0.23-0.26 x the storage floor and GetContact's p99
 # 4.3 x idle during a broadcast; 300, 0.31-0.35 x and 3.8 x; 500, 0.31-0.35 x and 6.2-8.1 x.
 BROADCAST_BATCH = 300
+# Contacts a page while callers wait to write (storage/priority.py): a page's transaction holds SQLite's
+# write lock about 2 ms per 100 contacts, and a callback that waits for it waits for less. Measured
+# (bench/callbacks, while sending, alternating): callbacks absorbed at 0.59-0.60 x the send rate with
+# pages of 300, 0.79-0.87 x with 150 and 1.08 x with 100 (64 in flight); alone a newsletter pages by
+# 300, 17-25% faster than by 100.
+BROADCAST_BATCH_SHARED = 100
+SHARED_WITHIN = 1.0  # seconds since a caller last waited
 MAX_STEPS = 1000  # a run that takes more steps than this is failed (a runaway loop)
 WORKFLOW_REQUEST_PREFIX = "wf:"  # of a Send SMS step's request id (SendSms refuses ids that start so)
 BROADCAST_RUN = "b-"  # a broadcast's run for a contact: this + the contact's id
@@ -245,11 +252,12 @@ class WorkflowEngine:
         )
         node = wf.node(wf.start_node)
         step = node.step if node is not None else None
+        size = BROADCAST_BATCH_SHARED if self.storage.callers_waited(SHARED_WITHIN) else BROADCAST_BATCH
         if self.set_based and isinstance(step, SendSmsStep) and step.recipient_mode is RecipientMode.CONTACT:
-            sent = await self._send_page(wf, step, query, after, now, key)
+            sent = await self._send_page(wf, step, query, after, size, now, key)
             if sent is not None:
                 return sent
-        moves, page, any_rows = await self._page_by_contact(wf, query, after, now)
+        moves, page, any_rows = await self._page_by_contact(wf, query, after, size, now)
         if key in self._writing:  # one page in writing at a time: a broadcast does not run ahead of SQL
             await self._landed(key)  # raises its failure: the broadcast's backoff takes it
         write = asyncio.ensure_future(self._write(moves, page))
@@ -257,14 +265,21 @@ class WorkflowEngine:
         return any_rows
 
     async def _send_page(
-        self, wf: Workflow, step: SendSmsStep, query: ContactQuery, after: int, now: datetime, key: tuple[str, str, int]
+        self,
+        wf: Workflow,
+        step: SendSmsStep,
+        query: ContactQuery,
+        after: int,
+        size: int,
+        now: datetime,
+        key: tuple[str, str, int],
     ) -> bool | None:
         """A page of a broadcast whose runs start with a Send SMS to their contact, set-wise: the sender
         judges the page once per group of contacts it cannot tell apart, and the page's messages, runs
         and steps are written by one statement each (PageSends), with no object per contact. None when
         the page cannot be judged so (a contact field in the text, or a send every run would fail):
         the caller takes it contact by contact. True if it turned contacts into runs."""
-        rows = await self.storage.contacts.reach_page(wf.store_id, query, after, BROADCAST_BATCH)
+        rows = await self.storage.contacts.reach_page(wf.store_id, query, after, size)
         template = self.new_run(wf, "", BROADCAST_RUN, {}, now=now)
         try:
             judged = await self.sender.judge_page(
@@ -277,7 +292,7 @@ class WorkflowEngine:
         templates, groups = judged
         request_prefix, request_suffix = _request_id(wf.id, BROADCAST_RUN + "\0", 0).split("\0")
         cursor = rows[-1].position if rows else after
-        last = len(rows) < BROADCAST_BATCH
+        last = len(rows) < size
         sends = PageSends(
             page=BroadcastPage(wf.store_id, wf.id, wf.version, cursor, last),
             node=wf.start_node,
@@ -322,16 +337,16 @@ class WorkflowEngine:
         self.sender.stored(stored, stored)
 
     async def _page_by_contact(
-        self, wf: Workflow, query: ContactQuery, after: int, now: datetime
+        self, wf: Workflow, query: ContactQuery, after: int, size: int, now: datetime
     ) -> tuple[_Moves, BroadcastPage, bool]:
         """A page of a broadcast contact by contact: each contact's new run moved by its first step
         (not written), the page, and whether it had contacts."""
-        rows = await self.storage.contacts.page(wf.store_id, query, after, BROADCAST_BATCH)
+        rows = await self.storage.contacts.page(wf.store_id, query, after, size)
         contacts = [row.item for row in rows]
         runs = [self.new_run(wf, c.id, BROADCAST_RUN + c.id, {}, now=now) for c in contacts]
         moves = await self._advance(runs, now, {c.id: c for c in contacts})
         cursor = rows[-1].position if rows else after
-        return moves, BroadcastPage(wf.store_id, wf.id, wf.version, cursor, len(rows) < BROADCAST_BATCH), bool(rows)
+        return moves, BroadcastPage(wf.store_id, wf.id, wf.version, cursor, len(rows) < size), bool(rows)
 
     async def _landed(self, key: tuple[str, str, int]) -> None:
         """Wait for a broadcast's page write to land (raising its failure) and forget it. A stop that

@@ -93,6 +93,11 @@ class Storage(Protocol):
         writes (a backend may run small ones differently from big ones)."""
         ...
 
+    def callers_waited(self, within: float) -> bool:
+        """Whether a caller (an RPC, a callback: not background work, storage/priority.py) had to wait
+        to write in the last `within` seconds. Background work then writes in smaller transactions."""
+        ...
+
     async def close(self) -> None:
         """Release connections."""
         ...

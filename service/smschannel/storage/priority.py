@@ -7,6 +7,10 @@ fraction of the send rate while sending, the backlog the sidecar exists to preve
 "while sending"). So the background tasks mark themselves, and a storage's write lock lets a waiting
 caller in before any waiting background writer: a caller waits at most for the transaction under way.
 
+Background work also writes in smaller transactions while callers wait (`callers_waited`): a caller
+then waits for less. The workflow engine pages a broadcast by BROADCAST_PAGE_SHARED contacts instead
+of BROADCAST_PAGE meanwhile.
+
 Callers cannot starve the background: after CALLERS_IN_A_ROW callers have gone first while background
 work waited, the oldest background writer goes next. A tenant that floods write RPCs slows sending
 for everyone by at most that share, never stops it."""
@@ -14,6 +18,7 @@ for everyone by at most that share, never stops it."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import deque
 from contextvars import ContextVar
 from types import TracebackType
@@ -45,10 +50,15 @@ class WriteLock:
         self._background: deque[asyncio.Future[None]] = deque()
         self._callers_in_a_row = callers_in_a_row
         self._ahead = 0  # callers let in while background work waited, since the last background turn
+        self._caller_waited = -float("inf")  # when a caller last had to wait (time.monotonic)
 
     def locked(self) -> bool:
         """Whether a writer holds it."""
         return self._locked
+
+    def callers_waited(self, within: float) -> bool:
+        """Whether a caller had to wait for it in the last `within` seconds."""
+        return time.monotonic() - self._caller_waited < within
 
     async def __aenter__(self) -> None:
         if not self._locked:  # free: then nobody waits either (a release hands it straight on)
@@ -57,6 +67,8 @@ class WriteLock:
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         queue = self._background if in_background() else self._callers
         queue.append(waiter)
+        if queue is self._callers:
+            self._caller_waited = time.monotonic()
         try:
             await waiter
         except asyncio.CancelledError:

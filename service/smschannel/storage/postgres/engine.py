@@ -167,6 +167,10 @@ class PgDatabase:
         """As `write`, whatever the size."""
         return await self.write(fn)
 
+    def callers_waited(self, within: float) -> bool:
+        """Never: PostgreSQL has no one write lock to queue for (each write takes a pool thread)."""
+        return False
+
     async def fetch_one(self, sql: str, params: Iterable[Any] = ()) -> Any:
         """One row, or None."""
         values = tuple(params)

@@ -97,6 +97,10 @@ class SqliteStorage:
         """Workflows and runs."""
         return self._workflows
 
+    def callers_waited(self, within: float) -> bool:
+        """Whether a caller had to wait to write in the last `within` seconds."""
+        return self.db.callers_waited(within)
+
     async def atomically(self, work: Callable[[UnitOfWork], Awaitable[T]], size: int) -> T:
         """`work` as one write transaction (see unit_of_work.py)."""
         return await run_unit_of_work(self.db, self._messages, work, size)

@@ -74,6 +74,10 @@ class Engine(Protocol):
         """`fn` as one write transaction of about `count` rows."""
         ...
 
+    def callers_waited(self, within: float) -> bool:
+        """Whether a caller (not background work) had to wait to write in the last `within` seconds."""
+        ...
+
     async def fetch_one(self, sql: str, params: Iterable[Any] = ()) -> Row | None:
         """One row, or None."""
         ...
@@ -150,6 +154,10 @@ class Database:
 
                 return await _yielding(attempt, self.write_stats)
             return await self._on_writer_thread(fn)
+
+    def callers_waited(self, within: float) -> bool:
+        """Whether a caller waited for the write lock in the last `within` seconds (storage/priority.py)."""
+        return self._write_lock.callers_waited(within)
 
     async def write_batch(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run `fn` as one write transaction on the database thread, in a single hop.
