@@ -26,6 +26,7 @@ from smschannel.domain.workflows import (
 )
 from smschannel.instasent.fake import FakeInstasent
 from smschannel.operations.sending import SendRequest
+from smschannel.operations.workflow_engine import BROADCAST_BATCH
 from smschannel.server import App
 from smschannel.storage import BroadcastPage, ContactQuery, RunUpdate
 from smschannel.storage.sqlite import unit_of_work
@@ -537,7 +538,8 @@ async def test_a_broadcast_page_landing_after_a_pause_or_a_delete_stores_nothing
     assert node is not None
     assert isinstance(node.step, SendSmsStep)
     key = (sending_store.id, workflow_id, page.version)  # the set-wise way, as judged while ACTIVE
-    assert await app.engine._send_page(replace(paused, version=page.version), node.step, ContactQuery(), 0, now, key)
+    judged = replace(paused, version=page.version)
+    assert await app.engine._send_page(judged, node.step, ContactQuery(), 0, BROADCAST_BATCH, now, key)
     await app.engine._writing.pop(key).task
     await stubs.workflows.DeleteWorkflow(wpb.DeleteWorkflowRequest(name=wf.name), metadata=sending_store.md)
     await app.engine._write(moves, page)
