@@ -266,21 +266,14 @@ async def test_a_set_wise_page_stores_what_contact_by_contact_stores(
 
 
 @pytest.mark.parametrize("callers_waited", [False, True], ids=["alone", "callers-wait"])
+@pytest.mark.parametrize("set_based", [True, False], ids=["set-wise", "contact-by-contact"])
 async def test_a_broadcast_pages_by_fewer_contacts_while_callers_wait_to_write(
-    app: App, stubs: Stubs, monkeypatch: pytest.MonkeyPatch, callers_waited: bool
+    app: App, stubs: Stubs, monkeypatch: pytest.MonkeyPatch, callers_waited: bool, set_based: bool
 ) -> None:
     """While RPCs and callbacks wait for SQLite's write lock, each page's transaction holds it for less."""
-    pages: dict[int, int] = {}  # contacts by the page's cursor (PostgreSQL may retry a page's transaction)
-    real_add_page = unit_of_work._Messages.add_page
-
-    async def counted(messages_tx: Any, sends: Any) -> Any:
-        if sends.members:  # (the empty last page has the cursor of the one before)
-            pages[sends.page.after] = len(sends.members)
-        return await real_add_page(messages_tx, sends)
-
-    monkeypatch.setattr(unit_of_work._Messages, "add_page", counted)
     monkeypatch.setattr(workflow_engine, "BROADCAST_BATCH", 9)
     monkeypatch.setattr(workflow_engine, "BROADCAST_BATCH_SHARED", 4)
+    monkeypatch.setattr(app.engine, "set_based", set_based)
     asked: list[float] = []
 
     def waited(within: float) -> bool:
@@ -288,8 +281,20 @@ async def test_a_broadcast_pages_by_fewer_contacts_while_callers_wait_to_write(
         return callers_waited
 
     monkeypatch.setattr(app.storage, "callers_waited", waited)
+    sizes: list[int] = []  # of the pages read
+
+    def recording(read: Any) -> Any:
+        def reading(*args: Any) -> Any:
+            sizes.append(args[-1])
+            return read(*args)
+
+        return reading
+
+    for name in ("page", "reach_page"):
+        monkeypatch.setattr(app.storage.contacts, name, recording(getattr(app.storage.contacts, name)))
     store, _, text = await _store(app, stubs, token=True, window=True)
-    await _broadcast(stubs, store, text, common.SMS_TYPE_NEWSLETTER, len(CELLS))
-    assert sum(pages.values()) == len(CELLS) > 9
-    assert max(pages.values()) == (4 if callers_waited else 9)
+    await _broadcast(stubs, store, text, common.SMS_TYPE_NEWSLETTER, len(CELLS))  # a run for every contact
+    assert len(CELLS) > 9
+    assert set(sizes) == {4 if callers_waited else 9}
+    assert len(sizes) >= len(CELLS) // (4 if callers_waited else 9)
     assert set(asked) == {workflow_engine.SHARED_WITHIN}

@@ -5,15 +5,14 @@ of runs and messages, a chunk's statuses: milliseconds each). A provider callbac
 writes meanwhile waited in one first-come queue behind all of them, so callbacks were absorbed at a
 fraction of the send rate while sending, the backlog the sidecar exists to prevent (bench/callbacks,
 "while sending"). So the background tasks mark themselves, and a storage's write lock lets a waiting
-caller in before any waiting background writer: a caller waits at most for the transaction under way.
+caller in before any waiting background writer: a caller waits for the transaction under way and for
+the callers ahead of it, not for the background writes queued. The lock also tells when a caller
+waited for background work (`callers_waited`), so that background work can write in smaller
+transactions meanwhile (the workflow engine's broadcast pages).
 
-Background work also writes in smaller transactions while callers wait (`callers_waited`): a caller
-then waits for less. The workflow engine pages a broadcast by BROADCAST_PAGE_SHARED contacts instead
-of BROADCAST_PAGE meanwhile.
-
-Callers cannot starve the background: after CALLERS_IN_A_ROW callers have gone first while background
-work waited, the oldest background writer goes next. A tenant that floods write RPCs slows sending
-for everyone by at most that share, never stops it."""
+Callers cannot starve the background: once callers have gone first CALLERS_IN_A_ROW times, or held
+the lock CALLERS_FOR seconds, while background work waited, the oldest background writer goes next.
+Tenants that flood write RPCs or imports slow sending for everyone, never stop it."""
 
 from __future__ import annotations
 
@@ -23,9 +22,10 @@ from collections import deque
 from contextvars import ContextVar
 from types import TracebackType
 
-__all__ = ["CALLERS_IN_A_ROW", "WriteLock", "in_background", "mark_background"]
+__all__ = ["CALLERS_FOR", "CALLERS_IN_A_ROW", "WriteLock", "in_background", "mark_background"]
 
-CALLERS_IN_A_ROW = 8
+CALLERS_IN_A_ROW = 8  # callbacks and single-row RPCs: a millisecond or two each
+CALLERS_FOR = 0.025  # seconds: an import batch holds the lock about 10 ms
 
 _BACKGROUND: ContextVar[bool] = ContextVar("smschannel_background", default=False)
 
@@ -42,32 +42,39 @@ def in_background() -> bool:
 
 class WriteLock:
     """An asyncio lock that lets waiting callers in before waiting background work (`mark_background`),
-    first come first served within each, up to CALLERS_IN_A_ROW callers ahead of background work."""
+    first come first served within each, up to a bound (CALLERS_IN_A_ROW, CALLERS_FOR) while
+    background work waits."""
 
-    def __init__(self, callers_in_a_row: int = CALLERS_IN_A_ROW) -> None:
+    def __init__(self, callers_in_a_row: int = CALLERS_IN_A_ROW, callers_for: float = CALLERS_FOR) -> None:
         self._locked = False
         self._callers: deque[asyncio.Future[None]] = deque()
         self._background: deque[asyncio.Future[None]] = deque()
         self._callers_in_a_row = callers_in_a_row
-        self._ahead = 0  # callers let in while background work waited, since the last background turn
-        self._caller_waited = -float("inf")  # when a caller last had to wait (time.monotonic)
+        self._callers_for = callers_for
+        self._holder_is_caller = False
+        self._held_since = 0.0  # time.monotonic() when the holder was let in
+        # Callers let in, and the seconds they held it, while background work waited, since its last turn.
+        self._ahead = 0
+        self._ahead_for = 0.0
+        self._caller_waited = -float("inf")  # when a caller last had to wait for background work
 
     def locked(self) -> bool:
         """Whether a writer holds it."""
         return self._locked
 
     def callers_waited(self, within: float) -> bool:
-        """Whether a caller had to wait for it in the last `within` seconds."""
+        """Whether a caller had to wait for background work in the last `within` seconds."""
         return time.monotonic() - self._caller_waited < within
 
     async def __aenter__(self) -> None:
+        caller = not in_background()
         if not self._locked:  # free: then nobody waits either (a release hands it straight on)
-            self._locked = True
+            self._let_in(caller)
             return
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        queue = self._background if in_background() else self._callers
+        queue = self._callers if caller else self._background
         queue.append(waiter)
-        if queue is self._callers:
+        if caller and not self._holder_is_caller:
             self._caller_waited = time.monotonic()
         try:
             await waiter
@@ -83,19 +90,25 @@ class WriteLock:
     ) -> None:
         self._release()
 
+    def _let_in(self, caller: bool) -> None:
+        self._locked, self._holder_is_caller, self._held_since = True, caller, time.monotonic()
+
     def _release(self) -> None:
         """Hand the lock to the next waiter (it stays locked), or unlock."""
-        background_turn = self._ahead >= self._callers_in_a_row
+        if self._holder_is_caller and self._background:
+            self._ahead += 1
+            self._ahead_for += time.monotonic() - self._held_since
+        background_turn = self._ahead >= self._callers_in_a_row or self._ahead_for >= self._callers_for
         for queue in (self._background, self._callers) if background_turn else (self._callers, self._background):
             while queue:
                 waiter = queue.popleft()
                 if waiter.done():  # cancelled while it waited
                     continue
-                if queue is self._callers and self._background:
-                    self._ahead += 1
-                else:
-                    self._ahead = 0
+                caller = queue is self._callers
+                if not caller:
+                    self._ahead, self._ahead_for = 0, 0.0
+                self._let_in(caller)
                 waiter.set_result(None)
                 return
         self._locked = False
-        self._ahead = 0
+        self._ahead, self._ahead_for = 0, 0.0

@@ -1,6 +1,7 @@
 """The SQLite database: connections, transactions, migrations (aiosqlite, WAL).
 
-Write strategy: one asyncio lock, so read-modify-write sequences never interleave and SQLITE_BUSY
+Write strategy: one write lock in the process (storage/priority.py: callers go before the background
+work of the engine and the outbox), so read-modify-write sequences never interleave and SQLITE_BUSY
 cannot happen between this process's own writers. Every write transaction is `BEGIN IMMEDIATE`
 under that lock, in one of two shapes: `write()` runs a short synchronous transaction inline on the
 loop (a callback, one contact); `write_batch()` runs a big one on the database thread in a single hop
