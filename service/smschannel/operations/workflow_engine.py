@@ -59,10 +59,11 @@ ROUND = 300  # runs per round
 # 4.3 x idle during a broadcast; 300, 0.31-0.35 x and 3.8 x; 500, 0.31-0.35 x and 6.2-8.1 x.
 BROADCAST_BATCH = 300
 # Contacts a page while callers wait to write (storage/priority.py): a page's transaction holds SQLite's
-# write lock about 2 ms per 100 contacts, and a callback that waits for it waits for less. Measured
-# (bench/callbacks, while sending, alternating): callbacks absorbed at 0.59-0.60 x the send rate with
-# pages of 300, 0.79-0.87 x with 150 and 1.08 x with 100 (64 in flight); alone a newsletter pages by
-# 300, 17-25% faster than by 100.
+# write lock about 2 ms per 100 contacts, and a callback waits for the one under way. Measured
+# (bench/callbacks, callbacks while a newsletter sends, 64 in flight, alternating runs): callbacks were
+# absorbed at 0.59-0.60 x the send rate with pages of 300, 0.79-0.87 x with 150, 1.08 x with 100; but
+# a newsletter alone went 17-25% slower by 100 than by 300. So pages shrink only while callers wait:
+# 1.00-1.11 x while sending, and a newsletter alone pages by 300.
 BROADCAST_BATCH_SHARED = 100
 SHARED_WITHIN = 1.0  # seconds since a caller last waited
 MAX_STEPS = 1000  # a run that takes more steps than this is failed (a runaway loop)
