@@ -65,7 +65,7 @@ BROADCAST_BATCH = 300
 # a newsletter alone went 17-25% slower by 100 than by 300. So pages shrink only while callers wait:
 # 1.00-1.11 x while sending, and a newsletter alone pages by 300.
 BROADCAST_BATCH_SHARED = 100
-SHARED_WITHIN = 1.0  # seconds since a caller last waited
+SHARED_WITHIN = 1.0  # seconds since a caller last waited for background work
 MAX_STEPS = 1000  # a run that takes more steps than this is failed (a runaway loop)
 WORKFLOW_REQUEST_PREFIX = "wf:"  # of a Send SMS step's request id (SendSms refuses ids that start so)
 BROADCAST_RUN = "b-"  # a broadcast's run for a contact: this + the contact's id
