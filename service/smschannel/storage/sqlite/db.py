@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 
 Row = sqlite3.Row
 T = TypeVar("T")
+R = TypeVar("R")
 
 
 _last_converted: tuple[datetime | None, int] = (None, 0)
@@ -185,25 +186,31 @@ class Database:
 
         A point read through an index takes microseconds, less than the hop to aiosqlite's thread,
         and in WAL mode a reader never waits for a writer. Use `fetch_all` for anything bigger."""
-        if self._inline is not None:
-            try:
-                row: Row | None = self._inline.execute(sql, tuple(params)).fetchone()
-                return row
-            except sqlite3.OperationalError as e:  # a WAL reader is almost never busy: then, waiting
-                if not _busy(e):
-                    raise
-        rows = await self._reader.execute_fetchall(sql, tuple(params))
-        return next(iter(rows), None)
+        values = tuple(params)
+        row: Row | _Busy | None = self._read_inline(sql, values, sqlite3.Cursor.fetchone)
+        if not isinstance(row, _Busy):
+            return row
+        return next(iter(await self._reader.execute_fetchall(sql, values)), None)
 
     async def fetch_by_keys(self, sql: str, params: Iterable[Any] = ()) -> list[Row]:
         """A few rows by key (a bounded `IN (...)` through an index), read inline like `fetch_one`."""
-        if self._inline is not None:
-            try:
-                return self._inline.execute(sql, tuple(params)).fetchall()
-            except sqlite3.OperationalError as e:  # as in fetch_one
-                if not _busy(e):
-                    raise
-        return list(await self._reader.execute_fetchall(sql, tuple(params)))
+        values = tuple(params)
+        rows: list[Row] | _Busy = self._read_inline(sql, values, sqlite3.Cursor.fetchall)
+        if not isinstance(rows, _Busy):
+            return rows
+        return list(await self._reader.execute_fetchall(sql, values))
+
+    def _read_inline(self, sql: str, values: tuple[Any, ...], fetch: Callable[[sqlite3.Cursor], R]) -> R | _Busy:
+        """`fetch` of the statement on the loop's own connection; BUSY when there is none (":memory:")
+        or SQLite answers busy (a WAL reader almost never is): the reader thread then waits for it."""
+        if self._inline is None:
+            return BUSY
+        try:
+            return fetch(self._inline.execute(sql, values))
+        except sqlite3.OperationalError as e:
+            if not _busy(e):
+                raise
+            return BUSY
 
     async def fetch_all(self, sql: str, params: Iterable[Any] = ()) -> list[Row]:
         """All rows, read on the database thread (one hop)."""
