@@ -135,8 +135,9 @@ async def test_a_cancelled_waiter_is_skipped_and_one_cancelled_as_it_is_handed_t
         await asyncio.gather(*tasks, return_exceptions=True)
     assert order == ["bg1"]
     assert not lock.locked()
-    async with lock:  # and it is free again
-        pass
+    async with asyncio.timeout(1), lock:  # and it is free again
+        assert lock.locked()
+    assert not lock.locked()
 
 
 async def test_the_background_mark_holds_for_the_task_and_those_it_starts_not_for_its_caller() -> None:
@@ -232,7 +233,7 @@ async def test_with_only_background_work_waiting_it_goes_in_order(bound: int) ->
 async def test_a_caller_that_had_to_wait_is_remembered_for_a_while(monkeypatch: pytest.MonkeyPatch) -> None:
     lock, order = WriteLock(), []
     async with lock:  # taken at once: nobody waited
-        pass
+        assert lock.locked()
     await lock.__aenter__()
     tasks = await _queue_writers(lock, ["c1", "bg1"], order)
     await lock.__aexit__(None, None, None)
