@@ -13,7 +13,9 @@ exactly once whatever moment the process dies. Messages queued by this process a
 memory (`offer`) so a newsletter is not read back from the outbox; the outbox is read for the rest
 (retries, restarts, more than the hand-over holds). 429, 5xx and timeouts are retried with exponential
 backoff honouring `X-RateLimit-Reset`; other 4xx fail the message with Instasent's message, and a 401
-also flags the channel's token as invalid.
+also flags the channel's token as invalid. Instasent's report of an SMS (its callback) may be applied
+before the answer of the request that created it is recorded: the report's status stands, and the
+answer still records the send (when, Instasent's id, the attempt, where it went, SMS_SENT).
 """
 
 from __future__ import annotations
@@ -42,6 +44,9 @@ __all__ = ["Dispatcher"]
 log = logging.getLogger("smschannel.dispatcher")
 
 _QUEUED = frozenset({MessageStatus.QUEUED})
+# Where Instasent's report of an SMS (sent, delivered, failed, rejected) may have moved its message before
+# the answer of the request that created it was recorded: that answer still records the send.
+_REPORTED = frozenset({MessageStatus.SENT, MessageStatus.DELIVERED, MessageStatus.FAILED, MessageStatus.REJECTED})
 READY_MAX = 10_000  # messages handed over in memory; beyond that they wait in the outbox only
 OUTBOX_READ_EVERY = timedelta(seconds=1)  # outbox reads while requests are in flight, at most
 # An outbox process of its own (handed_over False) is told of nothing: it looks at the outbox this often
@@ -375,6 +380,7 @@ class Dispatcher:
                         activity=message_activity(m, ActivityType.SMS_SENT, now),
                         recipient=recipient,
                         segments=segments,
+                        fill_from=_REPORTED,
                     )
                 )
         for r in refused:

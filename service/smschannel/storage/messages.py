@@ -52,6 +52,11 @@ class MessageUpdate:
     # Let go of this replica's claim: the message waits (a retry, quiet hours), and whichever outbox
     # reads it due then takes it, this one included, without waiting out the claim.
     release: bool = False
+    # Statuses in which the message no longer takes `status` but still takes this update's record of
+    # the send (provider id, send time, the attempt, recipient, segments) and its activity, its status
+    # kept: Instasent's report (delivered, rejected) was applied before the answer of the request that
+    # sent it was recorded.
+    fill_from: frozenset[MessageStatus] = frozenset()
 
 
 class MessageRepository(Protocol):
@@ -100,7 +105,8 @@ class MessageRepository(Protocol):
         ...
 
     async def update(self, updates: Sequence[MessageUpdate]) -> list[bool]:
-        """Apply status changes (and the activities of those that changed) atomically; which changed."""
+        """Apply status changes (and the activities of those that changed) atomically; which changed
+        (or took the record of a send: MessageUpdate.fill_from)."""
         ...
 
     async def count_by_status(self) -> dict[MessageStatus, int]:

@@ -350,7 +350,8 @@ class SqliteMessages:
 
     async def update(self, updates: Sequence[MessageUpdate]) -> list[bool]:
         """Apply status changes, each only from a status it expects, with the activities of those that
-        changed, atomically. Returns which changed: an update whose message moved on is dropped."""
+        changed, atomically. Returns which changed: an update whose message moved on is dropped (but for
+        the record of a send that a provider report overtook: MessageUpdate.fill_from)."""
         if not updates:
             return []
         # Their parameters are built before the transaction: the write lock is held for the SQL only
@@ -424,6 +425,13 @@ _UPDATE_MESSAGE = (
 
 # The same change, made only while the message is in one of the expected statuses (a bit mask).
 _UPDATE_MESSAGE_IF = _UPDATE_MESSAGE + " AND ((1 << status) & ?) != 0"
+# A send recorded on a message a provider report moved on already (MessageUpdate.fill_from): what the
+# send knows, its status, reason and times kept (a send time it has stays).
+_FILL_SENT = (
+    "UPDATE messages SET provider_id = COALESCE(?, provider_id), send_time = COALESCE(send_time, ?),"
+    " attempts = attempts + ?, update_time = ?, recipient = COALESCE(?, recipient), segments = COALESCE(?, segments),"
+    " claim_until = COALESCE(?, claim_until) WHERE store_id = ? AND id = ?"
+)
 
 
 def _update_params(u: MessageUpdate) -> tuple[Any, ...]:
@@ -439,6 +447,20 @@ def _update_params(u: MessageUpdate) -> tuple[Any, ...]:
         u.recipient,
         u.segments,
         None if u.hold_until is None else to_micros(u.hold_until),
+        0 if u.release else None,
+        u.store_id,
+        u.message_id,
+    )
+
+
+def _fill_params(u: MessageUpdate) -> tuple[Any, ...]:
+    return (
+        u.provider_id,
+        None if u.send_time is None else to_micros(u.send_time),
+        1 if u.attempted else 0,
+        to_micros(u.time),
+        u.recipient,
+        u.segments,
         0 if u.release else None,
         u.store_id,
         u.message_id,
@@ -464,7 +486,8 @@ def apply_updates(
     Optimistic first: almost always every update applies (an answer of Instasent for messages still
     QUEUED), so they are written with the expected statuses in the WHERE clause, and if SQLite changed
     as many rows as there are updates, that is all. Else they are rolled back and judged one by one
-    on the statuses read first."""
+    on the statuses read first; there, an update whose message moved on to one of its `fill_from`
+    statuses writes only its record of the send (`_FILL_SENT`) and its activity."""
     prepared = prepared or _Prepared(updates)
     conn.execute("SAVEPOINT updates")
     done = conn.executemany(_UPDATE_MESSAGE_IF, prepared.checked).rowcount
@@ -484,18 +507,25 @@ def apply_updates(
         current.update(((r[0], r[1]), r[2]) for r in rows)
     changed: list[bool] = []
     params: list[tuple[Any, ...]] = []
+    fills: list[tuple[Any, ...]] = []
     activities: list[Activity] = []
     for u in updates:
         key = (u.store_id, u.message_id)
-        ok = key in current and current[key] in u.expect  # IntEnum members equal and hash as their ints
-        changed.append(ok)
-        if not ok:
+        status = current.get(key)
+        ok = status is not None and status in u.expect  # IntEnum members equal and hash as their ints
+        filled = not ok and status is not None and status in u.fill_from
+        changed.append(ok or filled)
+        if ok:
+            current[key] = int(u.status)  # a later update of the same message sees this one
+            params.append(_update_params(u))
+        elif filled:
+            fills.append(_fill_params(u))
+        else:
             continue
-        current[key] = int(u.status)  # a later update of the same message sees this one
-        params.append(_update_params(u))
         if u.activity is not None:
             activities.append(u.activity)
     conn.executemany(_UPDATE_MESSAGE, params)
+    conn.executemany(_FILL_SENT, fills)
     _insert_activities(conn, activities)
     return changed
 
