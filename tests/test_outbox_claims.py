@@ -226,6 +226,55 @@ async def test_a_chunk_handed_over_in_memory_goes_on_the_claim_taken_when_it_was
         await b.close()
 
 
+class _FailsOnce(_Counts):
+    """An Instasent client that breaks once with an error nobody expected (a bug), then works."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.broke = False
+        self.went = asyncio.Event()
+
+    async def send(self, token: str, item: SmsItem) -> Accepted:
+        if not self.broke:
+            self.broke = True
+            raise RuntimeError("a bug")
+        self.went.set()
+        return await super().send(token, item)
+
+
+async def test_an_outbox_process_retries_a_chunk_that_broke_without_waiting_out_its_claim(tmp_path: Path) -> None:
+    """An unexpected error in an outbox process: its reads leave out its own claims, so the chunk it held
+    would wait for them to run out (CLAIM, 30 s); it lets them go and sends the message again soon."""
+    path = database_at(tmp_path, "broke.db")
+    server = await SqliteStorage.open(path, "replica-a", hold_stored=False)
+    outbox = await SqliteStorage.open(path, "replica-a/outbox")
+    try:
+        await server.stores.create(
+            Store("s", "S", SmsSubscriptionStatus.UNSPECIFIED, NOW), ApiKey("s", "k", "K", "h", NOW)
+        )
+        instasent = _FailsOnce()
+        channel = ChannelOps(outbox.channel_configs, TokenCipher("k" * 32), instasent, "http://x")  # type: ignore[arg-type]
+        await channel.update("s", ChannelChanges(api_token="tok-123456789", default_sender="Acme"))
+        now = datetime.now(UTC)
+        alert = replace(queued(0), recipient_mode=RecipientMode.ALERT, type=SmsType.TRANSACTIONAL)
+        await server.messages.add([replace(alert, create_time=now, update_time=now, next_attempt_time=now)])
+        dispatcher = Dispatcher(outbox, channel, instasent, asyncio.Event(), retry_base=0.05, handed_over=False)  # type: ignore[arg-type]
+        dispatcher.start()
+        try:
+            async with asyncio.timeout(10):  # CLAIM is 30 s
+                await instasent.went.wait()
+        finally:
+            await dispatcher.stop(grace=5)
+        assert instasent.broke
+        assert instasent.sent == ["m0"]
+        message = await server.messages.get("s", "m0")
+        assert message is not None
+        assert (message.status, message.provider_id) == (MessageStatus.SENT, "p-m0")
+    finally:
+        await server.close()
+        await outbox.close()
+
+
 async def test_processes_opening_one_new_file_at_once_all_start(tmp_path: Path) -> None:
     """The server and its outbox process start together on a new SQLite file: while one turns WAL on
     and migrates, SQLite answers the other "locked" at once (it does not wait there); each must open."""

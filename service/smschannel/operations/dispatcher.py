@@ -208,6 +208,7 @@ class Dispatcher:
             await self._deliver(store_id, chunk, claimed_at)
         except Exception:
             log.exception("outbox: unexpected error; the messages stay queued", extra={"store": store_id})
+            await self._let_go(chunk)
             await asyncio.sleep(self.retry_base)
         finally:
             ids = [m.id for m in chunk]
@@ -254,6 +255,33 @@ class Dispatcher:
                 await self._fail(chunk, f"Instasent {e.status}: {e.message}")
             return
         await self._record(chunk, accepted, refused, token)
+
+    async def _let_go(self, chunk: list[Message]) -> None:
+        """After an unexpected error: the chunk's messages still QUEUED are due again after `retry_base`,
+        their claims let go, for the next outbox read to take (an outbox process's reads leave out its
+        own claims: it would have waited for them to run out, CLAIM). A message that went meanwhile
+        reaches Instasent once all the same: its clientId."""
+        now = self.clock()
+        when = now + timedelta(seconds=self.retry_base)
+        reason = "retrying after an unexpected error"
+        try:
+            await self.storage.messages.update(
+                [
+                    MessageUpdate(
+                        m.store_id,
+                        m.id,
+                        MessageStatus.QUEUED,
+                        _QUEUED,
+                        now,
+                        reason,
+                        next_attempt_time=when,
+                        release=True,
+                    )
+                    for m in chunk
+                ]
+            )
+        except Exception:
+            log.warning("outbox: cannot let go of the messages; they wait for their claims to run out", exc_info=True)
 
     async def _still_eligible(self, store_id: str, chunk: list[Message]) -> list[Message]:
         """The messages that may go now, judged on their contacts as they are now (one read for the
