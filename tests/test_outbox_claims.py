@@ -6,7 +6,6 @@ engine) goes to the holder of a lease. On both backends."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Collection
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -171,56 +170,6 @@ async def test_a_chunk_that_waited_long_after_its_read_is_held_again_before_it_g
         dispatcher = Dispatcher(a, channel, instasent, asyncio.Event(), clock=lambda: later)  # type: ignore[arg-type]
         await dispatcher._deliver("s", read, claimed_at=NOW)
         assert instasent.sent == []  # held again first: b's now, so not from a
-    finally:
-        await a.close()
-        await b.close()
-
-
-@pytest.mark.parametrize("waited", [timedelta(seconds=1), FRESH_CLAIM + timedelta(seconds=1)])
-async def test_a_chunk_handed_over_in_memory_goes_on_the_claim_taken_when_it_was_stored(
-    tmp_path: Path, waited: timedelta
-) -> None:
-    """Messages stored by this replica are claimed by it when stored: handed over in memory soon after,
-    they go without renewing their claims (one write the fewer a chunk); handed over after FRESH_CLAIM,
-    they are held again first, and another replica's by then (their claim ran out) they do not go."""
-    path = database_at(tmp_path, "handed.db")
-    claim = timedelta(seconds=2)
-    a, b = await SqliteStorage.open(path, "replica-a", claim), await SqliteStorage.open(path, "replica-b", claim)
-    try:
-        await a.stores.create(Store("s", "S", SmsSubscriptionStatus.UNSPECIFIED, NOW), ApiKey("s", "k", "K", "h", NOW))
-        instasent = _Counts()
-        channel = ChannelOps(a.channel_configs, TokenCipher("k" * 32), instasent, "http://x")  # type: ignore[arg-type]
-        await channel.update("s", ChannelChanges(api_token="tok-123456789", default_sender="Acme"))
-        alert = replace(queued(0), recipient_mode=RecipientMode.ALERT, type=SmsType.TRANSACTIONAL)
-        stored = await a.messages.add([alert])  # a holds it, for 2 s from NOW
-        later = NOW + waited
-        stale = waited > FRESH_CLAIM
-        if stale:
-            assert [m.id for m in await b.messages.due(later, 10)] == ["m0"]  # a's claim ran out: b took it
-        holds: list[set[str]] = []
-        hold = a.messages.hold
-
-        async def counted(store_id: str, message_ids: Collection[str], now: datetime) -> set[str]:
-            holds.append(held := await hold(store_id, message_ids, now))
-            return held
-
-        a.messages.hold = counted  # type: ignore[method-assign]
-        dispatcher = Dispatcher(a, channel, instasent, asyncio.Event(), clock=lambda: later)  # type: ignore[arg-type]
-        delivered = asyncio.Event()
-        deliver = dispatcher._deliver
-
-        async def deliver_once(store_id: str, chunk: list[Message], claimed_at: datetime | None) -> None:
-            await deliver(store_id, chunk, claimed_at)
-            delivered.set()
-
-        dispatcher._deliver = deliver_once  # type: ignore[method-assign]
-        dispatcher.offer(stored)
-        dispatcher.start()
-        async with asyncio.timeout(10):
-            await delivered.wait()
-        await dispatcher.stop(grace=5)
-        expected = ([set()], []) if stale else ([], ["m0"])
-        assert (holds, instasent.sent) == expected
     finally:
         await a.close()
         await b.close()

@@ -52,11 +52,9 @@ OUTBOX_READ_EVERY = timedelta(seconds=1)  # outbox reads while requests are in f
 # An outbox process of its own (handed_over False) is told of nothing: it looks at the outbox this often
 # when idle, and while its requests are in flight.
 OUTBOX_POLL = 0.05
-# A chunk claimed this recently goes without renewing its claim first: by the outbox read that returned
-# it, or, handed over in memory, when its messages were stored (they are claimed by the replica that
-# stores them, for CLAIM from their create_time: storage/sqlite/messages.py). One that waited longer (for
-# a request slot, many stores' chunks from one read; in the hand-over queue) is held again: its claim
-# may have run out and another replica taken it.
+# A chunk that an outbox read claimed this recently goes without renewing its claim first; one that
+# waited longer for a request slot (many stores' chunks from one read) is held again, as a chunk handed
+# over in memory is: its claim may have run out and another replica taken it.
 FRESH_CLAIM = timedelta(seconds=5)
 # When what is due is held by another replica's claims: look again this soon (not in a tight loop).
 CLAIMED_ELSEWHERE_PAUSE = timedelta(seconds=0.25)
@@ -128,7 +126,7 @@ class Dispatcher:
         while not self._stopping:
             room = (self.concurrency - len(pending)) * MAX_BULK
             due = self._take_ready(room)
-            read_at = None if due else self.clock()  # a read's messages are claimed by it, now
+            claimed_at = None if due else self.clock()  # a read's messages are claimed by it, now
             if not due and (not pending or not self.handed_over or self.clock() - self._last_read > OUTBOX_READ_EVERY):
                 due = await self._read_due(room)  # while hand-overs are in flight, not on every turn
             if not due:
@@ -152,8 +150,6 @@ class Dispatcher:
                     chunk = messages[i : i + MAX_BULK]
                     self._in_flight.update(m.id for m in chunk)
                     await limiter.acquire()
-                    # Handed over in memory: claimed when stored (the oldest of the chunk first).
-                    claimed_at = read_at or min(m.create_time for m in chunk)
                     task = asyncio.create_task(self._send(store_id, chunk, limiter, claimed_at))
                     pending.add(task)
                     task.add_done_callback(pending.discard)
@@ -222,9 +218,9 @@ class Dispatcher:
             limiter.release()
 
     async def _deliver(self, store_id: str, chunk: list[Message], claimed_at: datetime | None) -> None:
-        """Hand a chunk over. `claimed_at`: when it was claimed, still QUEUED (by the outbox read that
-        returned it, or when it was stored); unless that was within FRESH_CLAIM, or is not known (None),
-        the claim is renewed and checked first."""
+        """Hand a chunk over. `claimed_at`: when the outbox read that returned it claimed it, still
+        QUEUED; unless that was within FRESH_CLAIM (or it was handed over in memory when stored), the
+        claim is renewed and checked first."""
         config = await self.channel.get(store_id, fresh=True)  # another process may have changed it
         token = self.channel.token(config)
         if token is None:
