@@ -114,3 +114,34 @@ async def test_the_cap_counts_a_contacts_newsletter_still_on_its_way() -> None:
     await d._send("s1", [to_ana("m1")], limiter, None)
     assert not d._capped_out
     assert not d._capped_ids
+
+
+async def test_a_chunk_that_broke_is_read_again_even_by_a_read_under_way_as_it_ended() -> None:
+    """A chunk that ends on an unexpected error is let go, QUEUED and due again: unlike a recorded one, an
+    outbox read that ran while it ended must not leave it out (it claimed it: left out, it would wait for
+    that claim to run out)."""
+    let_go: list[MessageUpdate] = []
+
+    async def update(changes: list[MessageUpdate]) -> list[bool]:
+        let_go.extend(changes)
+        return [True] * len(changes)
+
+    async def outbox(now: datetime, limit: int, own: bool = True) -> list[Message]:
+        await d._send("s1", [queued("m1")], limiter, None)  # ends while the read runs
+        return [queued("m1")]
+
+    storage = SimpleNamespace(messages=SimpleNamespace(due=outbox, update=update))
+    d = Dispatcher(
+        cast(Any, storage), cast(Any, None), cast(Any, None), asyncio.Event(), clock=lambda: NOW, retry_base=0
+    )
+    limiter = asyncio.Semaphore(0)
+
+    async def broken(store_id: str, chunk: list[Message], claimed_at: datetime | None) -> None:
+        raise RuntimeError("a bug")
+
+    d._deliver = broken  # type: ignore[method-assign]
+    d._in_flight.add("m1")
+    assert [m.id for m in await d._read_due(100)] == ["m1"]
+    (released,) = let_go
+    assert (released.message_id, released.status, released.release) == ("m1", MessageStatus.QUEUED, True)
+    assert released.next_attempt_time == NOW

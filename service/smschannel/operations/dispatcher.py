@@ -87,7 +87,7 @@ class Dispatcher:
     _in_flight: set[str] = field(default_factory=set)
     _ready: deque[Message] = field(default_factory=deque)  # handed over, not yet taken
     _ready_ids: set[str] = field(default_factory=set)
-    _finished: set[str] = field(default_factory=set)  # left _in_flight since the last outbox read
+    _finished: set[str] = field(default_factory=set)  # recorded, left _in_flight since the last outbox read
     # Newsletters under a frequency cap on their way to Instasent, by (store, contact), not yet recorded
     # SENT: the cap counts them too (two chunks in flight at once must not both pass it).
     _capped_out: Counter[tuple[str, str]] = field(default_factory=Counter)
@@ -200,8 +200,10 @@ class Dispatcher:
     async def _send(
         self, store_id: str, chunk: list[Message], limiter: asyncio.Semaphore, claimed_at: datetime | None
     ) -> None:
+        recorded = False
         try:
             await self._deliver(store_id, chunk, claimed_at)
+            recorded = True
         except Exception:
             log.exception("outbox: unexpected error; the messages stay queued", extra={"store": store_id})
             await self._let_go(chunk)
@@ -214,7 +216,8 @@ class Dispatcher:
                     if not self._capped_out[key]:
                         del self._capped_out[key]
             self._in_flight.difference_update(ids)
-            self._finished.update(ids)
+            if recorded:  # an outbox read under way may still see them QUEUED; let go, they are (_let_go)
+                self._finished.update(ids)
             limiter.release()
 
     async def _deliver(self, store_id: str, chunk: list[Message], claimed_at: datetime | None) -> None:
