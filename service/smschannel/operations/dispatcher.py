@@ -264,21 +264,7 @@ class Dispatcher:
         when = now + timedelta(seconds=self.retry_base)
         reason = "retrying after an unexpected error"
         try:
-            await self.storage.messages.update(
-                [
-                    MessageUpdate(
-                        m.store_id,
-                        m.id,
-                        MessageStatus.QUEUED,
-                        _QUEUED,
-                        now,
-                        reason,
-                        next_attempt_time=when,
-                        release=True,
-                    )
-                    for m in chunk
-                ]
-            )
+            await self.storage.messages.update([self._put_off(m, now, when, reason, attempted=False) for m in chunk])
         except Exception:
             log.warning("outbox: cannot let go of the messages; they wait for their claims to run out", exc_info=True)
 
@@ -456,24 +442,25 @@ class Dispatcher:
             delay = max(delay, error.retry_after)
         when = now + timedelta(seconds=delay)
         reason = f"retrying: Instasent {error.status or 'unreachable'}: {error.message}"
-        updates = [
-            MessageUpdate(
-                m.store_id,
-                m.id,
-                MessageStatus.QUEUED,
-                _QUEUED,
-                now,
-                reason=reason,
-                next_attempt_time=when,
-                attempted=True,
-                release=True,
-            )
-            for m in chunk
-        ]
-        await self.storage.messages.update(updates)
+        await self.storage.messages.update([self._put_off(m, now, when, reason, attempted=True) for m in chunk])
         self._count("retried", len(chunk))
         log.warning(
             "outbox: retry later", extra={"status": error.status, "delay_s": round(delay, 3), "count": len(chunk)}
+        )
+
+    @staticmethod
+    def _put_off(m: Message, now: datetime, when: datetime, reason: str, *, attempted: bool) -> MessageUpdate:
+        """Still QUEUED, due again `when`, its claim let go (whichever outbox reads it due then takes it)."""
+        return MessageUpdate(
+            m.store_id,
+            m.id,
+            MessageStatus.QUEUED,
+            _QUEUED,
+            now,
+            reason=reason,
+            next_attempt_time=when,
+            attempted=attempted,
+            release=True,
         )
 
     @staticmethod
